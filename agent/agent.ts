@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto';
+import { hostname as osHostname } from 'node:os';
+import type { Server } from 'node:http';
+import type { AgentConfig } from '../shared/config.js';
+import { errorMessage, MxError } from '../shared/errors.js';
+import { startHttp } from '../shared/http.js';
+import type { Logger } from '../shared/logger.js';
+import { RouteTable, type Route } from '../shared/routes.js';
+import { coversMatch, listQueue, removeMessage, retryMessages, showMessage } from './queue-ops.js';
+import { Delivery } from './delivery.js';
+import { diskFree, queueByRoute, type HealthSnapshot } from './health.js';
+import { Ingress } from './ingress.js';
+import { agentRegistry } from './metrics.js';
+import { Queue } from './queue.js';
+import { loadRouteState, saveRouteState } from './route-state.js';
+import { Router } from './router.js';
+import { Scheduler } from './scheduler.js';
+
+/** A command from the controller (or its NATS equivalent), already decoded. */
+export type AgentCommand =
+  | { kind: 'flush'; match: string }
+  | { kind: 'queueList'; match: string; state: string; limit: number }
+  | { kind: 'queueShow'; id: string }
+  | { kind: 'queueRemove'; id: string }
+  | { kind: 'queueRetry'; id: string; all: boolean };
+
+/** What a control channel needs from the agent; the channel owns the transport, the agent owns the state. */
+export interface ControlHandler {
+  readonly agentId: string;
+  readonly region: string;
+  readonly bootId: string;
+  readonly appliedVersion: number;
+  /** Applies a whole table; resolves with an error text for a nack, undefined for an ack. */
+  applyTable(version: number, routes: Route[]): Promise<string | undefined>;
+  runCommand(minVersion: number, command: AgentCommand): unknown;
+  health(): HealthSnapshot;
+  setConnected(connected: boolean): void;
+}
+
+export interface ControlChannel {
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export type ControlChannelFactory = (handler: ControlHandler, config: NonNullable<AgentConfig['controller']>, log: Logger) => ControlChannel;
+
+/** Composition root of a relay agent: queue, router, ingress, scheduler, HTTP and the control channel. */
+export class Agent implements ControlHandler {
+  readonly bootId = randomUUID();
+  readonly queue: Queue;
+  readonly router: Router;
+  readonly ingress: Ingress;
+  readonly scheduler: Scheduler;
+  private readonly delivery: Delivery;
+  private readonly startedAt = Date.now();
+  private http: Server | undefined;
+  private control: ControlChannel | undefined;
+  private connected = false;
+  private applying: Promise<unknown> = Promise.resolve();
+  smtpPort = 0;
+  httpPort = 0;
+
+  constructor(
+    readonly config: AgentConfig,
+    private readonly log: Logger,
+    private readonly controlFactory?: ControlChannelFactory,
+  ) {
+    this.queue = new Queue(config.dataDir);
+    const persisted = loadRouteState(config.dataDir);
+    this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
+    if (persisted) log.info({ version: persisted.version, routes: persisted.routes.length }, 'starting with the last applied route table');
+    const hostname = config.smtp.hostname ?? osHostname();
+    this.delivery = new Delivery(config.delivery, hostname, log);
+    this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
+    this.ingress = new Ingress({ config, queue: this.queue, router: this.router, log, onQueued: () => this.scheduler.kick() });
+  }
+
+  get agentId(): string {
+    return this.config.id;
+  }
+  get region(): string {
+    return this.config.region;
+  }
+  get appliedVersion(): number {
+    return this.router.table.version;
+  }
+
+  async start(): Promise<void> {
+    const recovered = this.queue.recoverInFlight();
+    if (recovered) this.log.warn({ recovered }, 'recipients left in flight by a previous run are due again');
+    this.scheduler.start();
+    const addr = await this.ingress.listen();
+    this.smtpPort = addr.port;
+    this.log.info({ listen: `${addr.host}:${addr.port}`, version: this.appliedVersion }, 'smtp listening');
+    if (this.config.http) {
+      const registry = agentRegistry(() => this.health());
+      const { server, port } = await startHttp(this.config.http.listen, registry, () => ({
+        ok: true,
+        detail: { id: this.config.id, version: this.appliedVersion, controllerConnected: this.connected },
+      }));
+      this.http = server;
+      this.httpPort = port;
+    }
+    if (this.config.controller && this.controlFactory) {
+      this.control = this.controlFactory(this, this.config.controller, this.log);
+      this.control.start();
+    }
+  }
+
+  /** Graceful: stop accepting, let SMTP sessions finish, let sends in flight finish, close the queue. */
+  async stop(): Promise<void> {
+    await this.control?.stop();
+    await this.ingress.close();
+    await this.scheduler.stop();
+    this.delivery.close();
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.queue.close();
+  }
+
+  /** SIGHUP in static mode: the config's routes replace the table (mail already queued follows them). */
+  reloadStaticRoutes(routes: Route[]): void {
+    if (this.config.controller) {
+      this.log.warn('routes come from the controller; the config file routes are only a bootstrap table');
+      return;
+    }
+    this.router.apply(new RouteTable(routes, 0));
+    this.log.info({ routes: routes.length }, 'routes reloaded from config');
+  }
+
+  applyTable(version: number, routes: Route[]): Promise<string | undefined> {
+    // Tables apply one at a time, in arrival order.
+    const result = this.applying.then(() => this.applyNow(version, routes));
+    this.applying = result;
+    return result;
+  }
+
+  private async applyNow(version: number, routes: Route[]): Promise<string | undefined> {
+    const current = this.router.table;
+    if (version < current.version) return `version ${version} is older than the applied version ${current.version}`;
+    let table: RouteTable;
+    try {
+      table = new RouteTable(routes, version);
+      saveRouteState(this.config.dataDir, table);
+    } catch (err) {
+      this.log.error({ err, version }, 'route table refused');
+      return errorMessage(err);
+    }
+    if (version !== current.version || JSON.stringify(current.routes) !== JSON.stringify(table.routes)) {
+      this.router.apply(table);
+      this.log.info({ version, routes: routes.length }, 'route table applied');
+    }
+    // The ack promises that nothing in flight still goes where this table no longer sends mail.
+    await this.scheduler.settle(table);
+    return undefined;
+  }
+
+  runCommand(minVersion: number, command: AgentCommand): unknown {
+    if (this.appliedVersion < minVersion) {
+      throw new MxError('STALE_VERSION', `command needs route table version ${minVersion}, this agent has ${this.appliedVersion}`);
+    }
+    switch (command.kind) {
+      case 'flush':
+        return { due: this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
+      case 'queueList':
+        return listQueue(this.queue, {
+          ...(command.match ? { match: command.match } : {}),
+          ...(command.state ? { state: command.state as never } : {}),
+          ...(command.limit ? { limit: command.limit } : {}),
+        });
+      case 'queueShow':
+        return showMessage(this.queue, command.id);
+      case 'queueRemove':
+        removeMessage(this.queue, command.id);
+        return { removed: command.id };
+      case 'queueRetry': {
+        const due = retryMessages(this.queue, command.all ? { all: true } : { id: command.id });
+        this.scheduler.kick();
+        return { due };
+      }
+    }
+  }
+
+  setConnected(connected: boolean): void {
+    this.connected = connected;
+  }
+
+  health(): HealthSnapshot {
+    const now = Date.now();
+    const stats = this.queue.stats();
+    const d = this.scheduler.counters;
+    return {
+      appliedVersion: this.appliedVersion,
+      controllerConnected: this.connected,
+      byState: stats.byState,
+      total: stats.total,
+      oldestAgeSeconds: stats.oldestArrival ? (now - stats.oldestArrival) / 1000 : 0,
+      routes: queueByRoute(this.queue, this.router.table, now),
+      counters: { ...this.ingress.counters, delivered: d.delivered, deferred: d.deferred, bounced: d.bounced },
+      lastDeliveryError: d.lastError,
+      diskFreeBytes: diskFree(this.config.dataDir),
+      uptimeSeconds: (now - this.startedAt) / 1000,
+    };
+  }
+}

@@ -1,0 +1,194 @@
+import { readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import type { Readable } from 'node:stream';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { AgentConfig } from '../shared/config.js';
+import { hasRoutingInLocalPart, parseRecipient } from '../shared/address.js';
+import type { Logger } from '../shared/logger.js';
+import { parseHostPort } from '../shared/units.js';
+import { BareNewlineError, countReceivedHeaders, LineEndingGuard } from './message-data.js';
+import { newQueueId, QueueStorageError, type Queue } from './queue.js';
+import type { Router } from './router.js';
+
+/** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
+class SmtpReply extends Error {
+  constructor(
+    readonly responseCode: number,
+    enhanced: string,
+    text: string,
+  ) {
+    super(`${enhanced} ${text}`);
+  }
+}
+
+// smtp-server picks an enhanced code from the basic code alone (550 -> 5.1.1), which is wrong for a relay
+// denial (5.7.1) or a loop (5.4.6). Replies whose text already carries an enhanced code are sent as they are.
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+type SendFn = (code: number, data: unknown, context?: unknown) => void;
+const proto = SMTPConnection.prototype as unknown as { send: SendFn; __mxPatched?: boolean };
+if (!proto.__mxPatched) {
+  const original = proto.send;
+  proto.send = function (this: unknown, code, data, context) {
+    const own = context === undefined && typeof data === 'string' && ENHANCED_PREFIX.test(data);
+    original.call(this, code, data, own ? false : context);
+  };
+  proto.__mxPatched = true;
+}
+
+export interface IngressCounters {
+  accepted: number;
+  rejected: number;
+}
+
+export interface IngressDeps {
+  config: AgentConfig;
+  queue: Queue;
+  router: Router;
+  log: Logger;
+  /** Called after a message is committed so delivery can start at once. */
+  onQueued: (id: string) => void;
+}
+
+/** The SMTP ingress: the only importer of smtp-server. Accepts mail for routed recipients only. */
+export class Ingress {
+  private readonly server: SMTPServer;
+  private readonly hostname: string;
+  readonly counters: IngressCounters = { accepted: 0, rejected: 0 };
+
+  constructor(private readonly deps: IngressDeps) {
+    const smtp = deps.config.smtp;
+    this.hostname = smtp.hostname ?? osHostname();
+    this.server = new SMTPServer({
+      name: this.hostname,
+      banner: 'mxswitch ESMTP',
+      size: smtp.maxMessageSize,
+      rejectOversized: true,
+      disabledCommands: smtp.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      authOptional: true,
+      disableReverseLookup: true,
+      maxClients: smtp.maxConnections,
+      maxRecipients: smtp.maxRecipients,
+      socketTimeout: smtp.idleTimeout,
+      closeTimeout: smtp.shutdownTimeout,
+      logger: false,
+      ...(smtp.tls ? { key: readFileSync(smtp.tls.key), cert: readFileSync(smtp.tls.cert) } : {}),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+    });
+    this.server.on('error', (err) => deps.log.warn({ err }, 'smtp server error'));
+    // Nagle + delayed ACK cost ~45 ms per reply on a reused connection.
+    (this.server as unknown as { server: import('node:net').Server }).server.on('connection', (s) => s.setNoDelay(true));
+  }
+
+  async listen(): Promise<{ host: string; port: number }> {
+    const { host, port } = parseHostPort(this.deps.config.smtp.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = (this.server as unknown as { server: import('node:net').Server }).server.address();
+    return typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : { host, port };
+  }
+
+  /** Stops accepting, lets sessions finish within shutdownTimeout, then answers 421 to the rest. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private onMailFrom(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const declared = Number(address.args && (address.args as Record<string, string>).SIZE);
+    if (declared > this.deps.config.smtp.maxMessageSize) {
+      return cb(new SmtpReply(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.maxMessageSize} bytes`));
+    }
+    cb();
+  }
+
+  private onRcptTo(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const deny = (why: string) => {
+      this.counters.rejected++;
+      this.deps.log.info({ rcpt: address.address, why }, 'recipient refused');
+      cb(new SmtpReply(550, '5.7.1', `<${address.address}>: Relay access denied`));
+    };
+    const parsed = parseRecipient(address.address);
+    if (!parsed.ok) return deny(parsed.reason);
+    const table = this.deps.router.table;
+    const route = table.lookup(parsed.value.address);
+    if (!route) return deny('no route');
+    // user%host@routed.example asks the next hop to relay on: only an exact address route may carry that.
+    if (hasRoutingInLocalPart(parsed.value.local) && route.match !== parsed.value.address) return deny('routing characters in local part');
+    cb();
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const guard = new LineEndingGuard(this.deps.config.smtp.bareNewline);
+    const chunks: Buffer[] = [];
+    let failed: Error | undefined;
+    const timer = setTimeout(() => stream.destroy(new SmtpReply(451, '4.4.2', 'DATA timeout')), this.deps.config.smtp.dataTimeout);
+    guard.on('data', (c: Buffer) => chunks.push(c));
+    guard.on('error', (err) => {
+      failed = err;
+      // keep reading so smtp-server sees the end of DATA and can reply
+      (stream as Readable).unpipe(guard);
+      stream.resume();
+    });
+    stream.on('end', () => {
+      clearTimeout(timer);
+      if (failed) return this.finishData(session, failed, undefined, cb);
+      guard.end(() => this.finishData(session, failed, Buffer.concat(chunks), cb));
+    });
+    stream.pipe(guard, { end: false });
+  }
+
+  private finishData(
+    session: SMTPServerSession,
+    failed: Error | undefined,
+    data: Buffer | undefined,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
+    const reject = (reply: SmtpReply) => {
+      this.counters.rejected++;
+      this.deps.log.info({ session: session.id, reply: reply.message }, 'message refused');
+      cb(reply);
+    };
+    // smtp-server answers 552 itself when the raw data is over the limit; normalising bare LFs can still grow it.
+    if (data && data.length > this.deps.config.smtp.maxMessageSize) {
+      return reject(new SmtpReply(552, '5.3.4', 'Message size exceeds fixed maximum message size'));
+    }
+    if (failed instanceof BareNewlineError) return reject(new SmtpReply(550, '5.5.2', 'Error: bare <CR> or <LF> received in message data'));
+    if (failed || !data) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
+    if (countReceivedHeaders(data) >= this.deps.config.smtp.maxReceivedHeaders) {
+      return reject(new SmtpReply(554, '5.4.6', 'Too many "Received" headers - apparent mail loop'));
+    }
+    const id = newQueueId();
+    const body = Buffer.concat([Buffer.from(this.receivedHeader(session, id)), data]);
+    const recipients = session.envelope.rcptTo.map((r) => r.address);
+    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    this.deps.queue.commit({ id, sender, recipients, body }).then(
+      () => {
+        this.counters.accepted++;
+        this.deps.log.info({ queueId: id, from: sender, rcpts: recipients.length, size: body.length, client: session.remoteAddress }, 'queued');
+        cb(null, `2.0.0 Ok: queued as ${id}`);
+        this.deps.onQueued(id);
+      },
+      (err: unknown) => {
+        const full = err instanceof QueueStorageError && err.full;
+        this.deps.log.error({ err }, 'queue commit failed');
+        cb(full ? new SmtpReply(452, '4.3.1', 'Insufficient system storage') : new SmtpReply(451, '4.3.0', 'Local error in processing'));
+      },
+    );
+  }
+
+  private receivedHeader(session: SMTPServerSession, queueId: string): string {
+    const helo = session.hostNameAppearsAs || 'unknown';
+    const proto = `${session.transmissionType}`;
+    const date = new Date().toUTCString().replace('GMT', '+0000');
+    return `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${this.hostname} (mxswitch) with ${proto} id ${queueId};\r\n\t${date}\r\n`;
+  }
+}

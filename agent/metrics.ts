@@ -1,0 +1,57 @@
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { HealthSnapshot } from './health.js';
+
+/** Prometheus view of an agent: every value is read from the live snapshot at scrape time. */
+export function agentRegistry(snapshot: () => HealthSnapshot): Registry {
+  const registry = new Registry();
+  const counter = (name: string, help: string, read: (s: HealthSnapshot) => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read(snapshot()));
+      },
+    });
+  counter('mxswitch_agent_messages_accepted_total', 'Messages accepted (250 after commit) since start', (s) => s.counters.accepted);
+  counter('mxswitch_agent_smtp_rejected_total', 'Recipients or messages refused at SMTP since start', (s) => s.counters.rejected);
+  counter('mxswitch_agent_delivered_total', 'Recipients delivered (next hop said 250) since start', (s) => s.counters.delivered);
+  counter('mxswitch_agent_deferred_total', 'Delivery attempts deferred (4xx, network) since start', (s) => s.counters.deferred);
+  counter('mxswitch_agent_bounced_total', 'Recipients bounced (5xx or expired) since start', (s) => s.counters.bounced);
+  new Gauge({
+    name: 'mxswitch_agent_queue_recipients',
+    help: 'Recipients in the queue by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const s = snapshot();
+      for (const [state, n] of Object.entries(s.byState)) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'mxswitch_agent_queue_oldest_seconds',
+    help: 'Age of the oldest queued message',
+    registers: [registry],
+    collect() {
+      this.set(snapshot().oldestAgeSeconds);
+    },
+  });
+  new Gauge({
+    name: 'mxswitch_agent_route_table_version',
+    help: 'Version of the routing table in force',
+    registers: [registry],
+    collect() {
+      this.set(snapshot().appliedVersion);
+    },
+  });
+  new Gauge({
+    name: 'mxswitch_agent_controller_connected',
+    help: '1 when the control channel is up',
+    registers: [registry],
+    collect() {
+      this.set(snapshot().controllerConnected ? 1 : 0);
+    },
+  });
+  return registry;
+}

@@ -1,0 +1,280 @@
+import type { AgentConfig } from '../shared/config.js';
+import { addressKey } from '../shared/address.js';
+import type { Logger } from '../shared/logger.js';
+import { parseTarget, type Route, type RouteTable, type Target } from '../shared/routes.js';
+import type { Delivery, RecipientResult } from './delivery.js';
+import { buildDsn } from './dsn.js';
+import { newQueueId, type ClaimedRecipient, type Outcome, type Queue, type RecipientRow } from './queue.js';
+import type { Router } from './router.js';
+
+/** Recipients of one message that share a next hop: they go in one SMTP transaction. */
+interface Group {
+  hop: string;
+  target: Target;
+  tlsRequired: boolean;
+  route: string;
+  rows: ClaimedRecipient[];
+}
+
+export interface DeliveryCounters {
+  delivered: number;
+  deferred: number;
+  bounced: number;
+  lastError: string;
+}
+
+type Decision = { group: Omit<Group, 'rows'> } | { outcome: Outcome; route: string | null };
+
+const hopKey = (target: Target, tls: boolean) => `${target.mx ? target.host : `[${target.host}]`}:${target.port}${tls ? '+tls' : ''}`;
+
+/**
+ * Takes due recipients from the queue, resolves their route at that moment (so queued mail follows route
+ * changes), sends them through bounded per-hop slots, and records outcomes: delivered and bounced leave the
+ * queue, temporary failures back off, held routes are never attempted.
+ */
+export class Scheduler {
+  readonly counters: DeliveryCounters = { delivered: 0, deferred: 0, bounced: 0, lastError: '' };
+  private readonly waiting = new Map<string, Group[]>();
+  private readonly active = new Map<string, number>();
+  private readonly inflight = new Set<Group>();
+  private claimed = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private kickPending = false;
+  private stopped = true;
+  private settleWaiters: { affected: (g: Group) => boolean; resolve: () => void }[] = [];
+  private readonly maxClaimed: number;
+
+  constructor(
+    private readonly queue: Queue,
+    private readonly router: Router,
+    private readonly delivery: Delivery,
+    private readonly config: Pick<AgentConfig, 'retry' | 'delivery'>,
+    private readonly hostname: string,
+    private readonly log: Logger,
+  ) {
+    this.maxClaimed = config.delivery.connectionsPerHop * 50;
+    router.on('change', (table) => this.reconcileHolds(table));
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.reconcileHolds(this.router.table);
+    this.timer = setInterval(() => this.tick(), this.config.delivery.pollInterval);
+    this.timer.unref();
+    this.kick();
+  }
+
+  /** Stops taking work and waits (bounded) for sends in flight; unsent claims become due again at next start. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    const deadline = Date.now() + timeoutMs;
+    while (this.inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  kick(): void {
+    if (this.kickPending || this.stopped) return;
+    this.kickPending = true;
+    setImmediate(() => {
+      this.kickPending = false;
+      this.tick();
+    });
+  }
+
+  /** Makes deferred mail (all, or under `covers`) due now and starts delivering it. */
+  flush(covers?: (address: string) => boolean): number {
+    const n = this.queue.retryWhere((row) => !covers || covers(addressKey(row.rcpt)));
+    this.kick();
+    return n;
+  }
+
+  /**
+   * Resolves once no send in flight goes somewhere `table` no longer allows (a held route or another next
+   * hop). An ack sent after this means: nothing more reaches the old next hop from this agent.
+   */
+  settle(table: RouteTable): Promise<void> {
+    const affected = (g: Group) =>
+      g.rows.some((row) => {
+        const route = this.routeFor(row, table);
+        return !route || route.hold || hopKey(parseTarget(route.target), route.tls === 'required') !== g.hop;
+      });
+    if (![...this.inflight].some(affected)) return Promise.resolve();
+    return new Promise((resolve) => this.settleWaiters.push({ affected, resolve }));
+  }
+
+  /** The route in force for a recipient; a DSN to an unrouted sender goes to the sender domain's MX. */
+  private routeFor(row: ClaimedRecipient, table: RouteTable): Route | undefined {
+    const address = addressKey(row.rcpt);
+    const route = table.lookup(address);
+    if (route || !row.dsn) return route;
+    return { match: '', target: `smtp:${address.slice(address.lastIndexOf('@') + 1)}:25` };
+  }
+
+  private reconcileHolds(table: RouteTable): void {
+    const heldByRoute = (row: RecipientRow) => Boolean(table.lookup(addressKey(row.rcpt))?.hold);
+    const released = this.queue.releaseWhere((row) => row.holdKind === 'route' && !heldByRoute(row));
+    const held = this.queue.holdWhere(heldByRoute, 'route', 'held by route');
+    if (released || held) this.log.info({ released, held, version: table.version }, 'holds reconciled with route table');
+    this.kick();
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    const room = Math.min(this.config.delivery.batchSize, this.maxClaimed - this.claimed);
+    if (room <= 0) return;
+    const now = Date.now();
+    let rows: ClaimedRecipient[];
+    try {
+      rows = this.queue.claimDue(now, room);
+    } catch (err) {
+      this.log.error({ err }, 'cannot read due work from the queue');
+      return;
+    }
+    if (rows.length === 0) return;
+    this.claimed += rows.length;
+    const immediate: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
+    const hops = new Set<string>();
+    for (const row of rows) {
+      const decision = this.decide(row, now);
+      if ('outcome' in decision) immediate.push({ row, route: decision.route, outcome: decision.outcome });
+      else hops.add(this.enqueue(row, decision.group));
+    }
+    if (immediate.length) this.finish(immediate);
+    for (const hop of hops) this.dispatch(hop);
+    if (rows.length === room) this.kick();
+  }
+
+  private decide(row: ClaimedRecipient, now: number): Decision {
+    const route = this.routeFor(row, this.router.table);
+    if (!route) return { outcome: this.temporaryFailure(row, '4.4.0 no route for this recipient in the current table', now), route: null };
+    if (route.hold) return { outcome: { kind: 'held', reply: 'held by route', holdKind: 'route' }, route: route.match };
+    const target = parseTarget(route.target);
+    const tlsRequired = route.tls === 'required';
+    return { group: { hop: hopKey(target, tlsRequired), target, tlsRequired, route: route.match } };
+  }
+
+  private enqueue(row: ClaimedRecipient, group: Omit<Group, 'rows'>): string {
+    const list = this.waiting.get(group.hop) ?? [];
+    const existing = list.find((g) => g.rows[0]!.msgId === row.msgId && g.route === group.route);
+    if (existing) existing.rows.push(row);
+    else list.push({ ...group, rows: [row] });
+    this.waiting.set(group.hop, list);
+    return group.hop;
+  }
+
+  private dispatch(hop: string): void {
+    const list = this.waiting.get(hop);
+    while (list?.length && (this.active.get(hop) ?? 0) < this.config.delivery.connectionsPerHop && !this.stopped) {
+      const group = list.shift()!;
+      // Re-check the route at the moment of sending: the table may have changed while this waited for a slot.
+      const now = Date.now();
+      const stale = group.rows.filter((row) => {
+        const d = this.decide(row, now);
+        return 'outcome' in d || d.group.hop !== hop || d.group.route !== group.route;
+      });
+      if (stale.length) {
+        group.rows = group.rows.filter((r) => !stale.includes(r));
+        const immediate: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
+        const hops = new Set<string>();
+        for (const row of stale) {
+          const d = this.decide(row, now);
+          if ('outcome' in d) immediate.push({ row, route: d.route, outcome: d.outcome });
+          else hops.add(this.enqueue(row, d.group));
+        }
+        if (immediate.length) this.finish(immediate);
+        for (const h of hops) if (h !== hop) setImmediate(() => this.dispatch(h));
+      }
+      if (group.rows.length) void this.send(group);
+    }
+  }
+
+  private async send(group: Group): Promise<void> {
+    this.active.set(group.hop, (this.active.get(group.hop) ?? 0) + 1);
+    this.inflight.add(group);
+    const first = group.rows[0]!;
+    const body = this.queue.body(first.msgId);
+    let results: RecipientResult[] = [];
+    if (body) {
+      results = await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body);
+    }
+    this.active.set(group.hop, (this.active.get(group.hop) ?? 1) - 1);
+    this.inflight.delete(group);
+    this.log.info({ queueId: first.msgId, hop: group.hop, results }, 'delivery attempt');
+    // An operator removed the message meanwhile: its rows are gone, nothing to record.
+    if (body) await this.recordResults(group, results, body);
+    else this.claimed -= group.rows.length;
+    this.wakeSettlers();
+    this.dispatch(group.hop);
+    this.kick();
+  }
+
+  private async recordResults(group: Group, results: readonly RecipientResult[], body: Buffer): Promise<void> {
+    const now = Date.now();
+    const first = group.rows[0]!;
+    const records = group.rows.map((row, i) => {
+      const result = results[i]!;
+      let outcome: Outcome;
+      if (result.status === 'delivered') outcome = { kind: 'delivered', reply: result.reply };
+      else if (result.status === 'permanent') outcome = { kind: 'bounced', reply: result.reply };
+      else outcome = this.temporaryFailure(row, result.reply, now);
+      return { row, route: group.route, outcome };
+    });
+    const bounced = records.filter((r) => r.outcome.kind === 'bounced');
+    if (bounced.length && first.sender && !first.dsn) {
+      try {
+        const dsn = buildDsn({
+          reportingMta: this.hostname,
+          queueId: first.msgId,
+          sender: first.sender,
+          arrivedAt: first.arrivedAt,
+          failed: bounced.map((r) => ({ rcpt: r.row.rcpt, reply: r.outcome.reply, remoteMta: group.target.host })),
+          original: body,
+        });
+        const id = await this.queue.commit({ id: newQueueId(), sender: '', recipients: [first.sender], body: dsn, dsn: true });
+        this.log.info({ queueId: first.msgId, dsn: id, to: first.sender }, 'bounce notification queued');
+      } catch (err) {
+        // Without a committed DSN the recipients may not leave the queue: keep them for another try.
+        this.log.error({ err, queueId: first.msgId }, 'cannot queue bounce notification; deferring instead');
+        for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
+      }
+    }
+    this.finish(records);
+  }
+
+  private temporaryFailure(row: ClaimedRecipient, reply: string, now: number): Outcome {
+    const age = now - row.arrivedAt - row.heldMs;
+    if (age >= this.config.retry.maxAge) return { kind: 'bounced', reply: `5.4.7 delivery time expired; last reply: ${reply}` };
+    const intervals = this.config.retry.intervals;
+    const base = intervals[Math.min(row.attempts, intervals.length - 1)]!;
+    const jitter = 1 + (Math.random() * 2 - 1) * this.config.retry.jitter;
+    return { kind: 'deferred', reply, dueAt: now + Math.round(base * jitter) };
+  }
+
+  private finish(records: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[]): void {
+    this.claimed -= records.length;
+    for (const { row, outcome } of records) {
+      if (outcome.kind === 'delivered') this.counters.delivered++;
+      else if (outcome.kind === 'bounced') this.counters.bounced++;
+      else if (outcome.kind === 'deferred') {
+        this.counters.deferred++;
+        this.counters.lastError = `${row.rcpt}: ${outcome.reply}`;
+      }
+    }
+    try {
+      this.queue.record(records);
+    } catch (err) {
+      // The rows stay in flight in the database and become due again at the next start: never lost.
+      this.log.error({ err }, 'cannot record delivery outcomes');
+    }
+    const bounced = records.filter((r) => r.outcome.kind === 'bounced' && r.row.sender === '');
+    if (bounced.length) this.log.info({ count: bounced.length }, 'bounced mail from the null sender dropped without notification');
+  }
+
+  private wakeSettlers(): void {
+    this.settleWaiters = this.settleWaiters.filter((w) => {
+      if ([...this.inflight].some(w.affected)) return true;
+      w.resolve();
+      return false;
+    });
+  }
+}

@@ -1,0 +1,211 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError, errorMessage } from './errors.js';
+import { normalizeRoutes } from './routes.js';
+import { parseDuration, parseHostPort, parseSize } from './units.js';
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+    return z.NEVER;
+  }
+});
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+    return z.NEVER;
+  }
+});
+const hostPort = z.string().refine(
+  (v) => {
+    try {
+      parseHostPort(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected host:port' },
+);
+const readableFile = z.string().refine(
+  (p) => {
+    try {
+      readFileSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'file cannot be read' },
+);
+const tlsFiles = z.strictObject({ cert: readableFile, key: readableFile, ca: readableFile.optional() });
+
+const routeSchema = z.strictObject({
+  match: z.string(),
+  target: z.string(),
+  hold: z.boolean().optional(),
+  tls: z.enum(['may', 'required']).optional(),
+});
+const routeList = z.array(routeSchema).superRefine((routes, ctx) => {
+  try {
+    normalizeRoutes(routes);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: errorMessage(err) });
+  }
+});
+
+export const agentConfigSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, . _ - (max 63)'),
+  region: z.string().default(''),
+  dataDir: z.string().min(1),
+  smtp: z
+    .strictObject({
+      listen: hostPort.default('0.0.0.0:25'),
+      hostname: z.string().min(1).optional(),
+      maxMessageSize: size.default(50 * 1024 * 1024),
+      bareNewline: z.enum(['normalize', 'reject']).default('normalize'),
+      maxConnections: z.number().int().positive().default(200),
+      maxRecipients: z.number().int().min(100).default(1000),
+      idleTimeout: duration.default(300_000),
+      dataTimeout: duration.default(600_000),
+      maxReceivedHeaders: z.number().int().positive().default(50),
+      shutdownTimeout: duration.default(30_000),
+      tls: tlsFiles.optional(),
+    })
+    .prefault({}),
+  routes: routeList.default([]),
+  controller: z
+    .strictObject({
+      grpc: z
+        .strictObject({
+          address: hostPort,
+          token: z.string().min(1),
+          tls: z.strictObject({ ca: readableFile.optional(), cert: readableFile.optional(), key: readableFile.optional() }).optional(),
+        })
+        .optional(),
+      nats: z
+        .strictObject({
+          servers: z.array(z.string()).min(1),
+          token: z.string().optional(),
+          fleet: z.string().default('mxswitch'),
+        })
+        .optional(),
+      healthInterval: duration.default(5000),
+    })
+    .refine((c) => !(c.grpc && c.nats), { message: 'choose one of grpc or nats' })
+    .optional(),
+  http: z.strictObject({ listen: hostPort }).optional(),
+  retry: z
+    .strictObject({
+      intervals: z.array(duration).min(1).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000]),
+      maxAge: duration.default(5 * 86_400_000),
+      jitter: z.number().min(0).max(1).default(0.2),
+    })
+    .prefault({}),
+  delivery: z
+    .strictObject({
+      connectionsPerHop: z.number().int().positive().default(20),
+      connectTimeout: duration.default(30_000),
+      greetingTimeout: duration.default(60_000),
+      socketTimeout: duration.default(300_000),
+      batchSize: z.number().int().positive().default(200),
+      pollInterval: duration.default(1000),
+    })
+    .prefault({}),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+});
+export type AgentConfig = z.output<typeof agentConfigSchema>;
+
+export const controllerConfigSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  grpc: z
+    .strictObject({
+      listen: hostPort.default('127.0.0.1:7070'),
+      tls: tlsFiles.extend({ requireClientCert: z.boolean().default(false) }).optional(),
+      allowInsecureRemote: z.boolean().default(false),
+    })
+    .prefault({}),
+  tokens: z.strictObject({ agent: z.string().min(8), admin: z.string().min(8) }),
+  expectedAgents: z.array(z.string()).optional(),
+  http: z.strictObject({ listen: hostPort }).optional(),
+  lostAfter: duration.default(60_000),
+  stepTimeout: duration.default(30_000),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+});
+export type ControllerConfig = z.output<typeof controllerConfigSchema>;
+
+type Json = unknown;
+
+/** Leaf key paths of a schema ("smtp.listen"), for env overrides and the README reference. */
+export function schemaKeyPaths(schema: z.ZodType, prefix: string[] = []): string[][] {
+  const def = (schema as unknown as { def: { type: string; innerType?: z.ZodType; in?: z.ZodType; shape?: Record<string, z.ZodType> } }).def;
+  if (def.type === 'optional' || def.type === 'default' || def.type === 'prefault' || def.type === 'nullable') {
+    return schemaKeyPaths(def.innerType!, prefix);
+  }
+  if (def.type === 'pipe') return schemaKeyPaths(def.in!, prefix);
+  if (def.type === 'object') {
+    const shape = (schema as unknown as { shape: Record<string, z.ZodType> }).shape;
+    return Object.entries(shape).flatMap(([k, s]) => schemaKeyPaths(s, [...prefix, k]));
+  }
+  return [prefix];
+}
+
+/** smtp.maxMessageSize -> MXSWITCH_SMTP_MAX_MESSAGE_SIZE */
+export function envName(path: readonly string[]): string {
+  return `MXSWITCH_${path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
+}
+
+function applyEnv(doc: Record<string, Json>, schema: z.ZodType, env: NodeJS.ProcessEnv): void {
+  for (const path of schemaKeyPaths(schema)) {
+    const value = env[envName(path)];
+    if (value === undefined) continue;
+    let node = doc;
+    for (const seg of path.slice(0, -1)) {
+      const next = node[seg];
+      node = (typeof next === 'object' && next !== null ? next : (node[seg] = {})) as Record<string, Json>;
+    }
+    node[path.at(-1)!] = parseYaml(value) as Json;
+  }
+}
+
+function issueToError(issue: z.core.$ZodIssue): ConfigError {
+  const key = issue.path.join('.');
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys.map((k) => (key ? `${key}.${k}` : k));
+    return new ConfigError(keys[0]!, `unknown key${keys.length > 1 ? ` (also ${keys.slice(1).join(', ')})` : ''}`);
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined) return new ConfigError(key, 'required key is missing');
+  return new ConfigError(key, issue.message);
+}
+
+/** Parses an already-loaded document (plus MXSWITCH_* env overrides); throws ConfigError naming the first bad key. */
+export function parseConfig<S extends z.ZodType>(schema: S, doc: Json, env: NodeJS.ProcessEnv = {}): z.output<S> {
+  const base = doc === null || doc === undefined ? {} : doc;
+  if (typeof base !== 'object' || Array.isArray(base)) throw new ConfigError('', 'the config must be a YAML mapping of keys');
+  const merged = structuredClone(base) as Record<string, Json>;
+  applyEnv(merged, schema, env);
+  const result = schema.safeParse(merged);
+  if (!result.success) throw issueToError(result.error.issues[0]!);
+  return result.data;
+}
+
+export function loadConfigFile<S extends z.ZodType>(schema: S, file: string, env: NodeJS.ProcessEnv = process.env): z.output<S> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('', `cannot read config file ${file}: ${errorMessage(err)}`);
+  }
+  let doc: Json;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError('', `${file} is not valid YAML: ${errorMessage(err).split('\n')[0]}`);
+  }
+  return parseConfig(schema, doc, env);
+}

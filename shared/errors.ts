@@ -1,0 +1,33 @@
+/** An error that carries a stable machine-readable code next to its human message. */
+export class MxError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'MxError';
+  }
+}
+
+/** A configuration problem; `key` is the dotted path of the offending key ("smtp.listen"). */
+export class ConfigError extends MxError {
+  constructor(
+    readonly key: string,
+    problem: string,
+  ) {
+    super('CONFIG', key ? `${key}: ${problem}` : problem);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A bad command-line argument: the CLI prints it on one line and exits 2. */
+export class UsageError extends MxError {
+  constructor(message: string) {
+    super('USAGE', message);
+    this.name = 'UsageError';
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
