@@ -96,6 +96,8 @@ export class Delivery {
         name: this.heloName,
         maxConnections: this.config.connectionsPerHop,
         maxMessages: Infinity,
+        // A dropped connection is our scheduler's to retry (with backoff and hold checks), not the pool's.
+        maxRequeues: 0,
         connectionTimeout: this.config.connectTimeout,
         greetingTimeout: this.config.greetingTimeout,
         socketTimeout: this.config.socketTimeout,

@@ -30,7 +30,7 @@ const proto = SMTPConnection.prototype as unknown as { send: SendFn; __mxPatched
 if (!proto.__mxPatched) {
   const original = proto.send;
   proto.send = function (this: unknown, code, data, context) {
-    const own = context === undefined && typeof data === 'string' && ENHANCED_PREFIX.test(data);
+    const own = typeof data === 'string' && ENHANCED_PREFIX.test(data);
     original.call(this, code, data, own ? false : context);
   };
   proto.__mxPatched = true;
@@ -66,6 +66,7 @@ export class Ingress {
       rejectOversized: true,
       disabledCommands: smtp.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
       hideDSN: true,
+      hideENHANCEDSTATUSCODES: false,
       hideREQUIRETLS: true,
       authOptional: true,
       disableReverseLookup: true,

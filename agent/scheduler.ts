@@ -12,7 +12,7 @@ interface Group {
   hop: string;
   target: Target;
   tlsRequired: boolean;
-  route: string;
+  /** Each row's `route` holds the match of the route it is being sent by. */
   rows: ClaimedRecipient[];
 }
 
@@ -23,7 +23,7 @@ export interface DeliveryCounters {
   lastError: string;
 }
 
-type Decision = { group: Omit<Group, 'rows'> } | { outcome: Outcome; route: string | null };
+type Decision = { group: Omit<Group, 'rows'>; route: string } | { outcome: Outcome; route: string | null };
 
 const hopKey = (target: Target, tls: boolean) => `${target.mx ? target.host : `[${target.host}]`}:${target.port}${tls ? '+tls' : ''}`;
 
@@ -137,7 +137,7 @@ export class Scheduler {
     for (const row of rows) {
       const decision = this.decide(row, now);
       if ('outcome' in decision) immediate.push({ row, route: decision.route, outcome: decision.outcome });
-      else hops.add(this.enqueue(row, decision.group));
+      else hops.add(this.enqueue(row, decision));
     }
     if (immediate.length) this.finish(immediate);
     for (const hop of hops) this.dispatch(hop);
@@ -150,12 +150,14 @@ export class Scheduler {
     if (route.hold) return { outcome: { kind: 'held', reply: 'held by route', holdKind: 'route' }, route: route.match };
     const target = parseTarget(route.target);
     const tlsRequired = route.tls === 'required';
-    return { group: { hop: hopKey(target, tlsRequired), target, tlsRequired, route: route.match } };
+    return { group: { hop: hopKey(target, tlsRequired), target, tlsRequired }, route: route.match };
   }
 
-  private enqueue(row: ClaimedRecipient, group: Omit<Group, 'rows'>): string {
+  private enqueue(row: ClaimedRecipient, decision: { group: Omit<Group, 'rows'>; route: string }): string {
+    const { group } = decision;
+    row.route = decision.route;
     const list = this.waiting.get(group.hop) ?? [];
-    const existing = list.find((g) => g.rows[0]!.msgId === row.msgId && g.route === group.route);
+    const existing = list.find((g) => g.rows[0]!.msgId === row.msgId);
     if (existing) existing.rows.push(row);
     else list.push({ ...group, rows: [row] });
     this.waiting.set(group.hop, list);
@@ -170,7 +172,7 @@ export class Scheduler {
       const now = Date.now();
       const stale = group.rows.filter((row) => {
         const d = this.decide(row, now);
-        return 'outcome' in d || d.group.hop !== hop || d.group.route !== group.route;
+        return 'outcome' in d || d.group.hop !== hop || d.route !== row.route;
       });
       if (stale.length) {
         group.rows = group.rows.filter((r) => !stale.includes(r));
@@ -179,7 +181,7 @@ export class Scheduler {
         for (const row of stale) {
           const d = this.decide(row, now);
           if ('outcome' in d) immediate.push({ row, route: d.route, outcome: d.outcome });
-          else hops.add(this.enqueue(row, d.group));
+          else hops.add(this.enqueue(row, d));
         }
         if (immediate.length) this.finish(immediate);
         for (const h of hops) if (h !== hop) setImmediate(() => this.dispatch(h));
@@ -217,7 +219,7 @@ export class Scheduler {
       if (result.status === 'delivered') outcome = { kind: 'delivered', reply: result.reply };
       else if (result.status === 'permanent') outcome = { kind: 'bounced', reply: result.reply };
       else outcome = this.temporaryFailure(row, result.reply, now);
-      return { row, route: group.route, outcome };
+      return { row, route: row.route, outcome };
     });
     const bounced = records.filter((r) => r.outcome.kind === 'bounced');
     if (bounced.length && first.sender && !first.dsn) {

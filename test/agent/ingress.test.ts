@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { messageIds, startAgent, waitFor } from '../helpers/agent.js';
+import { RawSmtp } from '../helpers/raw-smtp.js';
+import { Sink } from '../helpers/sink.js';
+
+describe('ingress: relay control, limits and SMTP smuggling', () => {
+  let sink: Sink;
+  let a: Awaited<ReturnType<typeof startAgent>>;
+  before(async () => {
+    sink = await new Sink().start();
+    a = await startAgent({
+      smtp: { maxMessageSize: '64KB', maxRecipients: 100 },
+      routes: [
+        { match: 'example.com', target: sink.target },
+        { match: '.sub.example.org', target: sink.target },
+        { match: 'special%route@example.net', target: sink.target },
+      ],
+    });
+  });
+  after(async () => {
+    await a.cleanup();
+    await sink.stop();
+  });
+
+  async function session(): Promise<RawSmtp> {
+    const c = await RawSmtp.open(a.port);
+    assert.match(await c.command('EHLO client.test'), /^250/);
+    return c;
+  }
+
+  test('EHLO advertises SIZE, PIPELINING, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES and no AUTH', async () => {
+    const c = await RawSmtp.open(a.port);
+    const ehlo = await c.command('EHLO client.test');
+    for (const ext of ['SIZE 65536', 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES']) assert.match(ehlo, new RegExp(`^250[- ]${ext}$`, 'm'));
+    assert.doesNotMatch(ehlo, /AUTH|STARTTLS/);
+    c.close();
+  });
+
+  test('relay tricks are refused with 550 5.7.1; routed addresses are accepted', async () => {
+    const refused = [
+      'victim@elsewhere.test',
+      'victim%elsewhere.test@example.com',
+      '"victim@elsewhere.test"@example.com',
+      '@example.com:victim@elsewhere.test',
+      'elsewhere.test!victim@example.com',
+      'victim@[127.0.0.1]',
+      'victim@[IPv6:::1]',
+      'victim@example.com.',
+      'victim',
+      'victim@sub.example.org.',
+      'victim@example.org',
+      'victim@elsewhere.test@example.com',
+      'Victim%Elsewhere.test@EXAMPLE.com',
+    ];
+    const accepted = ['user@example.com', 'User@EXAMPLE.COM', 'user@a.sub.example.org', 'special%route@example.net'];
+    const c = await session();
+    assert.match(await c.command('MAIL FROM:<s@sender.test>'), /^250/);
+    for (const rcpt of refused) {
+      const reply = await c.command(`RCPT TO:<${rcpt}>`);
+      assert.match(reply, /^5\d\d 5\.\d\.\d/, `${rcpt} was not refused: ${reply}`);
+      if (reply.startsWith('550')) assert.match(reply, /^550 5\.7\.1 /, `${rcpt}: ${reply}`);
+    }
+    for (const rcpt of accepted) assert.match(await c.command(`RCPT TO:<${rcpt}>`), /^250/, rcpt);
+    assert.match(await c.command('RSET'), /^250/);
+    c.close();
+  });
+
+  test('SIZE over the limit -> 552 5.3.4 at MAIL FROM; oversized data -> 552 5.3.4 at end of DATA', async () => {
+    const c = await session();
+    assert.match(await c.command('MAIL FROM:<s@sender.test> SIZE=10000000'), /^552 5\.3\.4 /);
+    assert.match(await c.command('MAIL FROM:<s@sender.test>'), /^250/);
+    assert.match(await c.command('RCPT TO:<user@example.com>'), /^250/);
+    assert.match(await c.command('DATA'), /^354/);
+    c.write(`Subject: big\r\n\r\n${'x'.repeat(998)}\r\n`.repeat(70) + '.\r\n');
+    assert.match(await c.reply(), /^552 5\.3\.4 /);
+    c.close();
+  });
+
+  test('more than 50 Received headers -> 554 5.4.6 loop', async () => {
+    const c = await session();
+    await c.command('MAIL FROM:<s@sender.test>');
+    await c.command('RCPT TO:<user@example.com>');
+    await c.command('DATA');
+    c.write(`${'Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n'.repeat(50)}Subject: loop\r\n\r\nx\r\n.\r\n`);
+    assert.match(await c.reply(), /^554 5\.4\.6 /);
+    c.close();
+  });
+
+  test('a recipient limit answers 452 and the session goes on', async () => {
+    const c = await session();
+    await c.command('MAIL FROM:<s@sender.test>');
+    for (let i = 0; i < 100; i++) c.write(`RCPT TO:<u${i}@example.com>\r\n`);
+    for (let i = 0; i < 100; i++) assert.match(await c.reply(), /^250/);
+    assert.match(await c.command('RCPT TO:<u100@example.com>'), /^452 4\.5\.3/);
+    assert.match(await c.command('RSET'), /^250/);
+    c.close();
+  });
+
+  // The published SMTP smuggling end-of-data variants; each is followed by a smuggled transaction.
+  const variants: Record<string, string> = {
+    'LF.LF': '\n.\n',
+    'LF.CRLF': '\n.\r\n',
+    'CRLF.LF': '\r\n.\n',
+    'CR.CR': '\r.\r',
+    'CR.CRLF': '\r.\r\n',
+    'CRLF.CR': '\r\n.\r',
+    'LF.CR': '\n.\r',
+    'CRLF.NULCRLF': '\r\n.\x00\r\n',
+  };
+  for (const mode of ['normalize', 'reject'] as const) {
+    test(`smuggling (${mode}): the smuggled message never exists`, async () => {
+      const agent = await startAgent({ smtp: { bareNewline: mode }, routes: [{ match: 'example.com', target: sink.target }] });
+      try {
+        for (const [name, eod] of Object.entries(variants)) {
+          sink.messages.length = 0;
+          const before = agent.agent.scheduler.counters.delivered;
+          const c = await RawSmtp.open(agent.port);
+          await c.command('EHLO attacker.test');
+          await c.command('MAIL FROM:<a@sender.test>');
+          await c.command('RCPT TO:<user@example.com>');
+          assert.match(await c.command('DATA'), /^354/);
+          const smuggled = `MAIL FROM:<admin@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nMessage-ID: <smuggled-${name}@x>\r\n\r\nsmuggled\r\n`;
+          c.write(`Message-ID: <outer-${name}@x>\r\n\r\nhello${eod}${smuggled}.\r\n`);
+          const reply = await c.reply();
+          c.close();
+          if (mode === 'reject' && name !== 'CRLF.NULCRLF') {
+            assert.match(reply, /^550 5\.5\.2 /, `${name}: ${reply}`);
+            assert.equal(agent.agent.queue.stats().total, 0, `${name}: something was queued in reject mode`);
+            continue;
+          }
+          assert.match(reply, /^250 /, `${name}: ${reply}`);
+          await waitFor(`${name} delivered`, () => agent.agent.scheduler.counters.delivered > before && agent.agent.queue.stats().total === 0);
+          assert.equal(sink.messages.length, 1, `${name}: expected exactly one message`);
+          const m = sink.messages[0]!;
+          assert.deepEqual(m.to, ['user@example.com'], name);
+          assert.deepEqual(messageIds([m.data]), [`outer-${name}@x`]);
+          // The would-be terminator is plain content now, with proper CRLF line ends only.
+          assert.doesNotMatch(m.data.toString('latin1'), /[^\r]\n|\r[^\n]/, `${name}: bare CR/LF relayed`);
+          assert.match(m.data.toString('latin1'), /smuggled\r\n$/, name);
+        }
+      } finally {
+        await agent.cleanup();
+      }
+    });
+  }
+});

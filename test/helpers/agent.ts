@@ -1,0 +1,73 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import nodemailer from 'nodemailer';
+import { Agent, type ControlChannelFactory } from '../../agent/agent.js';
+import { agentConfigSchema, parseConfig } from '../../shared/config.js';
+import { createLogger } from '../../shared/logger.js';
+
+export function tempDir(prefix = 'mxs-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Agent config for tests: loopback, fast retries, quiet logs; `extra` is merged over it (top level keys). */
+export function testAgentConfig(extra: Record<string, unknown> = {}) {
+  const dataDir = (extra.dataDir as string | undefined) ?? tempDir();
+  return parseConfig(agentConfigSchema, {
+    id: 'test-agent',
+    dataDir,
+    log: { level: process.env.MXSWITCH_TEST_LOG ?? 'silent' },
+    retry: { intervals: ['200ms'], maxAge: '1h', jitter: 0 },
+    delivery: { pollInterval: '50ms', connectTimeout: '2s', greetingTimeout: '2s', socketTimeout: '5s' },
+    ...extra,
+    smtp: { listen: '127.0.0.1:0', hostname: 'mx.test', ...(extra.smtp as object | undefined) },
+  });
+}
+
+/** A started in-process agent; `cleanup()` stops it and removes its data dir. */
+export async function startAgent(extra: Record<string, unknown> = {}, control?: ControlChannelFactory) {
+  const config = testAgentConfig(extra);
+  const agent = new Agent(config, createLogger('test', config.log.level), control);
+  await agent.start();
+  return {
+    agent,
+    config,
+    port: agent.smtpPort,
+    async cleanup(keepData = false) {
+      await agent.stop();
+      if (!keepData) rmSync(config.dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function smtpClient(port: number, opts: { pool?: boolean; maxConnections?: number } = {}) {
+  return nodemailer.createTransport({
+    host: '127.0.0.1',
+    port,
+    secure: false,
+    ignoreTLS: true,
+    pool: opts.pool ?? false,
+    maxConnections: opts.maxConnections ?? 1,
+    maxMessages: Infinity,
+  });
+}
+
+/** A distinct, recognisable message: the test can find each one at the sink by its Message-ID. */
+export function testMessage(n: number, to = 'user@example.com', extraBody = ''): Buffer {
+  return Buffer.from(
+    `From: sender@sender.test\r\nTo: ${to}\r\nSubject: test ${n}\r\nMessage-ID: <msg-${n}@sender.test>\r\n\r\nbody of message ${n}\r\n${extraBody}`,
+  );
+}
+
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Every Message-ID header value in a set of received messages. */
+export function messageIds(datas: readonly Buffer[]): string[] {
+  return datas.map((d) => /^Message-ID: <([^>]+)>/im.exec(d.toString('latin1'))?.[1] ?? '?');
+}
