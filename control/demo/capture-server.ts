@@ -1,0 +1,77 @@
+import type { Server as NetServer } from 'node:net';
+import { SMTPServer, type SMTPServerSession } from 'smtp-server';
+
+export interface CapturedMessage {
+  from: string;
+  to: string[];
+  data: Buffer;
+  /** Date.now() when the final 250 was sent. */
+  at: number;
+}
+
+export interface Reply {
+  code: number;
+  message: string;
+}
+
+/**
+ * A real SMTP server that keeps what it receives in memory: the demo's "old" and "new" mail servers and the
+ * tests' sinks. Replies to RCPT and to the final dot can be scripted to simulate a refusing or failing server.
+ */
+export class CaptureServer {
+  readonly messages: CapturedMessage[] = [];
+  port = 0;
+  rcptPolicy: ((rcpt: string) => Reply | undefined) | undefined;
+  dataReply: (() => Reply | undefined) | undefined;
+  private readonly server: SMTPServer;
+
+  constructor(readonly name = 'capture') {
+    this.server = new SMTPServer({
+      name,
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      disableReverseLookup: true,
+      size: 200 * 1024 * 1024,
+      onRcptTo: (addr, _s, cb) => {
+        const r = this.rcptPolicy?.(addr.address);
+        cb(r ? Object.assign(new Error(r.message), { responseCode: r.code }) : undefined);
+      },
+      onData: (stream, session: SMTPServerSession, cb) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          const r = this.dataReply?.();
+          if (r) return cb(Object.assign(new Error(r.message), { responseCode: r.code }));
+          this.messages.push({
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((x) => x.address),
+            data: Buffer.concat(chunks),
+            at: Date.now(),
+          });
+          cb();
+        });
+      },
+    });
+    this.server.on('error', () => undefined);
+  }
+
+  async start(port = 0, host = '127.0.0.1'): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => resolve());
+    });
+    const addr = (this.server as unknown as { server: NetServer }).server.address();
+    this.port = typeof addr === 'object' && addr ? addr.port : port;
+    return this;
+  }
+
+  stop(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The route target that delivers here without an MX lookup. */
+  get target(): string {
+    return `smtp:[127.0.0.1]:${this.port}`;
+  }
+}
