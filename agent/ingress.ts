@@ -72,6 +72,8 @@ export class Ingress {
       disableReverseLookup: true,
       maxClients: smtp.maxConnections,
       maxRecipients: smtp.maxRecipients,
+      // RFC 5321 4.5.3.1.4: 512 octets with CRLF; a longer line is refused with 421 and the connection closed.
+      maxCommandLength: 510,
       socketTimeout: smtp.idleTimeout,
       closeTimeout: smtp.shutdownTimeout,
       logger: false,

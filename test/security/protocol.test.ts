@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startAgent } from '../helpers/agent.js';
+import { RawSmtp } from '../helpers/raw-smtp.js';
+
+describe('protocol abuse', () => {
+  let a: Awaited<ReturnType<typeof startAgent>>;
+  before(async () => {
+    a = await startAgent({ smtp: { maxConnections: 3, maxRecipients: 1000, idleTimeout: '1s' }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+  });
+  after(() => a.cleanup());
+
+  function rawReply(send: string | undefined, waitMs = 400): Promise<string> {
+    return new Promise((resolve) => {
+      const s = connect(a.port, '127.0.0.1');
+      let out = '';
+      s.on('data', (d: Buffer) => (out += d.toString('latin1')));
+      s.on('error', () => undefined);
+      if (send) s.on('connect', () => s.write(send));
+      setTimeout(() => {
+        s.destroy();
+        resolve(out);
+      }, waitMs);
+    });
+  }
+
+  test('a command before the greeting is refused (421, early talker)', async () => {
+    assert.match(await rawReply('EHLO early.test\r\n'), /^421 .*talk too soon/);
+  });
+
+  test('a command line over 512 octets -> 421 and the connection closes', async () => {
+    const c = await RawSmtp.open(a.port);
+    assert.match(await c.command(`NOOP ${'a'.repeat(600)}`), /^421 .*too long/i);
+    assert.equal(await c.reply(), '(closed)');
+  });
+
+  test('1,000 recipients: 1,000 accepted, the 1,001st gets 452 4.5.3 and the session goes on', async () => {
+    const c = await RawSmtp.open(a.port);
+    await c.command('EHLO many.test');
+    await c.command('MAIL FROM:<s@sender.test>');
+    for (let i = 0; i < 1000; i++) c.write(`RCPT TO:<u${i}@example.com>\r\n`);
+    for (let i = 0; i < 1000; i++) assert.match(await c.reply(), /^250/, `rcpt ${i}`);
+    assert.match(await c.command('RCPT TO:<u1000@example.com>'), /^452 4\.5\.3 /);
+    assert.match(await c.command('DATA'), /^354/);
+    c.write('Subject: many\r\n\r\nx\r\n.\r\n');
+    assert.match(await c.reply(), /^250 2\.0\.0 Ok: queued as /);
+    c.close();
+    assert.equal(a.agent.queue.stats().byState.held + a.agent.queue.stats().byState.queued, 1000);
+  });
+
+  test('NUL bytes and invalid UTF-8 in commands get a 5xx, never a crash', async () => {
+    const c = await RawSmtp.open(a.port);
+    await c.command('EHLO nul.test');
+    assert.match(await c.command('MAIL FROM:<a\x00b@sender.test>'), /^5\d\d /);
+    assert.match(await c.command('RCPT TO:<\xff\xfe@example.com>'), /^5\d\d /);
+    assert.match(await c.command('NOOP'), /^250/);
+    c.close();
+  });
+
+  test('an idle client is disconnected after smtp.idleTimeout', async () => {
+    const c = await RawSmtp.open(a.port);
+    const started = Date.now();
+    assert.match(await c.reply(5000), /^421 /);
+    assert.ok(Date.now() - started >= 900);
+  });
+
+  test('more connections than smtp.maxConnections -> 421', async () => {
+    const open = await Promise.all([RawSmtp.open(a.port), RawSmtp.open(a.port), RawSmtp.open(a.port)]);
+    assert.match(await rawReply(undefined), /^421 .*Too many connected clients/);
+    for (const c of open) c.close();
+  });
+});
