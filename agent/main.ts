@@ -1,12 +1,13 @@
 import { agentConfigSchema, loadConfigFile } from '../shared/config.js';
 import { createLogger } from '../shared/logger.js';
 import { Agent, type ControlChannelFactory } from './agent.js';
+import { grpcControlChannel } from './control-grpc.js';
 
 /** `mxswitch agent --config FILE`: runs until SIGTERM/SIGINT; SIGHUP reloads static routes from the file. */
 export async function runAgent(configFile: string, controlFactory?: ControlChannelFactory): Promise<void> {
   const config = loadConfigFile(agentConfigSchema, configFile);
   const log = createLogger('agent', config.log.level).child({ agent: config.id });
-  const agent = new Agent(config, log, controlFactory);
+  const agent = new Agent(config, log, controlFactory ?? (config.controller?.grpc ? grpcControlChannel : undefined));
   await agent.start();
   let stopping = false;
   const shutdown = (signal: string) => {

@@ -1,0 +1,302 @@
+import type {
+  sendUnaryData,
+  ServerUnaryCall,
+  ServerWritableStream,
+  handleServerStreamingCall,
+} from '@grpc/grpc-js';
+import type { Logger } from '../shared/logger.js';
+import { MxError } from '../shared/errors.js';
+import { Outbox } from '../shared/outbox.js';
+import {
+  AgentCommandResult,
+  AgentStatus,
+  Operation,
+  OperationProgress,
+  WatchResponse,
+  type AdminServiceServer,
+  type FollowResponse,
+  type QueueCommandRequest,
+} from '../proto/gen/mxswitch/v1/admin.js';
+import type { Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import type { Route } from '../shared/routes.js';
+import { bearerMatches, toServiceError, unauthenticated } from './grpc-util.js';
+import type { Orchestrator, OperationRecord, Progress, StartRequest } from './orchestrator.js';
+import type { AgentInfo, Registry } from './registry.js';
+import type { RouteStore } from './route-store.js';
+import type { CommandKind, Sessions } from './sessions.js';
+
+export interface AdminDeps {
+  store: RouteStore;
+  registry: Registry;
+  orchestrator: Orchestrator;
+  sessions: Sessions;
+  adminToken: string;
+  /** Default wait for queue command results. */
+  commandTimeoutMs: number;
+  log: Logger;
+}
+
+export function agentStatus(a: AgentInfo): AgentStatus {
+  return AgentStatus.fromPartial({
+    id: a.id,
+    region: a.region,
+    state: a.state,
+    appliedVersion: a.appliedVersion,
+    lastSeenMs: a.lastSeen,
+    bootId: a.bootId,
+    ...(a.health ? { health: a.health } : {}),
+    expected: a.expected,
+    lastError: a.lastError,
+  });
+}
+
+export function operationMsg(op: OperationRecord): Operation {
+  return Operation.fromPartial({
+    id: op.id,
+    kind: op.kind,
+    match: op.match,
+    target: op.target,
+    state: op.state,
+    step: op.step,
+    error: op.error,
+    startedAtMs: op.startedAt,
+    finishedAtMs: op.finishedAt,
+    excluded: op.excluded,
+  });
+}
+
+export function progressMsg(p: Progress): OperationProgress {
+  return OperationProgress.fromPartial({
+    operation: operationMsg(p.operation),
+    message: p.message,
+    waitingVersion: p.waitingVersion,
+    acked: p.acked,
+    pending: p.pending,
+    failed: p.failed,
+    drain: p.drain.map((d) => ({ agentId: d.agentId, queued: d.queued, delivered: d.delivered })),
+  });
+}
+
+const routeMsg = (r: Route): RouteMsg => ({ match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' });
+
+function tlsPolicy(tls: string): 'required' | undefined {
+  if (tls === 'required') return 'required';
+  if (tls === '' || tls === 'may') return undefined;
+  throw new MxError('INVALID_ARGUMENT', `tls must be "may" or "required", not "${tls}"`);
+}
+
+/**
+ * The AdminService (the CLI's API). Every call needs `authorization: Bearer <admin token>`. Operations stream
+ * OperationProgress until they end; a failed operation ends the stream normally with a final progress whose
+ * operation.state is "failed" (the report is in operation.error and progress.failed), so clients print it.
+ */
+export function adminService(d: AdminDeps): AdminServiceServer {
+  const { store, registry, orchestrator, sessions, log } = d;
+
+  const authorized = (call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }, method: string): boolean => {
+    if (bearerMatches(call.metadata, d.adminToken)) return true;
+    log.warn({ peer: call.getPeer(), method }, 'admin call rejected: invalid or missing admin token');
+    return false;
+  };
+
+  function unary<Req, Res>(method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      if (!authorized(call, method)) return callback(unauthenticated('admin'));
+      Promise.resolve()
+        .then(() => fn(call.request, call))
+        .then(
+          (res) => callback(null, res),
+          (err: unknown) => {
+            if (!(err instanceof MxError)) log.error({ err, method }, 'admin call failed');
+            callback(toServiceError(err));
+          },
+        );
+    };
+  }
+
+  /** Streams an operation's progress (latest first, then live) until it ends or the client goes away. */
+  function follow<Res>(call: ServerWritableStream<unknown, Res>, id: string, wrap: (p: OperationProgress) => Res): void {
+    const out = new Outbox<Res>(call);
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      orchestrator.off('progress', onProgress);
+      orchestrator.off('stopping', onStopping);
+      out.end();
+    };
+    // The operation goes on after a restart; the client re-attaches with Follow.
+    const onStopping = () => {
+      if (ended) return;
+      ended = true;
+      orchestrator.off('progress', onProgress);
+      call.emit('error', toServiceError(new MxError('UNAVAILABLE', `the controller is shutting down; operation ${id} resumes when it is back (mxswitch follow)`)));
+    };
+    const onProgress = (p: Progress) => {
+      if (p.operation.id !== id || ended) return;
+      out.send(wrap(progressMsg(p)));
+      if (p.operation.state !== 'running') end();
+    };
+    const current = orchestrator.progress(id);
+    if (!current) {
+      call.emit('error', toServiceError(new MxError('NOT_FOUND', `no operation ${id}`)));
+      return;
+    }
+    out.send(wrap(progressMsg(current)));
+    if (current.operation.state !== 'running') return end();
+    if (!orchestrator.isRunning(id)) {
+      // Running in the database but not in this process (controller stopping): nothing more will come.
+      return end();
+    }
+    orchestrator.on('progress', onProgress);
+    orchestrator.on('stopping', onStopping);
+    call.on('cancelled', () => {
+      ended = true;
+      orchestrator.off('progress', onProgress);
+      orchestrator.off('stopping', onStopping);
+      out.close();
+    });
+  }
+
+  function operation<Req extends { actor?: string; exclude?: string[]; timeoutMs?: number }, Res>(
+    method: string,
+    toStart: (req: Req) => StartRequest,
+    wrap: (p: OperationProgress) => Res,
+  ): handleServerStreamingCall<Req, Res> {
+    return (call) => {
+      if (!authorized(call, method)) {
+        call.emit('error', unauthenticated('admin'));
+        return;
+      }
+      let op: OperationRecord;
+      try {
+        const req = toStart(call.request);
+        op = orchestrator.start({ ...req, actor: req.actor || `admin@${call.getPeer()}` });
+      } catch (err) {
+        log.warn({ method, error: (err as Error).message }, 'operation refused');
+        call.emit('error', toServiceError(err));
+        return;
+      }
+      follow(call, op.id, wrap);
+    };
+  }
+
+  const queueKind = (req: QueueCommandRequest): CommandKind => {
+    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove or queue_retry)');
+    return req.kind;
+  };
+
+  return {
+    listRoutes: unary('ListRoutes', () => {
+      const s = store.snapshot();
+      return { version: s.version, routes: s.routes.map(routeMsg) };
+    }),
+
+    setRoute: unary('SetRoute', (req, call) => {
+      const route: Route = { match: req.match, target: req.target, ...(req.hold ? { hold: true } : {}) };
+      const tls = tlsPolicy(req.tls);
+      if (tls) route.tls = tls;
+      const version = store.set(route, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
+      log.info({ match: req.match, target: req.target, hold: req.hold, version, actor: req.actor }, 'route set');
+      return { version };
+    }),
+
+    removeRoute: unary('RemoveRoute', (req, call) => {
+      const version = store.remove(req.match, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
+      log.info({ match: req.match, version, actor: req.actor }, 'route removed');
+      return { version };
+    }),
+
+    status: unary('Status', () => ({
+      version: store.version,
+      agents: registry.list().map(agentStatus),
+      operations: orchestrator.list(20).map(operationMsg),
+    })),
+
+    removeAgent: unary('RemoveAgent', (req) => {
+      registry.remove(req.id);
+      return {};
+    }),
+
+    watch: (call) => {
+      if (!authorized(call, 'Watch')) {
+        call.emit('error', unauthenticated('admin'));
+        return;
+      }
+      // A slow watcher gets the latest state of each agent, not every intermediate report.
+      const out = new Outbox<WatchResponse>(call, (m) => (m.event?.$case === 'agent' ? `agent:${m.event.value.id}` : m.event?.$case === 'routesChanged' ? 'routes' : undefined));
+      const send = (event: WatchResponse['event']) => out.send(WatchResponse.fromPartial({ atMs: Date.now(), event }));
+      const onAgent = (a: AgentInfo) => send({ $case: 'agent', value: agentStatus(a) });
+      const onRemoved = (id: string) => send({ $case: 'agent', value: AgentStatus.fromPartial({ id, state: 'removed', expected: false }) });
+      const onOperation = (op: OperationRecord) => send({ $case: 'operation', value: operationMsg(op) });
+      const onRoutes = (s: { version: number }) => send({ $case: 'routesChanged', value: { version: s.version } });
+      send({ $case: 'routesChanged', value: { version: store.version } });
+      for (const a of registry.list()) onAgent(a);
+      for (const op of orchestrator.runningOps()) onOperation(op);
+      registry.on('agent', onAgent);
+      registry.on('removed', onRemoved);
+      orchestrator.on('operation', onOperation);
+      store.on('change', onRoutes);
+      const stop = () => {
+        registry.off('agent', onAgent);
+        registry.off('removed', onRemoved);
+        orchestrator.off('operation', onOperation);
+        orchestrator.off('stopping', onStopping);
+        store.off('change', onRoutes);
+        out.close();
+      };
+      const onStopping = () => {
+        stop();
+        call.emit('error', toServiceError(new MxError('UNAVAILABLE', 'the controller is shutting down')));
+      };
+      orchestrator.on('stopping', onStopping);
+      call.on('cancelled', stop);
+      call.on('close', stop);
+      call.on('error', stop);
+    },
+
+    hold: operation('Hold', (r) => ({ kind: 'hold', match: r.match, exclude: r.exclude, timeoutMs: r.timeoutMs, actor: r.actor }), (progress) => ({ progress })),
+    release: operation('Release', (r) => ({ kind: 'release', match: r.match, exclude: r.exclude, timeoutMs: r.timeoutMs, actor: r.actor }), (progress) => ({ progress })),
+    switchover: operation(
+      'Switchover',
+      (r) => ({ kind: 'switchover', match: r.match, target: r.target, exclude: r.exclude, timeoutMs: r.timeoutMs, waitDrained: r.waitDrained, actor: r.actor }),
+      (progress) => ({ progress }),
+    ),
+    flush: operation('Flush', (r) => ({ kind: 'flush', match: r.match, exclude: r.exclude, timeoutMs: r.timeoutMs, actor: r.actor }), (progress) => ({ progress })),
+
+    getOperation: unary('GetOperation', (req) => {
+      const op = orchestrator.get(req.id);
+      if (!op) throw new MxError('NOT_FOUND', `no operation ${req.id}`);
+      return { operation: operationMsg(op) };
+    }),
+
+    follow: (call) => {
+      if (!authorized(call, 'Follow')) {
+        call.emit('error', unauthenticated('admin'));
+        return;
+      }
+      follow(call, call.request.id, (progress): FollowResponse => ({ progress }));
+    },
+
+    queueCommand: unary('QueueCommand', async (req) => {
+      const kind = queueKind(req);
+      let ids: string[];
+      if (req.agentId) {
+        if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent "${req.agentId}"`);
+        ids = [req.agentId];
+      } else {
+        ids = registry.expectedIds();
+      }
+      // A flush must not deliver by a table older than the one in force here.
+      const minVersion = kind.$case === 'flush' ? store.version : 0;
+      const timeoutMs = req.timeoutMs || d.commandTimeoutMs;
+      const results = await Promise.all(
+        ids.map(async (id) => {
+          const r = await sessions.command(id, kind, minVersion, timeoutMs);
+          return AgentCommandResult.fromPartial({ agentId: id, ok: r.ok, error: r.error, json: r.json });
+        }),
+      );
+      return { results };
+    }),
+  };
+}

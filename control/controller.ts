@@ -1,0 +1,164 @@
+import { readFileSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import type { ControllerConfig } from '../shared/config.js';
+import { ConfigError } from '../shared/errors.js';
+import { startHttp } from '../shared/http.js';
+import type { Logger } from '../shared/logger.js';
+import { parseHostPort } from '../shared/units.js';
+import { AgentServiceService } from '../proto/gen/mxswitch/v1/agent.js';
+import { AdminServiceService } from '../proto/gen/mxswitch/v1/admin.js';
+import { adminService } from './admin-service.js';
+import { openControllerDb, type Db } from './db.js';
+import { isLoopback, serverOptions } from './grpc-util.js';
+import { controllerMetrics } from './metrics.js';
+import { Orchestrator } from './orchestrator.js';
+import { Registry } from './registry.js';
+import { RouteStore } from './route-store.js';
+import { Sessions } from './sessions.js';
+
+/** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
+function credentials(config: ControllerConfig, host: string, log: Logger): ServerCredentials {
+  const tls = config.grpc.tls;
+  if (tls) {
+    const ca = tls.ca ? readFileSync(tls.ca) : null;
+    log.info({ mutual: tls.requireClientCert }, tls.requireClientCert ? 'gRPC with mutual TLS' : 'gRPC with TLS');
+    return ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], tls.requireClientCert);
+  }
+  if (!isLoopback(host) && !config.grpc.allowInsecureRemote) {
+    throw new ConfigError('grpc.listen', `${config.grpc.listen} is not a loopback address and no grpc.tls is configured; tokens would cross the network in plaintext. Configure grpc.tls, or set grpc.allowInsecureRemote: true`);
+  }
+  log.warn({ listen: config.grpc.listen }, 'gRPC is plaintext (no grpc.tls configured)');
+  return ServerCredentials.createInsecure();
+}
+
+/**
+ * The controller's composition root: SQLite (routes, audit, agents, operations), the agent session service,
+ * the admin service, the orchestrator and HTTP /metrics + /healthz.
+ */
+export class Controller {
+  private db: Db | undefined;
+  private server: Server | undefined;
+  private http: HttpServer | undefined;
+  store!: RouteStore;
+  registry!: Registry;
+  sessions!: Sessions;
+  orchestrator!: Orchestrator;
+  /** Bound ports (useful with port 0 in tests). */
+  grpcPort = 0;
+  httpPort = 0;
+
+  constructor(
+    readonly config: ControllerConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** "host:port" clients should dial (the configured host with the bound port). */
+  get address(): string {
+    const { host } = parseHostPort(this.config.grpc.listen);
+    const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+    return `${h}:${this.grpcPort}`;
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    const { host, port } = parseHostPort(config.grpc.listen);
+    const creds = credentials(config, host, log);
+    try {
+      this.db = openControllerDb(config.dataDir);
+    } catch (err) {
+      throw new ConfigError('dataDir', `cannot open ${config.dataDir}/controller.db: ${(err as Error).message}`);
+    }
+    this.store = new RouteStore(this.db);
+    this.registry = new Registry(this.db, config.expectedAgents, config.lostAfter, log);
+    this.sessions = new Sessions({
+      store: this.store,
+      registry: this.registry,
+      agentToken: config.tokens.agent,
+      log,
+      heartbeatMs: config.grpc.heartbeatInterval,
+      deadAfterMs: config.grpc.sessionTimeout,
+    });
+    this.orchestrator = new Orchestrator({ db: this.db, store: this.store, registry: this.registry, sessions: this.sessions, stepTimeoutMs: config.stepTimeout, log });
+
+    const server = new Server(serverOptions);
+    server.addService(AgentServiceService, { session: this.sessions.handle });
+    server.addService(
+      AdminServiceService,
+      adminService({
+        store: this.store,
+        registry: this.registry,
+        orchestrator: this.orchestrator,
+        sessions: this.sessions,
+        adminToken: config.tokens.admin,
+        commandTimeoutMs: config.commandTimeout,
+        log,
+      }),
+    );
+    const bindHost = host.includes(':') ? `[${host}]` : host;
+    try {
+      this.grpcPort = await new Promise<number>((resolve, reject) => server.bindAsync(`${bindHost}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
+    } catch (err) {
+      this.db.close();
+      this.db = undefined;
+      throw new ConfigError('grpc.listen', `cannot listen on ${config.grpc.listen}: ${(err as Error).message}`);
+    }
+    this.server = server;
+    this.registry.start();
+    this.sessions.start();
+    this.orchestrator.resume();
+    log.info({ listen: `${host}:${this.grpcPort}`, version: this.store.version, agents: this.registry.list().length }, 'controller listening');
+
+    if (config.http) {
+      const { server: http, port: httpPort } = await this.startHttp(config.http.listen);
+      this.http = http;
+      this.httpPort = httpPort;
+    }
+  }
+
+  private async startHttp(listen: string): Promise<{ server: HttpServer; port: number }> {
+    try {
+      return await startHttp(listen, controllerMetrics(this.store, this.registry, this.orchestrator), () => ({
+        ok: true,
+        detail: {
+          version: this.store.version,
+          agents: this.registry.list().length,
+          connected: this.registry.list().filter((a) => a.state === 'connected').length,
+        },
+      }));
+    } catch (err) {
+      await this.stop();
+      throw new ConfigError('http.listen', `cannot listen on ${listen}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Graceful: running operations stay persisted (and resume at the next start), sessions close, then the db. */
+  async stop(): Promise<void> {
+    await this.orchestrator?.stop();
+    this.sessions?.stop();
+    this.registry?.stop();
+    const server = this.server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 1000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    }
+    this.server = undefined;
+    const http = this.http;
+    this.http = undefined;
+    if (http) {
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+      http.closeAllConnections();
+      await closed;
+    }
+    this.db?.close();
+    this.db = undefined;
+  }
+}

@@ -1,0 +1,19 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+
+export type Db = Database.Database;
+
+/**
+ * The controller's one SQLite file (routes, audit, registered agents, operations). One handle shared by the
+ * modules that own its tables, so a route change and the operation step that caused it commit in one transaction.
+ */
+export function openControllerDb(dataDir: string): Db {
+  mkdirSync(dataDir, { recursive: true });
+  const db = new Database(join(dataDir, 'controller.db'));
+  db.pragma('journal_mode = WAL');
+  // WAL defaults to NORMAL, which can lose the last commits on power loss; a route version must never be reused.
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+  return db;
+}

@@ -1,0 +1,56 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { status, type Metadata, type ServerErrorResponse, type ChannelOptions } from '@grpc/grpc-js';
+import { MxError, errorMessage } from '../shared/errors.js';
+
+/** Constant-time comparison of `authorization: Bearer <token>` against the expected token. */
+export function bearerMatches(metadata: Metadata, token: string): boolean {
+  const header = metadata.get('authorization')[0];
+  if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
+  // Hash both sides so the comparison is constant-time whatever the lengths.
+  const a = createHash('sha256').update(header.slice(7)).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+const CODES: Record<string, status> = {
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  USAGE: status.INVALID_ARGUMENT,
+  ROUTE: status.INVALID_ARGUMENT,
+  NOT_FOUND: status.NOT_FOUND,
+  VERSION_CONFLICT: status.ABORTED,
+  FAILED_PRECONDITION: status.FAILED_PRECONDITION,
+  AGENTS_DISCONNECTED: status.FAILED_PRECONDITION,
+  OPERATION_RUNNING: status.FAILED_PRECONDITION,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
+  UNAVAILABLE: status.UNAVAILABLE,
+  DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+};
+
+/** A typed error (MxError code) as a gRPC status; anything untyped is INTERNAL. */
+export function toServiceError(err: unknown): ServerErrorResponse {
+  const code = err instanceof MxError ? (CODES[err.code] ?? status.INTERNAL) : status.INTERNAL;
+  return Object.assign(new Error(errorMessage(err)), { code, details: errorMessage(err) });
+}
+
+export function unauthenticated(what: string): ServerErrorResponse {
+  return Object.assign(new Error(`invalid or missing ${what} token`), { code: status.UNAUTHENTICATED, details: `invalid or missing ${what} token` });
+}
+
+/** HTTP/2 keepalive: both ends ping every 10 s when idle and drop a peer that does not answer in 5 s. */
+export const KEEPALIVE_TIME_MS = 10_000;
+export const KEEPALIVE_TIMEOUT_MS = 5_000;
+
+export const serverOptions: ChannelOptions = {
+  'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
+  'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
+  'grpc.keepalive_permit_without_calls': 1,
+  // Clients ping every 10 s; allow that (the default minimum of 5 min would answer with GOAWAY too_many_pings).
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.max_receive_message_length': 16 * 1024 * 1024,
+};
+
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\./.test(h) || h === '::ffff:127.0.0.1';
+}

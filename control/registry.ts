@@ -1,0 +1,232 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../shared/logger.js';
+import { MxError } from '../shared/errors.js';
+import type { Health, Hello } from '../proto/gen/mxswitch/v1/agent.js';
+import type { Db } from './db.js';
+
+export type AgentState = 'connected' | 'disconnected' | 'lost';
+
+/** The controller's view of one agent (what `status` shows and what the orchestrator waits on). */
+export interface AgentInfo {
+  id: string;
+  region: string;
+  hostname: string;
+  bootId: string;
+  state: AgentState;
+  /** Table version the agent has acked (or reported in Hello when its session started). */
+  appliedVersion: number;
+  /** The last nack: the version the agent refused and why. */
+  lastNack: { version: number; error: string } | undefined;
+  /** Most recent problem (nack reason, stream error); cleared by a later successful ack. */
+  lastError: string;
+  health: Health | undefined;
+  /** When the last health report arrived (ms epoch), 0 if never. */
+  healthAt: number;
+  lastSeen: number;
+  /** When the agent's current session registered (ms epoch), 0 while not connected. */
+  connectedAt: number;
+  expected: boolean;
+}
+
+export type RegistryEvents = {
+  /** Any change to one agent (state, version, ack, health). */
+  agent: [AgentInfo];
+  removed: [string];
+};
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS agents (
+  id TEXT PRIMARY KEY,
+  region TEXT NOT NULL,
+  hostname TEXT NOT NULL DEFAULT '',
+  boot_id TEXT NOT NULL DEFAULT '',
+  registered_at INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL
+) WITHOUT ROWID;
+`;
+
+/**
+ * Agents and their state. The set of registered agents is persisted (it defines the expected fleet when
+ * `expectedAgents` is not configured); everything else is live state rebuilt from Hello/Ack/Health after a restart.
+ */
+export class Registry extends EventEmitter<RegistryEvents> {
+  private readonly agents = new Map<string, AgentInfo>();
+  private readonly configured: ReadonlySet<string> | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: Db,
+    expectedAgents: readonly string[] | undefined,
+    private readonly lostAfterMs: number,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    db.exec(SCHEMA);
+    this.configured = expectedAgents ? new Set(expectedAgents) : undefined;
+    const rows = db.prepare('SELECT id, region, hostname, boot_id, last_seen FROM agents').all() as {
+      id: string;
+      region: string;
+      hostname: string;
+      boot_id: string;
+      last_seen: number;
+    }[];
+    for (const r of rows) this.agents.set(r.id, this.blank(r.id, r.region, r.hostname, r.boot_id, r.last_seen));
+    for (const id of expectedAgents ?? []) if (!this.agents.has(id)) this.agents.set(id, this.blank(id, '', '', '', 0));
+    for (const a of this.agents.values()) a.expected = this.isExpected(a.id);
+  }
+
+  private blank(id: string, region: string, hostname: string, bootId: string, lastSeen: number): AgentInfo {
+    return {
+      id,
+      region,
+      hostname,
+      bootId,
+      // Nothing is known about an agent the controller has not heard from since its own start.
+      state: 'disconnected',
+      appliedVersion: 0,
+      lastNack: undefined,
+      lastError: '',
+      health: undefined,
+      healthAt: 0,
+      lastSeen,
+      connectedAt: 0,
+      expected: this.isExpected(id),
+    };
+  }
+
+  /** Marks disconnected agents silent for lostAfter as lost. */
+  start(): void {
+    const every = Math.max(50, Math.min(5000, Math.floor(this.lostAfterMs / 4)));
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+
+  sweep(now = Date.now()): void {
+    for (const a of this.agents.values()) {
+      if (a.state !== 'lost' && a.lastSeen > 0 && now - a.lastSeen > this.lostAfterMs) {
+        a.state = 'lost';
+        this.log.warn({ agent: a.id, silentMs: now - a.lastSeen }, 'agent lost (no contact)');
+        this.changed(a);
+      }
+    }
+  }
+
+  isExpected(id: string): boolean {
+    if (this.configured) return this.configured.has(id);
+    return this.agents.has(id);
+  }
+
+  /** Ids of the fleet operations wait for. */
+  expectedIds(): string[] {
+    return [...this.agents.keys()].filter((id) => this.isExpected(id)).sort();
+  }
+
+  list(): AgentInfo[] {
+    return [...this.agents.values()].sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  get(id: string): AgentInfo | undefined {
+    return this.agents.get(id);
+  }
+
+  /** A session said Hello: the agent is (re)registered and connected. */
+  hello(hello: Hello, now = Date.now()): AgentInfo {
+    let a = this.agents.get(hello.agentId);
+    const isNew = !a || !this.isPersisted(hello.agentId);
+    if (!a) {
+      a = this.blank(hello.agentId, hello.region, hello.hostname, hello.bootId, now);
+      this.agents.set(a.id, a);
+    }
+    if (a.bootId && a.bootId !== hello.bootId) this.log.info({ agent: a.id, bootId: hello.bootId }, 'agent restarted (new boot id)');
+    a.region = hello.region;
+    a.hostname = hello.hostname;
+    a.bootId = hello.bootId;
+    a.state = 'connected';
+    a.appliedVersion = hello.appliedVersion;
+    a.lastSeen = now;
+    a.connectedAt = now;
+    this.db
+      .prepare(
+        `INSERT INTO agents (id, region, hostname, boot_id, registered_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET region = excluded.region, hostname = excluded.hostname, boot_id = excluded.boot_id, last_seen = excluded.last_seen`,
+      )
+      .run(a.id, a.region, a.hostname, a.bootId, now, now);
+    a.expected = this.isExpected(a.id);
+    if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent registered');
+    this.changed(a);
+    return a;
+  }
+
+  private isPersisted(id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM agents WHERE id = ?').get(id) !== undefined;
+  }
+
+  ack(id: string, version: number, error: string, now = Date.now()): void {
+    const a = this.agents.get(id);
+    if (!a) return;
+    a.lastSeen = now;
+    if (error) {
+      a.lastNack = { version, error };
+      a.lastError = `version ${version} refused: ${error}`;
+      this.log.warn({ agent: id, version, error }, 'agent refused route table');
+    } else {
+      if (version > a.appliedVersion) a.appliedVersion = version;
+      if (a.lastNack && version >= a.lastNack.version) a.lastError = '';
+    }
+    this.changed(a);
+  }
+
+  health(id: string, health: Health, now = Date.now()): void {
+    const a = this.agents.get(id);
+    if (!a) return;
+    a.lastSeen = now;
+    a.health = health;
+    a.healthAt = now;
+    // Health does not move appliedVersion: only an ack (or Hello) says a table is in force with nothing in
+    // flight that it forbids.
+    this.changed(a);
+  }
+
+  /** Any message (heartbeat, command result): the agent is alive. No event, to keep watch streams quiet. */
+  touch(id: string, now = Date.now()): void {
+    const a = this.agents.get(id);
+    if (a) {
+      a.lastSeen = now;
+      if (a.state === 'lost') {
+        a.state = 'connected';
+        this.changed(a);
+      }
+    }
+  }
+
+  disconnected(id: string, error: string): void {
+    const a = this.agents.get(id);
+    if (!a || a.state !== 'connected') return;
+    a.state = 'disconnected';
+    a.connectedAt = 0;
+    if (error) a.lastError = error;
+    this.log.info({ agent: id, reason: error || 'stream closed' }, 'agent disconnected');
+    this.changed(a);
+  }
+
+  /** Forgets an agent: it is no longer expected. Refused while it is connected or listed in expectedAgents. */
+  remove(id: string): void {
+    const a = this.agents.get(id);
+    if (!a) throw new MxError('NOT_FOUND', `no agent "${id}"`);
+    if (this.configured?.has(id)) throw new MxError('FAILED_PRECONDITION', `agent "${id}" is listed in expectedAgents; remove it from the controller config`);
+    if (a.state === 'connected') throw new MxError('FAILED_PRECONDITION', `agent "${id}" is connected; stop it first`);
+    this.db.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    this.agents.delete(id);
+    this.log.info({ agent: id }, 'agent removed from the fleet');
+    this.emit('removed', id);
+  }
+
+  private changed(a: AgentInfo): void {
+    this.emit('agent', a);
+  }
+}

@@ -1,0 +1,287 @@
+import { randomUUID } from 'node:crypto';
+import { status, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { Logger } from '../shared/logger.js';
+import { errorMessage } from '../shared/errors.js';
+import {
+  Command,
+  RouteTable as RouteTableMsg,
+  SessionResponse,
+  type Hello,
+  type SessionRequest,
+} from '../proto/gen/mxswitch/v1/agent.js';
+import { Outbox } from '../shared/outbox.js';
+import { bearerMatches, unauthenticated } from './grpc-util.js';
+import type { Registry } from './registry.js';
+import type { RouteStore, Snapshot } from './route-store.js';
+
+/** What an agent said about a command: never thrown, so a fleet-wide command reports every agent. */
+export interface CommandOutcome {
+  ok: boolean;
+  error: string;
+  json: string;
+}
+
+export type CommandKind = NonNullable<Command['kind']>;
+
+export interface SessionsOptions {
+  store: RouteStore;
+  registry: Registry;
+  agentToken: string;
+  log: Logger;
+  /** Application heartbeat period (controller -> agent). */
+  heartbeatMs: number;
+  /** A session with no message from its agent for this long is closed (the agent reconnects). */
+  deadAfterMs: number;
+  /** How long an agent has to send Hello after opening the stream. */
+  helloTimeoutMs?: number;
+}
+
+type Call = ServerDuplexStream<SessionRequest, SessionResponse>;
+
+export function tableMessage(s: Snapshot): SessionResponse {
+  return SessionResponse.fromPartial({
+    body: {
+      $case: 'routeTable',
+      value: RouteTableMsg.fromPartial({
+        version: s.version,
+        routes: s.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' })),
+      }),
+    },
+  });
+}
+
+const heartbeat = (): SessionResponse => SessionResponse.fromPartial({ body: { $case: 'heartbeat', value: { sentAtMs: Date.now() } } });
+
+/** One agent's live stream: ordered, backpressured writes and the commands waiting for their results. */
+class AgentSession {
+  readonly sessionId = randomUUID();
+  lastReceived = Date.now();
+  private readonly outbox: Outbox<SessionResponse>;
+  private readonly pending = new Map<string, { resolve: (o: CommandOutcome) => void; timer: NodeJS.Timeout }>();
+  closed = false;
+
+  constructor(
+    readonly agentId: string,
+    private readonly call: Call,
+  ) {
+    // Only the newest route table matters (state of the world); heartbeats need not queue up either.
+    this.outbox = new Outbox<SessionResponse>(call, (m) => (m.body?.$case === 'command' ? undefined : m.body?.$case));
+  }
+
+  get peer(): string {
+    return this.call.getPeer();
+  }
+
+  send(msg: SessionResponse): void {
+    this.outbox.send(msg);
+  }
+
+  command(kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
+    if (this.closed) return Promise.resolve({ ok: false, error: 'agent disconnected', json: '' });
+    const commandId = randomUUID();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(commandId);
+        resolve({ ok: false, error: `no result within ${timeoutMs} ms`, json: '' });
+      }, timeoutMs);
+      this.pending.set(commandId, { resolve, timer });
+      this.send(SessionResponse.fromPartial({ body: { $case: 'command', value: Command.fromPartial({ commandId, minVersion, kind }) } }));
+    });
+  }
+
+  result(commandId: string, outcome: CommandOutcome): boolean {
+    const p = this.pending.get(commandId);
+    if (!p) return false;
+    clearTimeout(p.timer);
+    this.pending.delete(commandId);
+    p.resolve(outcome);
+    return true;
+  }
+
+  /** Ends the stream (with a status when `code` is given) and fails the commands still waiting. */
+  close(reason: string, code?: status): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.outbox.close();
+    for (const [, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.resolve({ ok: false, error: `agent disconnected before answering (${reason})`, json: '' });
+    }
+    this.pending.clear();
+    try {
+      if (code === undefined) this.call.end();
+      else this.call.emit('error', Object.assign(new Error(reason), { code, details: reason }));
+    } catch {
+      // The stream is already gone.
+    }
+  }
+}
+
+/**
+ * The AgentService.Session server: authenticates, registers the agent, pushes the whole route table on connect
+ * and on every change, turns acks/health into registry updates and correlates command results by id.
+ */
+export class Sessions {
+  private readonly live = new Map<string, AgentSession>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly onChange = (s: Snapshot) => this.broadcast(s);
+
+  constructor(private readonly opts: SessionsOptions) {}
+
+  start(): void {
+    this.opts.store.on('change', this.onChange);
+    this.timer = setInterval(() => this.beat(), this.opts.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /** Closes every session (the agents reconnect to whatever controller comes next). */
+  stop(): void {
+    clearInterval(this.timer);
+    this.opts.store.off('change', this.onChange);
+    for (const s of this.live.values()) s.close('controller shutting down', status.UNAVAILABLE);
+    for (const id of this.live.keys()) this.opts.registry.disconnected(id, 'controller shutting down');
+    this.live.clear();
+  }
+
+  isConnected(agentId: string): boolean {
+    return this.live.has(agentId);
+  }
+
+  get connectedIds(): string[] {
+    return [...this.live.keys()];
+  }
+
+  /** Runs a command on one agent; a missing session or timeout is an outcome, not an exception. */
+  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
+    const s = this.live.get(agentId);
+    if (!s) return Promise.resolve({ ok: false, error: 'agent not connected', json: '' });
+    return s.command(kind, minVersion, timeoutMs);
+  }
+
+  /** The grpc-js handler for AgentService.Session. */
+  readonly handle = (call: Call): void => {
+    const log = this.opts.log;
+    if (!bearerMatches(call.metadata, this.opts.agentToken)) {
+      log.warn({ peer: call.getPeer() }, 'agent session rejected: invalid or missing agent token');
+      call.emit('error', unauthenticated('agent'));
+      return;
+    }
+    let session: AgentSession | undefined;
+    const helloTimer = setTimeout(() => {
+      if (!session) {
+        log.warn({ peer: call.getPeer() }, 'agent session closed: no Hello');
+        call.emit('error', Object.assign(new Error('no Hello received'), { code: status.DEADLINE_EXCEEDED, details: 'no Hello received' }));
+      }
+    }, this.opts.helloTimeoutMs ?? 10_000);
+    helloTimer.unref();
+
+    const cleanup = (reason: string) => {
+      clearTimeout(helloTimer);
+      if (!session) return;
+      const s = session;
+      session = undefined;
+      s.close(reason);
+      // A replaced session must not mark its agent disconnected: the newer one is live.
+      if (this.live.get(s.agentId) === s) {
+        this.live.delete(s.agentId);
+        this.opts.registry.disconnected(s.agentId, reason === 'stream ended by agent' ? '' : reason);
+      }
+    };
+
+    call.on('data', (msg: SessionRequest) => {
+      try {
+        if (!session) {
+          if (msg.body?.$case !== 'hello' || !msg.body.value.agentId) {
+            call.emit('error', Object.assign(new Error('the first message must be Hello with an agent id'), { code: status.INVALID_ARGUMENT, details: 'the first message must be Hello with an agent id' }));
+            return;
+          }
+          clearTimeout(helloTimer);
+          session = this.register(call, msg.body.value);
+          return;
+        }
+        if (session.closed) return;
+        this.receive(session, msg);
+      } catch (err) {
+        log.error({ err, agent: session?.agentId }, 'agent message could not be handled');
+      }
+    });
+    call.on('end', () => cleanup('stream ended by agent'));
+    call.on('cancelled', () => cleanup('stream cancelled'));
+    call.on('error', (err: Error) => cleanup(`stream error: ${errorMessage(err)}`));
+    call.on('close', () => cleanup('stream closed'));
+  };
+
+  private register(call: Call, hello: Hello): AgentSession {
+    const { registry, store, log } = this.opts;
+    const session = new AgentSession(hello.agentId, call);
+    const previous = this.live.get(hello.agentId);
+    this.live.set(hello.agentId, session);
+    if (previous) {
+      log.warn({ agent: hello.agentId, old: previous.peer, new: session.peer }, 'a newer session for this agent replaces the older one (two agents with one id?)');
+      previous.close('replaced by a newer session for this agent', status.ABORTED);
+    }
+    const info = registry.hello(hello);
+    log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
+    session.send(heartbeat());
+    const snap = store.snapshot();
+    if (hello.appliedVersion > snap.version) {
+      // This database is older than what the agent applied (replaced or restored): never push a table the agent
+      // must refuse; the next change gets a version above the agent's.
+      store.raiseVersionFloor(hello.appliedVersion);
+      log.error({ agent: info.id, agentVersion: hello.appliedVersion, controllerVersion: snap.version }, 'agent has a newer route table than this controller; not pushing until the next change');
+      return session;
+    }
+    // Version 0 means no table was ever set here: leave agents on their bootstrap (config) routes.
+    if (snap.version > 0) session.send(tableMessage(snap));
+    return session;
+  }
+
+  private receive(s: AgentSession, msg: SessionRequest): void {
+    const { registry } = this.opts;
+    s.lastReceived = Date.now();
+    const body = msg.body;
+    switch (body?.$case) {
+      case 'ack':
+        registry.ack(s.agentId, body.value.version, body.value.error);
+        break;
+      case 'health':
+        registry.health(s.agentId, body.value);
+        break;
+      case 'commandResult': {
+        const r = body.value;
+        registry.touch(s.agentId);
+        if (!s.result(r.commandId, { ok: r.ok, error: r.error, json: r.json })) this.opts.log.debug({ agent: s.agentId, commandId: r.commandId }, 'late command result ignored');
+        break;
+      }
+      case 'heartbeat':
+        registry.touch(s.agentId);
+        break;
+      case 'hello':
+        this.opts.log.warn({ agent: s.agentId }, 'second Hello on one session ignored');
+        break;
+      default:
+        break;
+    }
+  }
+
+  private broadcast(snap: Snapshot): void {
+    if (snap.version === 0) return;
+    const msg = tableMessage(snap);
+    for (const s of this.live.values()) s.send(msg);
+  }
+
+  private beat(): void {
+    const now = Date.now();
+    for (const s of [...this.live.values()]) {
+      if (now - s.lastReceived > this.opts.deadAfterMs) {
+        const reason = `no message from the agent for ${Math.round((now - s.lastReceived) / 1000)} s`;
+        this.opts.log.warn({ agent: s.agentId }, `closing silent session: ${reason}`);
+        this.live.delete(s.agentId);
+        s.close(reason, status.UNAVAILABLE);
+        this.opts.registry.disconnected(s.agentId, reason);
+      } else {
+        s.send(heartbeat());
+      }
+    }
+  }
+}

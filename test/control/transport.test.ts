@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { test } from 'node:test';
+import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
+import { readFileSync } from 'node:fs';
+import { Controller } from '../../control/controller.js';
+import type { WatchResponse } from '../../proto/gen/mxswitch/v1/admin.js';
+import { ConfigError } from '../../shared/errors.js';
+import { silentLogger } from '../../shared/logger.js';
+import { tempDir, waitFor } from '../helpers/agent.js';
+import { makePki } from '../helpers/certs.js';
+import { adminApi, agentsAt, deferrer, startController, startFleetAgent, testControllerConfig } from '../helpers/controller.js';
+
+test('plaintext on a non-loopback address is refused unless allowInsecureRemote', async (t) => {
+  const defer = deferrer(t);
+  const config = testControllerConfig({ grpc: { listen: '0.0.0.0:0' } });
+  defer(() => rmSync(config.dataDir, { recursive: true, force: true }));
+  await assert.rejects(new Controller(config, silentLogger).start(), (e: ConfigError) => e instanceof ConfigError && /grpc\.listen: .*plaintext.*allowInsecureRemote/.test(e.message));
+  const allowed = new Controller(testControllerConfig({ dataDir: config.dataDir, grpc: { listen: '0.0.0.0:0', allowInsecureRemote: true } }), silentLogger);
+  await allowed.start();
+  defer(() => allowed.stop());
+  assert.ok(allowed.grpcPort > 0);
+  assert.equal(allowed.address, `127.0.0.1:${allowed.grpcPort}`);
+});
+
+test('TLS and mutual TLS: agents and admins connect with the CA (and a client certificate when required)', async (t) => {
+  const defer = deferrer(t);
+  const dir = tempDir('mxs-pki-');
+  defer(() => rmSync(dir, { recursive: true, force: true }));
+  const pki = makePki(dir);
+  const ctl = await startController({ grpc: { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requireClientCert: true } } });
+  defer(() => ctl.cleanup());
+  const read = (f: string) => readFileSync(f);
+  const good = adminApi(ctl.address, undefined, credentials.createSsl(read(pki.ca), read(pki.clientKey), read(pki.clientCert)));
+  const noCert = adminApi(ctl.address, undefined, credentials.createSsl(read(pki.ca)));
+  const stranger = adminApi(ctl.address, undefined, credentials.createSsl(read(pki.ca), read(pki.strangerKey), read(pki.strangerCert)));
+  const plain = adminApi(ctl.address);
+  defer(() => [good, noCert, stranger, plain].forEach((c) => c.close()));
+  assert.equal((await good.listRoutes()).version, 0);
+  await assert.rejects(noCert.listRoutes(), (e: ServiceError) => e.code === status.UNAVAILABLE, 'no client certificate');
+  await assert.rejects(stranger.listRoutes(), (e: ServiceError) => e.code === status.UNAVAILABLE, 'client certificate from another CA');
+  await assert.rejects(plain.listRoutes(), (e: ServiceError) => e.code === status.UNAVAILABLE, 'plaintext client');
+
+  await good.setRoute('example.com', 'smtp:[127.0.0.1]:2');
+  const agent = await startFleetAgent(ctl.address, 'tls-1', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } }, healthInterval: '200ms' } });
+  const certless = await startFleetAgent(ctl.address, 'tls-2', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca } }, healthInterval: '200ms' } });
+  defer(() => Promise.all([agent.cleanup(), certless.cleanup()]));
+  await waitFor('tls agent applied version 1', () => agentsAt(good, 1, 1));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual((await good.status()).agents.map((a) => a.id), ['tls-1'], 'the agent without a client certificate never got in');
+  assert.equal(agent.agent.appliedVersion, 1);
+});
+
+test('watch streams routes, agents and operations; metrics and healthz report the fleet', async (t) => {
+  const defer = deferrer(t);
+  const ctl = await startController({ http: { listen: '127.0.0.1:0' } });
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  const events: WatchResponse[] = [];
+  const watch = api.watch();
+  watch.on('data', (e: WatchResponse) => events.push(e));
+  watch.on('error', () => undefined);
+  defer(() => watch.cancel());
+  await waitFor('initial snapshot', () => events.some((e) => e.event?.$case === 'routesChanged'));
+  await api.setRoute('example.com', 'smtp:[127.0.0.1]:2');
+  const a = await startFleetAgent(ctl.address, 'w1');
+  defer(() => a.cleanup());
+  await waitFor('w1 at version 1', () => agentsAt(api, 1, 1));
+  await api.hold('example.com');
+  await waitFor('events', () =>
+    events.some((e) => e.event?.$case === 'routesChanged' && e.event.value.version === 2) &&
+    events.some((e) => e.event?.$case === 'agent' && e.event.value.id === 'w1' && e.event.value.appliedVersion === 2) &&
+    events.some((e) => e.event?.$case === 'operation' && e.event.value.kind === 'hold' && e.event.value.state === 'done'),
+  );
+  await waitFor('health in status', async () => (await api.status()).agents[0]?.health !== undefined);
+
+  const metrics = await (await fetch(`http://127.0.0.1:${ctl.controller.httpPort}/metrics`)).text();
+  assert.match(metrics, /mxswitch_controller_agents\{state="connected",expected="true"\} 1/);
+  assert.match(metrics, /mxswitch_controller_agent_applied_version\{agent="w1"\} 2/);
+  assert.match(metrics, /mxswitch_controller_route_table_version 2/);
+  assert.match(metrics, /mxswitch_controller_fleet_queue_recipients 0/);
+  assert.match(metrics, /mxswitch_controller_operations\{state="done"\} 1/);
+  const health = await fetch(`http://127.0.0.1:${ctl.controller.httpPort}/healthz`);
+  assert.equal(health.status, 200);
+  assert.deepEqual(((await health.json()) as { detail: unknown }).detail, { version: 2, agents: 1, connected: 1 });
+});
+
+test('a second session for the same agent id replaces the first; a silent session is closed after sessionTimeout', async (t) => {
+  const defer = deferrer(t);
+  const ctl = await startController({ grpc: { sessionTimeout: '600ms', heartbeatInterval: '100ms' } });
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  await api.setRoute('example.com', 'smtp:[127.0.0.1]:2');
+  const first = await startFleetAgent(ctl.address, 'dup');
+  defer(() => first.cleanup());
+  await waitFor('first at version 1', () => agentsAt(api, 1, 1));
+  const bootA = (await api.status()).agents[0]!.bootId;
+  const second = await startFleetAgent(ctl.address, 'dup');
+  defer(() => second.cleanup());
+  await waitFor('second session registered', async () => (await api.status()).agents[0]!.bootId === second.agent.bootId);
+  assert.notEqual(bootA, second.agent.bootId);
+  assert.equal((await api.status()).agents.length, 1);
+  await second.cleanup();
+  await first.cleanup();
+  await waitFor('disconnected', async () => (await api.status()).agents[0]!.state === 'disconnected');
+
+  // A peer that says Hello and then nothing (no heartbeat, no health) is cut off after sessionTimeout.
+  const raw = new AgentServiceClient(ctl.address, credentials.createInsecure());
+  defer(() => raw.close());
+  const md = new Metadata();
+  md.set('authorization', `Bearer ${ctl.config.tokens.agent}`);
+  const s = raw.session(md);
+  s.on('data', () => undefined);
+  const ended = new Promise<ServiceError>((resolve) => s.on('error', resolve));
+  s.write(SessionRequest.fromPartial({ body: { $case: 'hello', value: { agentId: 'mute', bootId: 'b' } } }));
+  const err = await ended;
+  assert.equal(err.code, status.UNAVAILABLE);
+  assert.match(err.details, /no message from the agent/);
+  const mute = (await api.status()).agents.find((a) => a.id === 'mute')!;
+  assert.equal(mute.state, 'disconnected');
+  assert.match(mute.lastError, /no message from the agent/);
+});
