@@ -70,7 +70,7 @@ export class Agent implements ControlHandler {
     this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
     if (persisted) log.info({ version: persisted.version, routes: persisted.routes.length }, 'starting with the last applied route table');
     const hostname = config.smtp.hostname ?? osHostname();
-    this.delivery = new Delivery(config.delivery, hostname, log);
+    this.delivery = new Delivery(config.delivery, hostname, log, config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {});
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
     this.ingress = new Ingress({ config, queue: this.queue, router: this.router, log, onQueued: () => this.scheduler.kick() });
   }

@@ -1,11 +1,16 @@
-import { resolveMx } from 'node:dns/promises';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { AgentConfig } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import type { Target } from '../shared/routes.js';
+import { MxResolver } from './mx-resolver.js';
 
 /** What happened to one recipient at the next hop. */
 export type RecipientResult = { rcpt: string; status: 'delivered' | 'temporary' | 'permanent'; reply: string };
+
+export interface DeliveryOptions {
+  /** Recursive resolvers for MX targets, "IP[:PORT]", tried in order; default the system's (/etc/resolv.conf). */
+  resolvers?: readonly string[];
+}
 
 export interface Envelope {
   from: string;
@@ -37,6 +42,8 @@ export function resultsOf(to: readonly string[], outcome: { ok: true; response: 
     const refusal = byRcpt.get(rcpt.toLowerCase());
     if (refusal) return { rcpt, status: classify(refusal.responseCode), reply: replyText(refusal) };
     if (outcome.ok) return { rcpt, status: 'delivered', reply: outcome.response.slice(0, 500) };
+    // A failed STARTTLS is the next hop's temporary state (or our tls: required), never a reason to bounce.
+    if (outcome.err.code === 'ETLS') return { rcpt, status: 'temporary', reply: `4.7.5 TLS required but STARTTLS failed: ${replyText(outcome.err)}` };
     // Connection failures, timeouts and protocol garbage carry no reply code: always temporary.
     return { rcpt, status: classify(outcome.err.responseCode), reply: replyText(outcome.err) };
   });
@@ -48,44 +55,53 @@ export function resultsOf(to: readonly string[], outcome: { ok: true; response: 
  */
 export class Delivery {
   private readonly pools = new Map<string, Transporter>();
+  private readonly mx: MxResolver;
 
   constructor(
     private readonly config: AgentConfig['delivery'],
     private readonly heloName: string,
     private readonly log: Logger,
-  ) {}
+    options: DeliveryOptions = {},
+  ) {
+    this.mx = new MxResolver({ hostname: heloName, ...(options.resolvers ? { resolvers: options.resolvers } : {}) });
+  }
 
-  /** Sends one message to the recipients that share a next hop; never throws, every recipient gets a result. */
+  /**
+   * Sends one message to the recipients that share a next hop; never throws, every recipient gets a result.
+   * An MX target tries its hosts in order while connections fail (no SMTP reply); the first host that
+   * answers at SMTP level decides.
+   */
   async send(target: Target, tlsRequired: boolean, envelope: Envelope, body: Buffer): Promise<RecipientResult[]> {
-    let host: string;
-    try {
-      host = target.mx ? await this.mxHost(target.host) : target.host;
-    } catch (err) {
-      return resultsOf(envelope.to, { ok: false, err: err as SmtpError });
+    const hops = await this.hops(target);
+    if ('reply' in hops) return envelope.to.map((rcpt) => ({ rcpt, status: hops.status, reply: hops.reply }));
+    const failures: string[] = [];
+    let last: SmtpError | undefined;
+    for (const hop of hops) {
+      const pool = this.pool(hop.address, target.port, tlsRequired, hop.name);
+      try {
+        const info = await pool.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body });
+        return resultsOf(envelope.to, { ok: true, response: String(info.response ?? '250'), rejected: (info as unknown as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [] });
+      } catch (err) {
+        last = err as SmtpError;
+        if (last.responseCode !== undefined || hops.length === 1) return resultsOf(envelope.to, { ok: false, err: last });
+        failures.push(`${hop.name ?? hop.address}[${hop.address}]: ${replyText(last)}`);
+      }
     }
-    const pool = this.pool(host, target.port, tlsRequired);
-    try {
-      const info = await pool.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body });
-      return resultsOf(envelope.to, { ok: true, response: String(info.response ?? '250'), rejected: (info as unknown as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [] });
-    } catch (err) {
-      return resultsOf(envelope.to, { ok: false, err: err as SmtpError });
-    }
+    const err: SmtpError = Object.assign(new Error(`no MX host of ${target.host} answered: ${failures.join('; ')}`), { code: last?.code ?? 'ECONNECTION' });
+    return resultsOf(envelope.to, { ok: false, err });
   }
 
-  /** Until the DNS issue lands: the lowest-preference MX host, or the host itself when it has no MX. */
-  private async mxHost(host: string): Promise<string> {
-    try {
-      const mx = await resolveMx(host);
-      mx.sort((a, b) => a.priority - b.priority);
-      return mx[0]?.exchange || host;
-    } catch (err) {
-      if ((err as { code?: string }).code === 'ENODATA') return host;
-      throw err;
-    }
+  /** Where to connect, in order: the bracketed host itself, or the MX candidates (see MxResolver). */
+  private async hops(target: Target): Promise<{ address: string; name?: string }[] | { status: 'permanent' | 'temporary'; reply: string }> {
+    if (!target.mx) return [{ address: target.host }];
+    const r = await this.mx.resolve(target.host);
+    if (!r.ok) return { status: r.status, reply: r.reply };
+    return r.candidates.map((c) => ({ address: c.address, name: c.host }));
   }
 
-  private pool(host: string, port: number, tlsRequired: boolean): Transporter {
-    const key = `${host}|${port}|${tlsRequired ? 'tls' : 'may'}`;
+  /** `servername`: the MX host name for TLS SNI when `host` is its resolved address. */
+  private pool(host: string, port: number, tlsRequired: boolean, servername?: string): Transporter {
+    const key = `${host}|${port}|${tlsRequired ? 'tls' : 'may'}|${servername ?? ''}`;
     let pool = this.pools.get(key);
     if (!pool) {
       pool = nodemailer.createTransport({
@@ -103,7 +119,7 @@ export class Delivery {
         socketTimeout: this.config.socketTimeout,
         requireTLS: tlsRequired,
         // MX-to-MX TLS is opportunistic (Postfix smtp_tls_security_level = may): unverified beats plaintext.
-        tls: { rejectUnauthorized: false },
+        tls: { rejectUnauthorized: false, ...(servername ? { servername } : {}) },
       });
       pool.on('error', (err) => this.log.warn({ err, host, port }, 'delivery pool error'));
       this.pools.set(key, pool);

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from './errors.js';
+import { parseServer } from './dns/query.js';
 import { normalizeRoutes } from './routes.js';
 import { parseDuration, parseHostPort, parseSize } from './units.js';
 
@@ -52,6 +53,15 @@ const routeSchema = z.strictObject({
   tls: z.enum(['may', 'required']).optional(),
 });
 const routeList = z.array(routeSchema).superRefine((routes, ctx) => {
+  // Validate one route at a time so the error names its index (routes.3: ...), then the table as a whole.
+  for (const [i, route] of routes.entries()) {
+    try {
+      normalizeRoutes([route]);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: [i], message: errorMessage(err) });
+      return;
+    }
+  }
   try {
     normalizeRoutes(routes);
   } catch (err) {
@@ -115,6 +125,10 @@ export const agentConfigSchema = z.strictObject({
       socketTimeout: duration.default(300_000),
       batchSize: z.number().int().positive().default(200),
       pollInterval: duration.default(1000),
+      // Recursive resolvers for MX lookups of smtp:host:port targets, "IP[:PORT]"; default /etc/resolv.conf.
+      resolvers: z
+        .array(z.string().refine((v) => { try { parseServer(v); return true; } catch { return false; } }, { message: 'expected IP[:PORT]' }))
+        .optional(),
     })
     .prefault({}),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
@@ -126,8 +140,16 @@ export const controllerConfigSchema = z.strictObject({
   grpc: z
     .strictObject({
       listen: hostPort.default('127.0.0.1:7070'),
-      tls: tlsFiles.extend({ requireClientCert: z.boolean().default(false) }).optional(),
+      // requireClientCert = mutual TLS: agents and operators must present a certificate signed by `ca`.
+      tls: tlsFiles
+        .extend({ requireClientCert: z.boolean().default(false) })
+        .refine((t) => !t.requireClientCert || t.ca !== undefined, { message: 'requireClientCert needs ca (the CA that signs client certificates)' })
+        .optional(),
       allowInsecureRemote: z.boolean().default(false),
+      // Application heartbeat on agent sessions (controller -> agent); gRPC keepalive runs underneath.
+      heartbeatInterval: duration.default(5000),
+      // A session with no message from its agent for this long is closed; the agent reconnects.
+      sessionTimeout: duration.default(20_000),
     })
     .prefault({}),
   tokens: z.strictObject({ agent: z.string().min(8), admin: z.string().min(8) }),
@@ -135,6 +157,8 @@ export const controllerConfigSchema = z.strictObject({
   http: z.strictObject({ listen: hostPort }).optional(),
   lostAfter: duration.default(60_000),
   stepTimeout: duration.default(30_000),
+  // Default wait for an agent's answer to a queue command or flush.
+  commandTimeout: duration.default(30_000),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
 });
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;

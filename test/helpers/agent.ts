@@ -18,7 +18,8 @@ export function testAgentConfig(extra: Record<string, unknown> = {}) {
     dataDir,
     log: { level: process.env.MXSWITCH_TEST_LOG ?? 'silent' },
     retry: { intervals: ['200ms'], maxAge: '1h', jitter: 0 },
-    delivery: { pollInterval: '50ms', connectTimeout: '2s', greetingTimeout: '2s', socketTimeout: '5s' },
+    // No test may ask a real DNS server: a DSN to an unrouted sender looks its MX up here and fails fast.
+    delivery: { pollInterval: '50ms', connectTimeout: '2s', greetingTimeout: '2s', socketTimeout: '5s', resolvers: ['127.0.0.1:9'] },
     ...extra,
     smtp: { listen: '127.0.0.1:0', hostname: 'mx.test', ...(extra.smtp as object | undefined) },
   });
