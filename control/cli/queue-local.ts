@@ -1,31 +1,16 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { holdMatch, listQueue, releaseMatch, removeMessage, retryMessages, showMessage, type QueueEntry } from '../../agent/queue-ops.js';
+import { holdMatch, listQueue, releaseMatch, removeMessage, retryMessages, showMessage } from '../../agent/queue-ops.js';
 import { Queue, type RecipientState } from '../../agent/queue.js';
 import { UsageError } from '../../shared/errors.js';
-import { formatDuration } from '../../shared/units.js';
-import { emit, table, type OutputOptions } from './output.js';
+import { emit, type OutputOptions } from './output.js';
+import { renderEntries } from './queue-render.js';
+
+export { renderEntries };
 
 export function openLocalQueue(dataDir: string): Queue {
   if (!existsSync(join(dataDir, 'queue.db'))) throw new UsageError(`--data-dir ${dataDir}: no queue.db there`);
   return new Queue(dataDir, { mustExist: true, skipCheck: true });
-}
-
-export function renderEntries(entries: readonly QueueEntry[]): string {
-  if (entries.length === 0) return 'queue is empty';
-  const rows = entries.flatMap((e) =>
-    e.recipients.map((r, i) => [
-      i === 0 ? e.id : '',
-      i === 0 ? formatDuration(e.ageSeconds * 1000) : '',
-      i === 0 ? String(e.size) : '',
-      i === 0 ? e.sender || '<>' : '',
-      r.rcpt,
-      r.state + (r.hold ? `(${r.hold})` : ''),
-      r.nextAttempt ? new Date(r.nextAttempt).toISOString() : '-',
-      (r.lastReply ?? '').slice(0, 60),
-    ]),
-  );
-  return table(['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENT', 'STATE', 'NEXT', 'LAST REPLY'], rows);
 }
 
 /** Runs `fn` against the queue under --data-dir, always closing it. */

@@ -1,0 +1,73 @@
+import { errorMessage, UsageError } from '../../shared/errors.js';
+import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
+import { parseDuration } from '../../shared/units.js';
+
+/** Local argument checks: a bad MATCH, TARGET or duration is exit 2 before anything is sent to the controller. */
+
+/** `match "x" is not ...` -> `MATCH "x" is not ...`: the message names the argument as the user typed it. */
+function relabel(message: string, word: string, label: string, text: string): string {
+  const prefix = `${word} `;
+  return message.startsWith(prefix) ? `${label} ${message.slice(prefix.length)}` : `${label} ${JSON.stringify(text)}: ${message}`;
+}
+
+/** The canonical MATCH key (address, domain or .parent-domain). */
+export function checkMatch(text: string, label = 'MATCH'): string {
+  try {
+    return normalizeMatch(text).key;
+  } catch (err) {
+    throw new UsageError(relabel(errorMessage(err), 'match', label, text));
+  }
+}
+
+/** The canonical TARGET (smtp:[host]:port or smtp:host:port). */
+export function checkTarget(text: string, label = 'TARGET'): string {
+  try {
+    return formatTarget(parseTarget(text));
+  } catch (err) {
+    throw new UsageError(relabel(errorMessage(err), 'target', label, text));
+  }
+}
+
+/** A positive duration in ms ("30s", "5m"); undefined when the flag was not given. */
+export function checkDuration(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch {
+    throw new UsageError(`${flag} ${text}: not a duration (use e.g. 500ms, 30s, 5m, 2h)`);
+  }
+  if (ms <= 0) throw new UsageError(`${flag} ${text}: must be more than 0`);
+  return ms;
+}
+
+/** A route table version for compare-and-set; 0 / undefined = no check. */
+export function checkVersion(flag: string, text: string | undefined): number {
+  if (text === undefined) return 0;
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(Number(text))) throw new UsageError(`${flag} ${text}: expected a table version (a non-negative integer)`);
+  return Number(text);
+}
+
+export function checkPositiveInt(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${flag} ${text}: expected a positive integer`);
+  return n;
+}
+
+const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
+
+export function checkAgentId(text: string, label = 'agent ID'): string {
+  const id = text.trim();
+  if (!AGENT_ID.test(id)) throw new UsageError(`${label} ${JSON.stringify(text)}: not an agent id`);
+  return id;
+}
+
+/** Commander collector for a repeatable `--exclude ID` that also takes comma-separated lists (checked by checkExclude). */
+export function collectIds(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((s) => s.trim())];
+}
+
+export function checkExclude(ids: readonly string[] | undefined): string[] {
+  return [...new Set((ids ?? []).map((id) => checkAgentId(id, '--exclude')))];
+}
