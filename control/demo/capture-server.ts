@@ -7,6 +7,8 @@ export interface CapturedMessage {
   data: Buffer;
   /** Date.now() when the final 250 was sent. */
   at: number;
+  /** The session was upgraded with STARTTLS. */
+  tls: boolean;
 }
 
 export interface Reply {
@@ -25,11 +27,15 @@ export class CaptureServer {
   dataReply: (() => Reply | undefined) | undefined;
   private readonly server: SMTPServer;
 
-  constructor(readonly name = 'capture') {
+  constructor(
+    readonly name = 'capture',
+    tls?: { key: Buffer; cert: Buffer },
+  ) {
     this.server = new SMTPServer({
       name,
       authOptional: true,
-      disabledCommands: ['AUTH', 'STARTTLS'],
+      disabledCommands: tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+      ...(tls ?? {}),
       logger: false,
       disableReverseLookup: true,
       size: 200 * 1024 * 1024,
@@ -48,6 +54,7 @@ export class CaptureServer {
             to: session.envelope.rcptTo.map((x) => x.address),
             data: Buffer.concat(chunks),
             at: Date.now(),
+            tls: session.secure,
           });
           cb();
         });

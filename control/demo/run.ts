@@ -35,7 +35,6 @@ export interface DemoReport {
   deliveredToOldAfterHold: number;
   longestWaitMs: number;
   phases: { name: string; ms: number }[];
-  dir: string;
 }
 
 const DOMAIN = 'example.com';
@@ -190,7 +189,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     endPhase('drain');
 
     display.phase('Verification', 'Every accepted message must be at exactly one server; none at the old one after the hold.');
-    const report = verify(traffic, oldServer, newServer, holdAckAt, phases, dir);
+    const report = verify(traffic, oldServer, newServer, holdAckAt, phases);
     if (opts.keep) {
       display.note(keepInstructions(grpcPort, agentPorts, oldServer, newServer, dir));
       process.off('SIGINT', onSigint);
@@ -224,7 +223,7 @@ async function runOperation<T extends { progress?: OperationProgress | undefined
   display.note(`acknowledged by ${last.acked.join(', ') || 'every agent'}`);
 }
 
-function verify(traffic: TrafficGenerator, oldServer: CaptureServer, newServer: CaptureServer, holdAckAt: number, phases: DemoReport['phases'], dir: string): DemoReport {
+function verify(traffic: TrafficGenerator, oldServer: CaptureServer, newServer: CaptureServer, holdAckAt: number, phases: DemoReport['phases']): DemoReport {
   const idOf = (data: Buffer) => /^Message-ID: <([^>]+)>/im.exec(data.toString('latin1'))?.[1] ?? '';
   const arrivals = new Map<string, number[]>();
   for (const m of [...oldServer.messages, ...newServer.messages]) {
@@ -248,7 +247,6 @@ function verify(traffic: TrafficGenerator, oldServer: CaptureServer, newServer: 
     deliveredToOldAfterHold: afterHold,
     longestWaitMs,
     phases,
-    dir,
   };
 }
 

@@ -4,7 +4,7 @@ export type { CapturedMessage as Received } from '../../control/demo/capture-ser
 
 /** The tests' next hop: a real SMTP server on loopback that stores what it receives (see CaptureServer). */
 export class Sink extends CaptureServer {
-  constructor() {
-    super('sink.test');
+  constructor(tls?: { key: Buffer; cert: Buffer }) {
+    super('sink.test', tls);
   }
 }
