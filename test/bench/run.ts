@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --quick] [-- --json]`: ingest and end-to-end relay against a real agent process.
+ * `npm run bench [-- --quick] [-- --json] [-- --scenario ingest|convergence]`: ingest and end-to-end relay
+ * against a real agent process, and switchover convergence across 1/10/50 agents.
  * Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
  */
 import { rmSync } from 'node:fs';
@@ -7,9 +8,11 @@ import { parseArgs } from 'node:util';
 import { tempDir } from '../helpers/agent.js';
 import { CliProcess, freePort, writeYaml } from '../helpers/process.js';
 import { Sink } from '../helpers/sink.js';
+import { convergence, type ConvergenceResult } from './convergence.js';
 import { benchBody, LoadSession, percentile } from './load.js';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean' }, json: { type: 'boolean' }, scenario: { type: 'string' } } });
+const wanted = (name: string) => !values.scenario || values.scenario === name;
 
 interface Shape {
   sessions: number;
@@ -91,17 +94,27 @@ async function ingest(shape: Shape): Promise<Result> {
 }
 
 const results: Result[] = [];
-for (const shape of shapes) results.push(await ingest(shape));
+if (wanted('ingest')) for (const shape of shapes) results.push(await ingest(shape));
+const converged: ConvergenceResult[] = [];
+if (wanted('convergence')) for (const n of values.quick ? [1, 3] : [1, 10, 50]) converged.push(await convergence(n, values.quick ? 4 : 40));
+
 if (values.json) {
-  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify([...results, ...converged], null, 2)}\n`);
 } else {
-  console.log('scenario       sessions x messages x size   accepted  failed  msgs/s   p50 ms  p99 ms  end-to-end s');
-  for (const r of results) {
-    const shape = `${r.shape.sessions} x ${r.shape.messages} x ${Math.round(r.shape.size / 1024)}KB`;
-    console.log(
-      `${r.scenario.padEnd(14)} ${shape.padEnd(28)} ${String(r.accepted).padStart(8)}  ${String(r.failed).padStart(6)}  ${r.msgsPerSec.toFixed(0).padStart(6)}  ${r.p50ms.toFixed(1).padStart(6)}  ${r.p99ms.toFixed(1).padStart(6)}  ${r.endToEndSeconds.toFixed(1).padStart(12)}`,
-    );
+  if (results.length) {
+    console.log('scenario       sessions x messages x size   accepted  failed  msgs/s   p50 ms  p99 ms  end-to-end s');
+    for (const r of results) {
+      const shape = `${r.shape.sessions} x ${r.shape.messages} x ${Math.round(r.shape.size / 1024)}KB`;
+      console.log(
+        `${r.scenario.padEnd(14)} ${shape.padEnd(28)} ${String(r.accepted).padStart(8)}  ${String(r.failed).padStart(6)}  ${r.msgsPerSec.toFixed(0).padStart(6)}  ${r.p50ms.toFixed(1).padStart(6)}  ${r.p99ms.toFixed(1).padStart(6)}  ${r.endToEndSeconds.toFixed(1).padStart(12)}`,
+      );
+    }
+    console.log(`generator: ${results[0]?.generator}; durable (fsync before every 250); agent in its own process\n`);
   }
-  console.log(`generator: ${results[0]?.generator}; durable (fsync before every 250); agent in its own process`);
+  if (converged.length) {
+    console.log('convergence (admin call -> last agent ack, one hold/release step)');
+    console.log('agents  steps  p50 ms  p99 ms');
+    for (const c of converged) console.log(`${String(c.agents).padStart(6)}  ${String(c.steps).padStart(5)}  ${c.p50ms.toFixed(1).padStart(6)}  ${c.p99ms.toFixed(1).padStart(6)}`);
+  }
 }
 process.exit(results.every((r) => r.failed === 0) ? 0 : 1);
