@@ -1,0 +1,112 @@
+import type { z } from 'zod';
+import { agentConfigSchema, controllerConfigSchema, envName, parseConfig, schemaKeyPaths } from './config.js';
+
+/** What each config key means; a test fails when a schema key has no entry here, so the README can't drift. */
+export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = {
+  agent: {
+    id: 'Unique agent id in the fleet (letters, digits, `.`, `_`, `-`)',
+    region: 'Free-form region label shown in `status`',
+    dataDir: 'Directory of `queue.db` (SQLite queue) and `routes.json` (last applied table)',
+    'smtp.listen': 'SMTP listen address',
+    'smtp.hostname': 'Name in the banner, EHLO and Received headers (default: the host name)',
+    'smtp.maxMessageSize': 'Largest message accepted (`552 5.3.4` above it); advertised in EHLO SIZE',
+    'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF, or `reject` the message with `550 5.5.2`',
+    'smtp.maxConnections': 'Concurrent SMTP sessions; more get `421`',
+    'smtp.maxRecipients': 'Recipients per message (at least 100); more get `452 4.5.3`',
+    'smtp.idleTimeout': 'Idle session timeout (`421` and close)',
+    'smtp.dataTimeout': 'Longest time to receive one message\'s data',
+    'smtp.maxReceivedHeaders': 'Received headers that mean a loop (`554 5.4.6`)',
+    'smtp.shutdownTimeout': 'On SIGTERM, how long open sessions may finish before `421`',
+    'smtp.tls.cert': 'Certificate (PEM) for STARTTLS; setting `smtp.tls` turns STARTTLS on',
+    'smtp.tls.key': 'Private key (PEM) for STARTTLS',
+    'smtp.tls.ca': 'Optional CA bundle sent with the certificate',
+    routes: 'Bootstrap routing table (`match`, `target`, `hold`, `tls`) used until a controller table is applied',
+    'controller.grpc.address': 'Controller address for the gRPC control channel',
+    'controller.grpc.token': 'Agent bearer token (the controller\'s `tokens.agent`)',
+    'controller.grpc.tls.ca': 'CA that signed the controller\'s certificate (turns TLS on)',
+    'controller.grpc.tls.cert': 'Client certificate for mutual TLS',
+    'controller.grpc.tls.key': 'Client key for mutual TLS',
+    'controller.nats.servers': 'NATS servers for the NATS control channel (instead of gRPC)',
+    'controller.nats.token': 'NATS token',
+    'controller.nats.fleet': 'Fleet name: prefix of every NATS bucket and subject',
+    'controller.healthInterval': 'How often health is reported to the controller',
+    'http.listen': 'Address of `/metrics` (Prometheus) and `/healthz`; off when unset',
+    'retry.intervals': 'Back-off after each temporary failure; the last one repeats',
+    'retry.maxAge': 'Time in the queue (hold time excluded) after which mail bounces (`5.4.7`)',
+    'retry.jitter': 'Random spread of each retry interval (0.2 = ±20%)',
+    'delivery.connectionsPerHop': 'Concurrent connections per next hop (also when a whole queue becomes due)',
+    'delivery.connectTimeout': 'TCP connect timeout to a next hop',
+    'delivery.greetingTimeout': 'Wait for the next hop\'s greeting',
+    'delivery.socketTimeout': 'Idle timeout of an outbound SMTP session',
+    'delivery.batchSize': 'Due recipients taken from the queue per scheduling round',
+    'delivery.pollInterval': 'How often the queue is checked for due mail (new mail starts at once)',
+    'delivery.resolvers': 'DNS resolvers (`IP[:PORT]`) for MX targets; default `/etc/resolv.conf`',
+    'log.level': 'pino log level',
+  },
+  controller: {
+    dataDir: 'Directory of `controller.db` (routes, versions, audit, agents, operations)',
+    'grpc.listen': 'Agent and admin gRPC address',
+    'grpc.tls.cert': 'Server certificate (PEM); setting `grpc.tls` turns TLS on',
+    'grpc.tls.key': 'Server key (PEM)',
+    'grpc.tls.ca': 'CA for client certificates',
+    'grpc.tls.requireClientCert': 'Mutual TLS: agents and operators must present a certificate signed by `ca`',
+    'grpc.allowInsecureRemote': 'Allow plaintext gRPC on a non-loopback address',
+    'grpc.heartbeatInterval': 'Application heartbeat to agents',
+    'grpc.sessionTimeout': 'A session silent this long is closed (the agent reconnects)',
+    'tokens.agent': 'Bearer token agents present (at least 8 characters)',
+    'tokens.admin': 'Bearer token operators and the CLI present',
+    expectedAgents: 'Agents every step waits for; default every agent that ever registered until `agent rm`',
+    'http.listen': 'Address of `/metrics` and `/healthz`; off when unset',
+    lostAfter: 'An agent silent this long is `lost` (not only disconnected)',
+    stepTimeout: 'Default wait for every agent\'s ack in hold/release/switchover',
+    commandTimeout: 'Default wait for an agent\'s answer to a queue command or flush',
+    'log.level': 'pino log level',
+  },
+};
+
+const MINIMAL: Record<'agent' | 'controller', unknown> = {
+  agent: { id: 'example', dataDir: '/var/lib/mxswitch' },
+  controller: { dataDir: '/var/lib/mxswitch', tokens: { agent: 'xxxxxxxx', admin: 'xxxxxxxx' } },
+};
+
+function valueAt(doc: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>((node, key) => (node && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined), doc);
+}
+
+function formatDefault(path: readonly string[], value: unknown, required: boolean): string {
+  if (required) return 'required';
+  if (value === undefined) return '—';
+  const key = path.at(-1)!;
+  // Durations are stored in ms; show them the way they are written.
+  if (/(Timeout|Interval|interval|intervals|maxAge|lostAfter)$/.test(key) && typeof value === 'number') return `${value}ms`;
+  if (Array.isArray(value) && key === 'intervals') return `[${value.map((v) => `${v}ms`).join(', ')}]`;
+  return `\`${JSON.stringify(value)}\``;
+}
+
+/** The README's config reference table for one schema: key, environment variable, default, meaning. */
+export function configReference(kind: 'agent' | 'controller'): string {
+  const schema: z.ZodType = kind === 'agent' ? agentConfigSchema : controllerConfigSchema;
+  const defaults = parseConfig(schema, MINIMAL[kind]);
+  const required = new Set(kind === 'agent' ? ['id', 'dataDir'] : ['dataDir', 'tokens.agent', 'tokens.admin']);
+  const rows = schemaKeyPaths(schema).map((path) => {
+    const key = path.join('.');
+    const doc = KEY_DOCS[kind][key];
+    if (!doc) throw new Error(`${kind} config key ${key} has no description in shared/config-docs.ts`);
+    return `| \`${key}\` | \`${envName(path)}\` | ${formatDefault(path, valueAt(defaults, path), required.has(key))} | ${doc} |`;
+  });
+  return ['| key | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+/** Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->`. */
+export function replaceSection(text: string, name: string, body: string): string {
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  if (i === -1 || j < i) throw new Error(`README has no ${start} ... ${end} section`);
+  return `${text.slice(0, i + start.length)}\n${body}\n${text.slice(j)}`;
+}
+
+export function renderReadme(readme: string): string {
+  return replaceSection(replaceSection(readme, 'agent-config', configReference('agent')), 'controller-config', configReference('controller'));
+}
