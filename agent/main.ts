@@ -1,4 +1,5 @@
 import { agentConfigSchema, loadConfigFile } from '../shared/config.js';
+import { stopOnSignals } from '../shared/daemon.js';
 import { createLogger } from '../shared/logger.js';
 import { Agent, type ControlChannelFactory } from './agent.js';
 import { grpcControlChannel } from './control-grpc.js';
@@ -9,21 +10,8 @@ export async function runAgent(configFile: string, controlFactory?: ControlChann
   const log = createLogger('agent', config.log.level).child({ agent: config.id });
   const agent = new Agent(config, log, controlFactory ?? (config.controller?.grpc ? grpcControlChannel : undefined));
   await agent.start();
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down: no new sessions, finishing the ones open');
-    agent.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  // Graceful: no new sessions, the open ones finish, sends in flight finish.
+  stopOnSignals(log, 'agent', () => agent.stop());
   process.on('SIGHUP', () => {
     try {
       agent.reloadStaticRoutes(loadConfigFile(agentConfigSchema, configFile).routes);

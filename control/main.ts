@@ -1,4 +1,5 @@
 import { controllerConfigSchema, loadConfigFile } from '../shared/config.js';
+import { stopOnSignals } from '../shared/daemon.js';
 import { createLogger } from '../shared/logger.js';
 import { Controller } from './controller.js';
 
@@ -8,19 +9,5 @@ export async function runController(configFile: string): Promise<void> {
   const log = createLogger('controller', config.log.level);
   const controller = new Controller(config, log);
   await controller.start();
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'controller shutting down');
-    controller.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals(log, 'controller', () => controller.stop());
 }
