@@ -6,7 +6,7 @@ import { errorMessage, MxError } from '../shared/errors.js';
 import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
 import { RouteTable, type Route } from '../shared/routes.js';
-import { coversMatch, listQueue, removeMessage, retryMessages, showMessage } from './queue-ops.js';
+import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
 import { Delivery } from './delivery.js';
 import { diskFree, queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
@@ -164,7 +164,7 @@ export class Agent implements ControlHandler {
       case 'queueList':
         return listQueue(this.queue, {
           ...(command.match ? { match: command.match } : {}),
-          ...(command.state ? { state: command.state as never } : {}),
+          ...(command.state ? { state: parseRecipientState(command.state) } : {}),
           ...(command.limit ? { limit: command.limit } : {}),
         });
       case 'queueShow':

@@ -22,6 +22,13 @@ export interface QueueFilter {
 
 const STATES: readonly RecipientState[] = ['queued', 'deferred', 'inflight', 'held'];
 
+/** A recipient state named by an operator or a remote command, checked. */
+export function parseRecipientState(text: string): RecipientState {
+  const state = STATES.find((s) => s === text);
+  if (!state) throw new MxError('USAGE', `state must be one of ${STATES.join(', ')}, not "${text}"`);
+  return state;
+}
+
 /** A predicate for "recipient falls under MATCH" (address, domain or .parent). */
 export function coversMatch(match: string): (address: string) => boolean {
   const key = normalizeMatch(match).key;
@@ -42,7 +49,6 @@ function entry(queue: Queue, id: string, rows: RecipientRow[], now: number): Que
 }
 
 export function listQueue(queue: Queue, filter: QueueFilter = {}, now = Date.now()): QueueEntry[] {
-  if (filter.state && !STATES.includes(filter.state)) throw new MxError('USAGE', `state must be one of ${STATES.join(', ')}`);
   const covers = filter.match ? coversMatch(filter.match) : undefined;
   const byMsg = new Map<string, RecipientRow[]>();
   for (const row of queue.allRecipients()) {
