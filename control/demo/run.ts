@@ -182,10 +182,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
 
     display.phase('Phase 4: drain', 'Traffic stops (MX now points at the new server); the agents empty their queues.');
     await traffic.stop();
+    // Health reports lag by up to one interval, so "queues empty" alone could be stale: also wait until every
+    // accepted message has arrived somewhere (bounded; whatever is missing then is reported as lost).
+    const accepted = traffic.accepted;
+    const arrived = () => new Set([...oldServer.messages, ...newServer.messages].map((m) => messageId(m.data)));
     await waitUntil(async () => {
       await refresh();
-      return status!.agents.every((a) => (a.health?.totalQueued ?? 1) === 0);
-    }, 60_000, 'every agent queue empty');
+      const seen = arrived();
+      return status!.agents.every((a) => (a.health?.totalQueued ?? 1) === 0) && accepted.every((s) => seen.has(s.id));
+    }, 60_000, 'every agent queue empty').catch((err: Error) => display.note(err.message));
     endPhase('drain');
 
     display.phase('Verification', 'Every accepted message must be at exactly one server; none at the old one after the hold.');
@@ -224,10 +229,9 @@ async function runOperation<T extends { progress?: OperationProgress | undefined
 }
 
 function verify(traffic: TrafficGenerator, oldServer: CaptureServer, newServer: CaptureServer, holdAckAt: number, phases: DemoReport['phases']): DemoReport {
-  const idOf = (data: Buffer) => /^Message-ID: <([^>]+)>/im.exec(data.toString('latin1'))?.[1] ?? '';
   const arrivals = new Map<string, number[]>();
   for (const m of [...oldServer.messages, ...newServer.messages]) {
-    const id = idOf(m.data);
+    const id = messageId(m.data);
     arrivals.set(id, [...(arrivals.get(id) ?? []), m.at]);
   }
   const accepted = traffic.accepted;
@@ -260,6 +264,10 @@ function keepInstructions(grpcPort: number, agentPorts: number[], oldServer: Cap
     `  npx mxswitch queue ls --data-dir ${dir}/agent-1`,
     `old server: ${oldServer.target}  new server: ${newServer.target}  logs: ${dir}/*.log`,
   ].join('\n   ');
+}
+
+function messageId(data: Buffer): string {
+  return /^Message-ID: <([^>]+)>/im.exec(data.toString('latin1'))?.[1] ?? '';
 }
 
 function sleep(ms: number): Promise<void> {
