@@ -195,6 +195,12 @@ export class Sessions {
             call.emit('error', Object.assign(new Error('the first message must be Hello with an agent id'), { code: status.INVALID_ARGUMENT, details: 'the first message must be Hello with an agent id' }));
             return;
           }
+          const mismatch = certificateMismatch(call, msg.body.value.agentId);
+          if (mismatch) {
+            log.warn({ peer: call.getPeer(), agent: msg.body.value.agentId }, mismatch);
+            call.emit('error', Object.assign(new Error(mismatch), { code: status.PERMISSION_DENIED, details: mismatch }));
+            return;
+          }
           clearTimeout(helloTimer);
           session = this.register(call, msg.body.value);
           return;
@@ -284,4 +290,17 @@ export class Sessions {
       }
     }
   }
+}
+
+/**
+ * Under mutual TLS the client certificate is the agent's identity: its common name must be the id the agent
+ * claims, so one agent's credentials cannot report (or ack) for another. Without a client certificate, the
+ * agent token is all there is.
+ */
+function certificateMismatch(call: Call, agentId: string): string | undefined {
+  const cert = call.getAuthContext().sslPeerCertificate;
+  const cn = cert?.subject?.CN;
+  if (!cert || !cn) return undefined;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  return name === agentId ? undefined : `agent id "${agentId}" does not match its client certificate (CN=${name})`;
 }

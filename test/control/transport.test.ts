@@ -24,7 +24,7 @@ test('plaintext on a non-loopback address is refused unless allowInsecureRemote'
   assert.equal(allowed.address, `127.0.0.1:${allowed.grpcPort}`);
 });
 
-test('TLS and mutual TLS: agents and admins connect with the CA (and a client certificate when required)', async (t) => {
+test('TLS and mutual TLS: agents and admins connect with the CA (and a client certificate when required); an agent id must match its certificate', async (t) => {
   const defer = deferrer(t);
   const dir = tempDir('mxs-pki-');
   defer(() => rmSync(dir, { recursive: true, force: true }));
@@ -43,12 +43,15 @@ test('TLS and mutual TLS: agents and admins connect with the CA (and a client ce
   await assert.rejects(plain.listRoutes(), (e: ServiceError) => e.code === status.UNAVAILABLE, 'plaintext client');
 
   await good.setRoute('example.com', 'smtp:[127.0.0.1]:2');
-  const agent = await startFleetAgent(ctl.address, 'tls-1', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } }, healthInterval: '200ms' } });
+  // The client certificate's CN is "mx-agent": that agent id gets in, another id with the same certificate does not.
+  const agent = await startFleetAgent(ctl.address, 'mx-agent', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } }, healthInterval: '200ms' } });
+  const impostor = await startFleetAgent(ctl.address, 'tls-1', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca, cert: pki.clientCert, key: pki.clientKey } }, healthInterval: '200ms' } });
   const certless = await startFleetAgent(ctl.address, 'tls-2', { controller: { grpc: { address: ctl.address, token: ctl.config.tokens.agent, tls: { ca: pki.ca } }, healthInterval: '200ms' } });
-  defer(() => Promise.all([agent.cleanup(), certless.cleanup()]));
+  defer(() => Promise.all([agent.cleanup(), impostor.cleanup(), certless.cleanup()]));
   await waitFor('tls agent applied version 1', () => agentsAt(good, 1, 1));
-  await new Promise((r) => setTimeout(r, 200));
-  assert.deepEqual((await good.status()).agents.map((a) => a.id), ['tls-1'], 'the agent without a client certificate never got in');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.deepEqual((await good.status()).agents.map((a) => a.id), ['mx-agent'], 'an agent without a client certificate, or with another agent\'s, got in');
+  assert.equal(impostor.agent.appliedVersion, 0, 'the impostor received a table');
   assert.equal(agent.agent.appliedVersion, 1);
 });
 
@@ -122,4 +125,20 @@ test('a second session for the same agent id replaces the first; a silent sessio
   const mute = (await api.status()).agents.find((a) => a.id === 'mute')!;
   assert.equal(mute.state, 'disconnected');
   assert.match(mute.lastError, /no message from the agent/);
+});
+
+test('an oversized or malformed admin request is refused with a status; the controller keeps serving', async (t) => {
+  const defer = deferrer(t);
+  const ctl = await startController();
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  await assert.rejects(api.setRoute('x'.repeat(20 * 1024 * 1024), 'smtp:[127.0.0.1]:25'), (e: ServiceError) => e.code === status.RESOURCE_EXHAUSTED);
+  await assert.rejects(api.setRoute('not a domain!', 'smtp:[127.0.0.1]:25'), (e: ServiceError) => e.code === status.INVALID_ARGUMENT && /not an address, a domain/.test(e.details));
+  // Raw bytes that are not a protobuf SetRouteRequest.
+  const garbage = await new Promise<ServiceError | null>((resolve) =>
+    api.client.makeUnaryRequest('/mxswitch.v1.AdminService/SetRoute', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0xff, 0xff, 0xff, 0x0f, 0x01]), (() => { const m = new Metadata(); m.set('authorization', `Bearer ${ctl.config.tokens.admin}`); return m; })(), (err) => resolve(err)),
+  );
+  assert.ok(garbage && garbage.code !== status.OK, 'garbage request was accepted');
+  assert.equal((await api.listRoutes()).version, 0, 'controller stopped serving or stored something');
 });
