@@ -47,7 +47,7 @@ function toRoutes(t: RouteTableMsg): Route[] {
   return t.routes.map((r) => ({ match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) }));
 }
 
-function toCommand(c: Command): AgentCommand {
+export function toCommand(c: Command): AgentCommand {
   const k = c.kind;
   switch (k?.$case) {
     case 'flush':

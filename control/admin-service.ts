@@ -5,7 +5,7 @@ import type {
   handleServerStreamingCall,
 } from '@grpc/grpc-js';
 import type { Logger } from '../shared/logger.js';
-import { MxError } from '../shared/errors.js';
+import { errorMessage, MxError } from '../shared/errors.js';
 import { Outbox } from '../shared/outbox.js';
 import {
   AgentCommandResult,
@@ -22,14 +22,14 @@ import type { Route } from '../shared/routes.js';
 import { bearerMatches, toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator, OperationRecord, Progress, StartRequest } from './orchestrator.js';
 import type { AgentInfo, Registry } from './registry.js';
-import type { RouteStore } from './route-store.js';
-import type { CommandKind, Sessions } from './sessions.js';
+import type { RouteStoreApi } from './route-store.js';
+import type { AgentCommander, CommandKind } from './sessions.js';
 
 export interface AdminDeps {
-  store: RouteStore;
+  store: RouteStoreApi;
   registry: Registry;
   orchestrator: Orchestrator;
-  sessions: Sessions;
+  commands: AgentCommander;
   adminToken: string;
   /** Default wait for queue command results. */
   commandTimeoutMs: number;
@@ -91,7 +91,7 @@ function tlsPolicy(tls: string): 'required' | undefined {
  * operation.state is "failed" (the report is in operation.error and progress.failed), so clients print it.
  */
 export function adminService(d: AdminDeps): AdminServiceServer {
-  const { store, registry, orchestrator, sessions, log } = d;
+  const { store, registry, orchestrator, commands, log } = d;
 
   const authorized = (call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }, method: string): boolean => {
     if (bearerMatches(call.metadata, d.adminToken)) return true;
@@ -168,16 +168,18 @@ export function adminService(d: AdminDeps): AdminServiceServer {
         call.emit('error', unauthenticated('admin'));
         return;
       }
-      let op: OperationRecord;
-      try {
-        const req = toStart(call.request);
-        op = orchestrator.start({ ...req, actor: req.actor || `admin@${call.getPeer()}` });
-      } catch (err) {
-        log.warn({ method, error: (err as Error).message }, 'operation refused');
-        call.emit('error', toServiceError(err));
-        return;
-      }
-      follow(call, op.id, wrap);
+      Promise.resolve()
+        .then(() => {
+          const req = toStart(call.request);
+          return orchestrator.start({ ...req, actor: req.actor || `admin@${call.getPeer()}` });
+        })
+        .then(
+          (op: OperationRecord) => follow(call, op.id, wrap),
+          (err: unknown) => {
+            log.warn({ method, error: errorMessage(err) }, 'operation refused');
+            call.emit('error', toServiceError(err));
+          },
+        );
     };
   }
 
@@ -192,17 +194,17 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       return { version: s.version, routes: s.routes.map(routeMsg) };
     }),
 
-    setRoute: unary('SetRoute', (req, call) => {
+    setRoute: unary('SetRoute', async (req, call) => {
       const route: Route = { match: req.match, target: req.target, ...(req.hold ? { hold: true } : {}) };
       const tls = tlsPolicy(req.tls);
       if (tls) route.tls = tls;
-      const version = store.set(route, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
+      const version = await store.set(route, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
       log.info({ match: req.match, target: req.target, hold: req.hold, version, actor: req.actor }, 'route set');
       return { version };
     }),
 
-    removeRoute: unary('RemoveRoute', (req, call) => {
-      const version = store.remove(req.match, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
+    removeRoute: unary('RemoveRoute', async (req, call) => {
+      const version = await store.remove(req.match, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
       log.info({ match: req.match, version, actor: req.actor }, 'route removed');
       return { version };
     }),
@@ -292,7 +294,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       const timeoutMs = req.timeoutMs || d.commandTimeoutMs;
       const results = await Promise.all(
         ids.map(async (id) => {
-          const r = await sessions.command(id, kind, minVersion, timeoutMs);
+          const r = await commands.command(id, kind, minVersion, timeoutMs);
           return AgentCommandResult.fromPartial({ agentId: id, ok: r.ok, error: r.error, json: r.json });
         }),
       );

@@ -12,10 +12,12 @@ import { adminService } from './admin-service.js';
 import { openControllerDb, type Db } from './db.js';
 import { isLoopback, serverOptions } from './grpc-util.js';
 import { controllerMetrics } from './metrics.js';
+import { NatsControlPlane } from './nats/plane.js';
+import { SqliteOperationStore, type OperationStore } from './operation-store.js';
 import { Orchestrator } from './orchestrator.js';
 import { Registry } from './registry.js';
-import { RouteStore } from './route-store.js';
-import { Sessions } from './sessions.js';
+import { RouteStore, type RouteStoreApi } from './route-store.js';
+import { Sessions, type AgentCommander } from './sessions.js';
 
 /** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
 function credentials(config: ControllerConfig, host: string, log: Logger): ServerCredentials {
@@ -33,16 +35,24 @@ function credentials(config: ControllerConfig, host: string, log: Logger): Serve
 }
 
 /**
- * The controller's composition root: SQLite (routes, audit, agents, operations), the agent session service,
- * the admin service, the orchestrator and HTTP /metrics + /healthz.
+ * The controller's composition root: the admin service, the orchestrator and HTTP /metrics + /healthz over one of
+ * two state/transport backends —
+ * - gRPC (default): SQLite (routes, audit, agents, operations) and the agent session service;
+ * - NATS (`nats` configured): JetStream KV buckets for routes, agents and operations, commands by request/reply; no
+ *   local state, so several replicas can run against the same NATS.
  */
 export class Controller {
   private db: Db | undefined;
+  private nats: NatsControlPlane | undefined;
   private server: Server | undefined;
   private http: HttpServer | undefined;
-  store!: RouteStore;
+  store!: RouteStoreApi;
   registry!: Registry;
-  sessions!: Sessions;
+  /** gRPC mode only. */
+  sessions: Sessions | undefined;
+  /** Commands to agents, whatever the transport. */
+  commands!: AgentCommander;
+  operations!: OperationStore;
   orchestrator!: Orchestrator;
   /** Bound ports (useful with port 0 in tests). */
   grpcPort = 0;
@@ -51,6 +61,8 @@ export class Controller {
   constructor(
     readonly config: ControllerConfig,
     private readonly log: Logger,
+    /** NATS mode: reports older than this (at least) mean an agent is disconnected; tests shorten it. */
+    private readonly natsTuning: { minStaleMs?: number } = {},
   ) {}
 
   /** "host:port" clients should dial (the configured host with the bound port). */
@@ -64,32 +76,54 @@ export class Controller {
     const { config, log } = this;
     const { host, port } = parseHostPort(config.grpc.listen);
     const creds = credentials(config, host, log);
-    try {
-      this.db = openControllerDb(config.dataDir);
-    } catch (err) {
-      throw new ConfigError('dataDir', `cannot open ${config.dataDir}/controller.db: ${(err as Error).message}`);
+    if (config.nats) {
+      this.nats = await NatsControlPlane.open(config.nats, log, this.natsTuning);
+      this.store = this.nats.store;
+      this.operations = this.nats.ops;
+      this.commands = this.nats.commands;
+      this.registry = new Registry(undefined, config.expectedAgents, config.lostAfter, log);
+      try {
+        await this.nats.start(this.registry);
+      } catch (err) {
+        await this.nats.stop().catch(() => undefined);
+        this.nats = undefined;
+        throw err;
+      }
+    } else {
+      let db: Db;
+      // The schema requires both without nats.
+      const dataDir = config.dataDir!;
+      const agentToken = config.tokens.agent!;
+      try {
+        db = this.db = openControllerDb(dataDir);
+      } catch (err) {
+        throw new ConfigError('dataDir', `cannot open ${dataDir}/controller.db: ${(err as Error).message}`);
+      }
+      const store = new RouteStore(db);
+      this.store = store;
+      this.operations = new SqliteOperationStore(db);
+      this.registry = new Registry(db, config.expectedAgents, config.lostAfter, log);
+      this.commands = this.sessions = new Sessions({
+        store,
+        registry: this.registry,
+        agentToken,
+        log,
+        heartbeatMs: config.grpc.heartbeatInterval,
+        deadAfterMs: config.grpc.sessionTimeout,
+      });
     }
-    this.store = new RouteStore(this.db);
-    this.registry = new Registry(this.db, config.expectedAgents, config.lostAfter, log);
-    this.sessions = new Sessions({
-      store: this.store,
-      registry: this.registry,
-      agentToken: config.tokens.agent,
-      log,
-      heartbeatMs: config.grpc.heartbeatInterval,
-      deadAfterMs: config.grpc.sessionTimeout,
-    });
-    this.orchestrator = new Orchestrator({ db: this.db, store: this.store, registry: this.registry, sessions: this.sessions, stepTimeoutMs: config.stepTimeout, log });
+    this.orchestrator = new Orchestrator({ ops: this.operations, store: this.store, registry: this.registry, commands: this.commands, stepTimeoutMs: config.stepTimeout, log });
 
     const server = new Server(serverOptions);
-    server.addService(AgentServiceService, { session: this.sessions.handle });
+    // In NATS mode agents talk to NATS, not to us: only the admin API is served.
+    if (this.sessions) server.addService(AgentServiceService, { session: this.sessions.handle });
     server.addService(
       AdminServiceService,
       adminService({
         store: this.store,
         registry: this.registry,
         orchestrator: this.orchestrator,
-        sessions: this.sessions,
+        commands: this.commands,
         adminToken: config.tokens.admin,
         commandTimeoutMs: config.commandTimeout,
         log,
@@ -99,15 +133,17 @@ export class Controller {
     try {
       this.grpcPort = await new Promise<number>((resolve, reject) => server.bindAsync(`${bindHost}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
     } catch (err) {
-      this.db.close();
+      this.db?.close();
       this.db = undefined;
+      await this.nats?.stop().catch(() => undefined);
+      this.nats = undefined;
       throw new ConfigError('grpc.listen', `cannot listen on ${config.grpc.listen}: ${(err as Error).message}`);
     }
     this.server = server;
     this.registry.start();
-    this.sessions.start();
-    this.orchestrator.resume();
-    log.info({ listen: `${host}:${this.grpcPort}`, version: this.store.version, agents: this.registry.list().length }, 'controller listening');
+    this.sessions?.start();
+    await this.orchestrator.resume();
+    log.info({ listen: `${host}:${this.grpcPort}`, version: this.store.version, agents: this.registry.list().length, transport: this.nats ? 'nats' : 'grpc' }, 'controller listening');
 
     if (config.http) {
       const { server: http, port: httpPort } = await this.startHttp(config.http.listen);
@@ -158,6 +194,8 @@ export class Controller {
       http.closeAllConnections();
       await closed;
     }
+    await this.nats?.stop().catch((err: unknown) => this.log.warn({ err }, 'NATS connection not closed cleanly'));
+    this.nats = undefined;
     this.db?.close();
     this.db = undefined;
   }

@@ -1,10 +1,10 @@
 import { Gauge, Registry as PromRegistry } from 'prom-client';
 import type { Orchestrator } from './orchestrator.js';
 import type { Registry } from './registry.js';
-import type { RouteStore } from './route-store.js';
+import type { RouteStoreApi } from './route-store.js';
 
 /** Prometheus view of the controller, read from live state at scrape time (its own registry, not the global one). */
-export function controllerMetrics(store: RouteStore, agents: Registry, orchestrator: Orchestrator): PromRegistry {
+export function controllerMetrics(store: RouteStoreApi, agents: Registry, orchestrator: Orchestrator): PromRegistry {
   const registry = new PromRegistry();
   new Gauge({
     name: 'mxswitch_controller_route_table_version',

@@ -3,10 +3,10 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../shared/logger.js';
 import { MxError, errorMessage } from '../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../shared/routes.js';
-import type { Db } from './db.js';
+import { OwnershipLost, type OperationStore } from './operation-store.js';
 import type { AgentInfo, Registry } from './registry.js';
-import type { RouteStore } from './route-store.js';
-import type { Sessions } from './sessions.js';
+import type { RouteStoreApi } from './route-store.js';
+import type { AgentCommander } from './sessions.js';
 
 export type OpKind = 'hold' | 'release' | 'switchover' | 'flush';
 export type OpState = 'running' | 'done' | 'failed';
@@ -64,10 +64,10 @@ export interface StartRequest {
 }
 
 export interface OrchestratorOptions {
-  db: Db;
-  store: RouteStore;
+  ops: OperationStore;
+  store: RouteStoreApi;
   registry: Registry;
-  sessions: Sessions;
+  commands: AgentCommander;
   stepTimeoutMs: number;
   log: Logger;
 }
@@ -78,67 +78,6 @@ const STEPS: Record<OpKind, (waitDrained: boolean) => StepName[]> = {
   flush: () => ['flush'],
   switchover: (w) => (w ? ['hold', 'retarget', 'release', 'flush', 'drain'] : ['hold', 'retarget', 'release', 'flush']),
 };
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS operations (
-  id TEXT PRIMARY KEY,
-  kind TEXT NOT NULL,
-  match TEXT NOT NULL,
-  target TEXT NOT NULL DEFAULT '',
-  state TEXT NOT NULL,
-  step TEXT NOT NULL DEFAULT '',
-  step_index INTEGER NOT NULL DEFAULT 0,
-  error TEXT NOT NULL DEFAULT '',
-  started_at INTEGER NOT NULL,
-  finished_at INTEGER NOT NULL DEFAULT 0,
-  excluded TEXT NOT NULL DEFAULT '[]',
-  timeout_ms INTEGER NOT NULL,
-  wait_drained INTEGER NOT NULL DEFAULT 0,
-  actor TEXT NOT NULL DEFAULT '',
-  version INTEGER NOT NULL DEFAULT 0,
-  released_at INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS operations_started ON operations (started_at);
-CREATE INDEX IF NOT EXISTS operations_state ON operations (state);
-`;
-
-interface OpRow {
-  id: string;
-  kind: OpKind;
-  match: string;
-  target: string;
-  state: OpState;
-  step: string;
-  step_index: number;
-  error: string;
-  started_at: number;
-  finished_at: number;
-  excluded: string;
-  timeout_ms: number;
-  wait_drained: number;
-  actor: string;
-  version: number;
-  released_at: number;
-}
-
-const fromRow = (r: OpRow): OperationRecord => ({
-  id: r.id,
-  kind: r.kind,
-  match: r.match,
-  target: r.target,
-  state: r.state,
-  step: r.step,
-  stepIndex: r.step_index,
-  error: r.error,
-  startedAt: r.started_at,
-  finishedAt: r.finished_at,
-  excluded: JSON.parse(r.excluded) as string[],
-  timeoutMs: r.timeout_ms,
-  waitDrained: r.wait_drained === 1,
-  actor: r.actor,
-  version: r.version,
-  releasedAt: r.released_at,
-});
 
 /** Thrown inside a running step when the controller stops: the operation stays "running" and resumes at start. */
 class Stopping extends Error {}
@@ -168,52 +107,89 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
   private readonly running = new Map<string, Promise<void>>();
   private readonly wakers = new Set<() => void>();
   private stopping = false;
+  /** Operations another process took over while this one was running them: their local run stops. */
+  private readonly abandoned = new Set<string>();
+  private claimTimer: NodeJS.Timeout | undefined;
   private readonly onAgent = () => this.wake();
+  private readonly onRemote = (op: OperationRecord, p: Progress | undefined) => {
+    if (this.running.has(op.id)) return;
+    if (p) {
+      this.last.set(op.id, p);
+      this.emit('progress', p);
+    }
+    this.emit('operation', op);
+  };
+  private readonly onLost = (id: string) => {
+    if (!this.running.has(id)) return;
+    this.o.log.warn({ op: id }, 'another controller took over this operation; stopping here');
+    this.abandoned.add(id);
+    this.wake();
+  };
 
   constructor(private readonly o: OrchestratorOptions) {
     super();
     this.setMaxListeners(0);
-    o.db.exec(SCHEMA);
     o.registry.on('agent', this.onAgent);
     o.registry.on('removed', this.onAgent);
+    o.ops.on('remote', this.onRemote);
+    o.ops.on('lost', this.onLost);
   }
 
-  /** Resumes operations a previous controller process left running. */
-  resume(): void {
-    for (const op of this.runningOps()) {
-      this.o.log.info({ op: op.id, kind: op.kind, match: op.match, step: op.step }, 'resuming operation after restart');
+  /**
+   * Resumes operations a previous controller process left running; with a shared store (NATS), keeps looking for
+   * operations whose controller went away and resumes them here.
+   */
+  async resume(): Promise<void> {
+    await this.claim();
+    if (this.o.ops.claimIntervalMs > 0 && !this.stopping) {
+      this.claimTimer = setInterval(() => void this.claim(), this.o.ops.claimIntervalMs);
+      this.claimTimer.unref();
+    }
+  }
+
+  private async claim(): Promise<void> {
+    let ops: OperationRecord[];
+    try {
+      ops = await this.o.ops.claim();
+    } catch (err) {
+      this.o.log.warn({ error: errorMessage(err) }, 'cannot look for operations to resume');
+      return;
+    }
+    for (const op of ops) {
+      if (this.stopping || this.running.has(op.id)) continue;
+      this.o.log.info({ op: op.id, kind: op.kind, match: op.match, step: op.step }, 'resuming operation');
       this.launch(op);
     }
   }
 
-  /** Stops waiting (operations stay "running" in the database and resume at the next start). */
+  /** Stops waiting (operations stay "running" in the store and resume at the next start, or on another replica). */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.claimTimer);
     this.emit('stopping');
     this.o.registry.off('agent', this.onAgent);
     this.o.registry.off('removed', this.onAgent);
+    this.o.ops.off('remote', this.onRemote);
+    this.o.ops.off('lost', this.onLost);
     this.wake();
     await Promise.allSettled([...this.running.values()]);
   }
 
   get(id: string): OperationRecord | undefined {
-    const row = this.o.db.prepare('SELECT * FROM operations WHERE id = ?').get(id) as OpRow | undefined;
-    return row ? fromRow(row) : undefined;
+    return this.o.ops.get(id);
   }
 
   /** Newest first. */
   list(limit = 20): OperationRecord[] {
-    return (this.o.db.prepare('SELECT * FROM operations ORDER BY started_at DESC, id DESC LIMIT ?').all(limit) as OpRow[]).map(fromRow);
+    return this.o.ops.list(limit);
   }
 
   runningOps(): OperationRecord[] {
-    return (this.o.db.prepare("SELECT * FROM operations WHERE state = 'running' ORDER BY started_at").all() as OpRow[]).map(fromRow);
+    return this.o.ops.running();
   }
 
   countByState(): Record<OpState, number> {
-    const out: Record<OpState, number> = { running: 0, done: 0, failed: 0 };
-    for (const r of this.o.db.prepare('SELECT state, count(*) AS n FROM operations GROUP BY state').all() as { state: OpState; n: number }[]) out[r.state] = r.n;
-    return out;
+    return this.o.ops.countByState();
   }
 
   /** The latest progress of an operation (for Follow); synthesised from the record when none is in memory. */
@@ -225,12 +201,13 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     return { operation: op, message: op.error || (op.state === 'done' ? 'done' : op.step), waitingVersion: 0, acked: [], pending: [], failed: [], drain: [] };
   }
 
+  /** Running here, or (shared store) on another controller that reports its progress through the store. */
   isRunning(id: string): boolean {
-    return this.running.has(id);
+    return this.running.has(id) || this.o.ops.runningElsewhere(id);
   }
 
   /** Validates and starts an operation; refusals throw typed errors before anything changes. */
-  start(req: StartRequest): OperationRecord {
+  async start(req: StartRequest): Promise<OperationRecord> {
     if (this.stopping) throw new MxError('UNAVAILABLE', 'the controller is shutting down');
     let match = '';
     if (req.match || req.kind !== 'flush') {
@@ -285,12 +262,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       version: 0,
       releasedAt: 0,
     };
-    this.o.db
-      .prepare(
-        `INSERT INTO operations (id, kind, match, target, state, step, step_index, error, started_at, finished_at, excluded, timeout_ms, wait_drained, actor, version, released_at)
-         VALUES (@id, @kind, @match, @target, @state, @step, @stepIndex, @error, @startedAt, @finishedAt, @excluded, @timeoutMs, @waitDrained, @actor, @version, @releasedAt)`,
-      )
-      .run({ ...op, excluded: JSON.stringify(op.excluded), waitDrained: op.waitDrained ? 1 : 0 });
+    await this.o.ops.insert(op);
     this.o.log.info({ op: op.id, kind: op.kind, match, target, excluded: exclude, actor: op.actor }, 'operation started');
     this.emit('operation', op);
     this.report(op, `${op.kind} ${match || '(all routes)'} started`);
@@ -304,9 +276,19 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
   }
 
   private launch(op: OperationRecord): void {
+    let crashed = false;
     const run = this.run(op)
-      .catch((err: unknown) => this.o.log.error({ err, op: op.id }, 'operation crashed'))
-      .finally(() => this.running.delete(op.id));
+      .catch((err: unknown) => {
+        crashed = true;
+        this.o.log.error({ err, op: op.id }, 'operation crashed');
+      })
+      .finally(async () => {
+        this.running.delete(op.id);
+        const lost = this.abandoned.delete(op.id);
+        // Still running (controller stopping, store unreachable): another replica may resume it — at once after a
+        // clean stop, after the lease otherwise.
+        if (!lost && op.state === 'running') await this.o.ops.release(op.id, !crashed).catch(() => undefined);
+      });
     this.running.set(op.id, run);
   }
 
@@ -318,10 +300,15 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     return steps.length > 1 ? `${i + 1}/${steps.length} ${steps[i]}` : steps[i]!;
   }
 
-  private save(op: OperationRecord): void {
-    this.o.db
-      .prepare('UPDATE operations SET state = ?, step = ?, step_index = ?, error = ?, finished_at = ?, version = ?, released_at = ? WHERE id = ?')
-      .run(op.state, op.step, op.stepIndex, op.error, op.finishedAt, op.version, op.releasedAt, op.id);
+  /** Persists the operation (with its final progress when it ends, so followers elsewhere see both at once). */
+  private async save(op: OperationRecord, final?: Progress): Promise<void> {
+    if (this.abandoned.has(op.id)) throw new Stopping();
+    try {
+      await this.o.ops.save(op, final);
+    } catch (err) {
+      if (err instanceof OwnershipLost) throw new Stopping();
+      throw err;
+    }
     this.emit('operation', { ...op });
   }
 
@@ -332,7 +319,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         if (i !== op.stepIndex || op.step !== this.stepLabel(steps, i)) {
           op.stepIndex = i;
           op.step = this.stepLabel(steps, i);
-          this.save(op);
+          await this.save(op);
         }
         await this.runStep(op, steps[i]!);
       }
@@ -340,19 +327,26 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       op.finishedAt = Date.now();
       op.step = 'done';
       op.stepIndex = steps.length;
-      this.save(op);
-      this.o.log.info({ op: op.id, kind: op.kind, match: op.match, ms: op.finishedAt - op.startedAt }, 'operation done');
       // The final report keeps the last step's lists (who acked, per-agent drain) for the operator's summary.
       const prev = this.last.get(op.id);
-      this.report(op, `${op.kind} ${op.match || '(all routes)'} done`, [], prev?.waitingVersion ?? 0, prev?.acked ?? [], [], prev?.drain ?? []);
+      const final = this.progressOf(op, `${op.kind} ${op.match || '(all routes)'} done`, [], prev?.waitingVersion ?? 0, prev?.acked ?? [], [], prev?.drain ?? []);
+      await this.save(op, final);
+      this.o.log.info({ op: op.id, kind: op.kind, match: op.match, ms: op.finishedAt - op.startedAt }, 'operation done');
+      this.publish(final);
     } catch (err) {
       if (err instanceof Stopping) return;
       op.state = 'failed';
       op.finishedAt = Date.now();
       op.error = `${op.kind} failed at step ${op.step}: ${errorMessage(err)}${this.safetyNote(op, steps[op.stepIndex])}`;
-      this.save(op);
+      const final = this.progressOf(op, op.error, err instanceof StepFailed ? err.agents : []);
+      try {
+        await this.save(op, final);
+      } catch (saveErr) {
+        if (saveErr instanceof Stopping) return;
+        throw saveErr;
+      }
       this.o.log.error({ op: op.id, kind: op.kind, match: op.match, error: op.error }, 'operation failed');
-      this.report(op, op.error, err instanceof StepFailed ? err.agents : []);
+      this.publish(final);
     }
   }
 
@@ -381,14 +375,14 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     switch (step) {
       case 'hold': {
         const r = route();
-        op.version = r.hold ? store.version : store.setHold(op.match, true, { actor });
+        op.version = r.hold ? store.version : await store.setHold(op.match, true, { actor });
         await this.waitAcks(op, `hold ${op.match}`);
         return;
       }
       case 'retarget': {
         const r = route();
         if (!r.hold) throw new StepFailed(`${op.match} was released by someone else during the switchover`);
-        op.version = r.target === op.target ? store.version : store.set({ ...r, target: op.target, hold: true }, { actor });
+        op.version = r.target === op.target ? store.version : await store.set({ ...r, target: op.target, hold: true }, { actor });
         await this.waitAcks(op, `point ${op.match} to ${op.target} (still held)`);
         return;
       }
@@ -396,10 +390,10 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         const r = route();
         if (op.kind === 'switchover' && r.target !== op.target) throw new StepFailed(`${op.match} was re-pointed to ${r.target} by someone else during the switchover`);
         this.drainBaseline.set(op.id, this.deliveredCounters());
-        op.version = r.hold ? store.setHold(op.match, false, { actor }) : store.version;
+        op.version = r.hold ? await store.setHold(op.match, false, { actor }) : store.version;
         await this.waitAcks(op, `release ${op.match}`);
         op.releasedAt = Date.now();
-        this.save(op);
+        await this.save(op);
         return;
       }
       case 'flush':
@@ -438,7 +432,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       };
       const evaluate = () => {
         if (done) return;
-        if (this.stopping) return finish(new Stopping());
+        if (this.stopping || this.abandoned.has(op.id)) return finish(new Stopping());
         try {
           if (check()) finish();
         } catch (err) {
@@ -496,9 +490,9 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     const ids = this.targets(op.excluded);
     this.report(op, `flush ${op.match || '(all routes)'} on ${ids.length} agents (requires version ${minVersion})`, [], minVersion, [], ids);
     const results = await Promise.all(
-      ids.map(async (id) => ({ id, r: await this.o.sessions.command(id, { $case: 'flush', value: { match: op.match } }, minVersion, op.timeoutMs) })),
+      ids.map(async (id) => ({ id, r: await this.o.commands.command(id, { $case: 'flush', value: { match: op.match } }, minVersion, op.timeoutMs) })),
     );
-    if (this.stopping) throw new Stopping();
+    if (this.stopping || this.abandoned.has(op.id)) throw new Stopping();
     const failed = results.filter((x) => !x.r.ok).map((x) => `${x.id}: ${x.r.error}`);
     const acked = results.filter((x) => x.r.ok).map((x) => x.id);
     this.report(op, failed.length ? 'flush failed on some agents' : 'flush done on every agent', failed, minVersion, acked, []);
@@ -557,10 +551,18 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     this.drainBaseline.delete(op.id);
   }
 
+  private progressOf(op: OperationRecord, message: string, failed: string[] = [], waitingVersion = 0, acked: string[] = [], pending: string[] = [], drain: AgentDrainInfo[] = []): Progress {
+    return { operation: { ...op, excluded: [...op.excluded] }, message, waitingVersion, acked, pending, failed, drain };
+  }
+
   private report(op: OperationRecord, message: string, failed: string[] = [], waitingVersion = 0, acked: string[] = [], pending: string[] = [], drain: AgentDrainInfo[] = []): void {
-    const p: Progress = { operation: { ...op, excluded: [...op.excluded] }, message, waitingVersion, acked, pending, failed, drain };
-    this.last.set(op.id, p);
+    this.publish(this.progressOf(op, message, failed, waitingVersion, acked, pending, drain));
+  }
+
+  private publish(p: Progress): void {
+    this.last.set(p.operation.id, p);
     if (this.last.size > 200) this.last.delete(this.last.keys().next().value!);
     this.emit('progress', p);
+    this.o.ops.progress(p);
   }
 }

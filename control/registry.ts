@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS agents (
 /**
  * Agents and their state. The set of registered agents is persisted (it defines the expected fleet when
  * `expectedAgents` is not configured); everything else is live state rebuilt from Hello/Ack/Health after a restart.
+ * Without a database (NATS mode) nothing is persisted here: the agents bucket is the list, fed in with restore().
  */
 export class Registry extends EventEmitter<RegistryEvents> {
   private readonly agents = new Map<string, AgentInfo>();
@@ -55,16 +56,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly db: Db,
+    private readonly db: Db | undefined,
     expectedAgents: readonly string[] | undefined,
     private readonly lostAfterMs: number,
     private readonly log: Logger,
   ) {
     super();
     this.setMaxListeners(0);
-    db.exec(SCHEMA);
+    db?.exec(SCHEMA);
     this.configured = expectedAgents ? new Set(expectedAgents) : undefined;
-    const rows = db.prepare('SELECT id, region, hostname, boot_id, last_seen FROM agents').all() as {
+    const rows = (db?.prepare('SELECT id, region, hostname, boot_id, last_seen FROM agents').all() ?? []) as {
       id: string;
       region: string;
       hostname: string;
@@ -151,7 +152,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     a.lastSeen = now;
     a.connectedAt = now;
     this.db
-      .prepare(
+      ?.prepare(
         `INSERT INTO agents (id, region, hostname, boot_id, registered_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO UPDATE SET region = excluded.region, hostname = excluded.hostname, boot_id = excluded.boot_id, last_seen = excluded.last_seen`,
       )
@@ -163,7 +164,53 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   private isPersisted(id: string): boolean {
-    return this.db.prepare('SELECT 1 FROM agents WHERE id = ?').get(id) !== undefined;
+    return this.db ? this.db.prepare('SELECT 1 FROM agents WHERE id = ?').get(id) !== undefined : this.agents.has(id);
+  }
+
+  /**
+   * An agent known from a shared store (NATS agents bucket) whose last report is not fresh: registered, expected,
+   * not connected; its last known version and health are kept for `status`.
+   */
+  restore(hello: Hello, lastSeen: number, health?: Health): AgentInfo {
+    let a = this.agents.get(hello.agentId);
+    const isNew = !a;
+    if (!a) {
+      a = this.blank(hello.agentId, hello.region, hello.hostname, hello.bootId, lastSeen);
+      this.agents.set(a.id, a);
+      a.expected = this.isExpected(a.id);
+    }
+    a.region = hello.region;
+    a.hostname = hello.hostname;
+    a.bootId = hello.bootId;
+    a.appliedVersion = Math.max(a.appliedVersion, hello.appliedVersion);
+    a.lastSeen = Math.max(a.lastSeen, lastSeen);
+    if (health) {
+      a.health = health;
+      a.healthAt = lastSeen;
+    }
+    if (a.state === 'connected') {
+      a.state = 'disconnected';
+      a.connectedAt = 0;
+    }
+    if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent known (not reporting now)');
+    this.changed(a);
+    return a;
+  }
+
+  /** Forgets an agent removed elsewhere (another controller replica ran `agent rm`): no checks. */
+  forget(id: string): void {
+    const a = this.agents.get(id);
+    if (!a) return;
+    this.db?.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    if (this.configured?.has(id)) {
+      // Listed in expectedAgents: still expected, only what was known about it goes.
+      this.agents.set(id, this.blank(id, '', '', '', 0));
+      this.changed(this.agents.get(id)!);
+      return;
+    }
+    this.agents.delete(id);
+    this.log.info({ agent: id }, 'agent removed from the fleet (elsewhere)');
+    this.emit('removed', id);
   }
 
   ack(id: string, version: number, error: string, now = Date.now()): void {
@@ -220,7 +267,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (!a) throw new MxError('NOT_FOUND', `no agent "${id}"`);
     if (this.configured?.has(id)) throw new MxError('FAILED_PRECONDITION', `agent "${id}" is listed in expectedAgents; remove it from the controller config`);
     if (a.state === 'connected') throw new MxError('FAILED_PRECONDITION', `agent "${id}" is connected; stop it first`);
-    this.db.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    this.db?.prepare('DELETE FROM agents WHERE id = ?').run(id);
     this.agents.delete(id);
     this.log.info({ agent: id }, 'agent removed from the fleet');
     this.emit('removed', id);

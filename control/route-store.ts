@@ -30,6 +30,26 @@ export interface Snapshot {
   routes: readonly Route[];
 }
 
+export type RouteStoreEvents = { change: [Snapshot] };
+
+/**
+ * The routing table of record as the rest of the controller sees it: SQLite (RouteStore) or a NATS KV bucket
+ * (NatsRouteStore). Reads are synchronous (a cached snapshot); writes may be asynchronous and are compare-and-set.
+ * 'change' is emitted after a write commits, whoever made it.
+ */
+export interface RouteStoreApi extends EventEmitter<RouteStoreEvents> {
+  snapshot(): Snapshot;
+  readonly version: number;
+  get(match: string): Route | undefined;
+  set(route: Route, opts?: WriteOptions): number | Promise<number>;
+  remove(match: string, opts?: WriteOptions): number | Promise<number>;
+  setHold(match: string, hold: boolean, opts?: WriteOptions): number | Promise<number>;
+  /** Newest first. */
+  audit(limit?: number): AuditRecord[] | Promise<AuditRecord[]>;
+  /** An agent applied a version above ours (the store was replaced or restored): the next change goes above it. */
+  raiseVersionFloor(seen: number): void;
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS routes (
@@ -70,7 +90,7 @@ function invalid(err: unknown): MxError {
  * it only ever increases, across restarts too) and writes an audit row. Emits 'change' with the new snapshot
  * after the commit.
  */
-export class RouteStore extends EventEmitter<{ change: [Snapshot] }> {
+export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteStoreApi {
   private current: Snapshot;
 
   constructor(private readonly db: Db) {

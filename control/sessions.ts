@@ -12,7 +12,7 @@ import {
 import { Outbox } from '../shared/outbox.js';
 import { bearerMatches, unauthenticated } from './grpc-util.js';
 import type { Registry } from './registry.js';
-import type { RouteStore, Snapshot } from './route-store.js';
+import type { RouteStoreApi, Snapshot } from './route-store.js';
 
 /** What an agent said about a command: never thrown, so a fleet-wide command reports every agent. */
 export interface CommandOutcome {
@@ -23,8 +23,14 @@ export interface CommandOutcome {
 
 export type CommandKind = NonNullable<Command['kind']>;
 
+/** Runs a command on one agent, whatever the transport (gRPC session, NATS request/reply). */
+export interface AgentCommander {
+  /** A missing agent or a timeout is an outcome ({ok: false}), never an exception. */
+  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
+}
+
 export interface SessionsOptions {
-  store: RouteStore;
+  store: RouteStoreApi;
   registry: Registry;
   agentToken: string;
   log: Logger;
@@ -121,7 +127,7 @@ class AgentSession {
  * The AgentService.Session server: authenticates, registers the agent, pushes the whole route table on connect
  * and on every change, turns acks/health into registry updates and correlates command results by id.
  */
-export class Sessions {
+export class Sessions implements AgentCommander {
   private readonly live = new Map<string, AgentSession>();
   private timer: NodeJS.Timeout | undefined;
   private readonly onChange = (s: Snapshot) => this.broadcast(s);

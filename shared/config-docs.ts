@@ -26,9 +26,15 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'controller.grpc.tls.ca': 'CA that signed the controller\'s certificate (turns TLS on)',
     'controller.grpc.tls.cert': 'Client certificate for mutual TLS',
     'controller.grpc.tls.key': 'Client key for mutual TLS',
-    'controller.nats.servers': 'NATS servers for the NATS control channel (instead of gRPC)',
-    'controller.nats.token': 'NATS token',
-    'controller.nats.fleet': 'Fleet name: prefix of every NATS bucket and subject',
+    'controller.nats.servers': 'NATS servers (`nats://host:4222`, `tls://…`) for the NATS control channel (instead of gRPC)',
+    'controller.nats.token': 'NATS token (one of token, user/password, credentials)',
+    'controller.nats.user': 'NATS user (with `password`); give each agent its own user, see the account layout',
+    'controller.nats.password': 'Password of `user`',
+    'controller.nats.credentials': 'NATS `.creds` file (JWT + NKey seed) for operator/account (decentralized) auth',
+    'controller.nats.tls.ca': 'CA that signed the NATS servers\' certificates (turns TLS on)',
+    'controller.nats.tls.cert': 'Client certificate when the NATS servers verify clients (with `key`)',
+    'controller.nats.tls.key': 'Client key',
+    'controller.nats.fleet': 'Fleet name: prefix of every NATS bucket (`<fleet>-routes`, `-agents`, `-ops`) and subject (`<fleet>.cmd.<id>`); same on controller and agents',
     'controller.healthInterval': 'How often health is reported to the controller',
     'http.listen': 'Address of `/metrics` (Prometheus) and `/healthz`; off when unset',
     'retry.intervals': 'Back-off after each temporary failure; the last one repeats',
@@ -44,7 +50,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'log.level': 'pino log level',
   },
   controller: {
-    dataDir: 'Directory of `controller.db` (routes, versions, audit, agents, operations)',
+    dataDir: 'Directory of `controller.db` (routes, versions, audit, agents, operations); required unless `nats` is set (NATS mode keeps no local state)',
     'grpc.listen': 'Agent and admin gRPC address',
     'grpc.tls.cert': 'Server certificate (PEM); setting `grpc.tls` turns TLS on',
     'grpc.tls.key': 'Server key (PEM)',
@@ -53,8 +59,19 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'grpc.allowInsecureRemote': 'Allow plaintext gRPC on a non-loopback address',
     'grpc.heartbeatInterval': 'Application heartbeat to agents',
     'grpc.sessionTimeout': 'A session silent this long is closed (the agent reconnects)',
-    'tokens.agent': 'Bearer token agents present (at least 8 characters)',
+    'tokens.agent': 'Bearer token gRPC agents present (at least 8 characters); required unless `nats` is set',
     'tokens.admin': 'Bearer token operators and the CLI present',
+    'nats.servers': 'NATS mode: NATS servers; routes, agent acks/health and operations live in JetStream KV, agents use `controller.nats`',
+    'nats.token': 'NATS token (one of token, user/password, credentials)',
+    'nats.user': 'NATS user (with `password`)',
+    'nats.password': 'Password of `user`',
+    'nats.credentials': 'NATS `.creds` file (JWT + NKey seed) for operator/account (decentralized) auth',
+    'nats.tls.ca': 'CA that signed the NATS servers\' certificates (turns TLS on)',
+    'nats.tls.cert': 'Client certificate when the NATS servers verify clients (with `key`)',
+    'nats.tls.key': 'Client key',
+    'nats.fleet': 'Fleet name: prefix of the buckets and subjects; the agents\' `controller.nats.fleet`',
+    'nats.replicas': 'JetStream replicas of the buckets the controller creates (1, 3 or 5; at most the cluster size)',
+    'nats.operationLease': 'A running operation whose controller stopped renewing it this long is resumed by another replica',
     expectedAgents: 'Agents every step waits for; default every agent that ever registered until `agent rm`',
     'http.listen': 'Address of `/metrics` and `/healthz`; off when unset',
     lostAfter: 'An agent silent this long is `lost` (not only disconnected)',
@@ -69,6 +86,18 @@ const MINIMAL: Record<'agent' | 'controller', unknown> = {
   controller: { dataDir: '/var/lib/mxswitch', tokens: { agent: 'xxxxxxxx', admin: 'xxxxxxxx' } },
 };
 
+/** Minimal configs with the optional sections present, for the defaults of keys inside them. */
+const WITH_SECTIONS: Record<'agent' | 'controller', unknown> = {
+  agent: { id: 'example', dataDir: '/var/lib/mxswitch', controller: { nats: { servers: ['nats://127.0.0.1:4222'] } } },
+  controller: { tokens: { admin: 'xxxxxxxx' }, nats: { servers: ['nats://127.0.0.1:4222'] } },
+};
+
+/** Keys required in one mode only. */
+const CONDITIONAL: Record<'agent' | 'controller', Record<string, string>> = {
+  agent: {},
+  controller: { dataDir: 'required without `nats`', 'tokens.agent': 'required without `nats`' },
+};
+
 function valueAt(doc: unknown, path: readonly string[]): unknown {
   return path.reduce<unknown>((node, key) => (node && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined), doc);
 }
@@ -78,7 +107,7 @@ function formatDefault(path: readonly string[], value: unknown, required: boolea
   if (value === undefined) return '—';
   const key = path.at(-1)!;
   // Durations are stored in ms; show them the way they are written.
-  if (/(Timeout|Interval|interval|intervals|maxAge|lostAfter)$/.test(key) && typeof value === 'number') return `${value}ms`;
+  if (/(Timeout|Interval|interval|intervals|maxAge|lostAfter|Lease)$/.test(key) && typeof value === 'number') return `${value}ms`;
   if (Array.isArray(value) && key === 'intervals') return `[${value.map((v) => `${v}ms`).join(', ')}]`;
   return `\`${JSON.stringify(value)}\``;
 }
@@ -87,12 +116,15 @@ function formatDefault(path: readonly string[], value: unknown, required: boolea
 export function configReference(kind: 'agent' | 'controller'): string {
   const schema: z.ZodType = kind === 'agent' ? agentConfigSchema : controllerConfigSchema;
   const defaults = parseConfig(schema, MINIMAL[kind]);
-  const required = new Set(kind === 'agent' ? ['id', 'dataDir'] : ['dataDir', 'tokens.agent', 'tokens.admin']);
+  const sectionDefaults = parseConfig(schema, WITH_SECTIONS[kind]);
+  const required = new Set(kind === 'agent' ? ['id', 'dataDir'] : ['tokens.admin']);
   const rows = schemaKeyPaths(schema).map((path) => {
     const key = path.join('.');
     const doc = KEY_DOCS[kind][key];
     if (!doc) throw new Error(`${kind} config key ${key} has no description in shared/config-docs.ts`);
-    return `| \`${key}\` | \`${envName(path)}\` | ${formatDefault(path, valueAt(defaults, path), required.has(key))} | ${doc} |`;
+    const conditional = CONDITIONAL[kind][key];
+    const value = valueAt(defaults, path) ?? valueAt(sectionDefaults, path);
+    return `| \`${key}\` | \`${envName(path)}\` | ${conditional ?? formatDefault(path, value, required.has(key))} | ${doc} |`;
   });
   return ['| key | environment | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }

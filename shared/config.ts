@@ -46,6 +46,27 @@ const readableFile = z.string().refine(
 );
 const tlsFiles = z.strictObject({ cert: readableFile, key: readableFile, ca: readableFile.optional() });
 
+/** A NATS connection: servers, one way to authenticate, optional TLS, and the fleet name (bucket/subject prefix). */
+const natsConnectionShape = {
+  servers: z.array(z.string().min(1)).min(1),
+  token: z.string().min(1).optional(),
+  user: z.string().min(1).optional(),
+  password: z.string().optional(),
+  // A .creds file (JWT + NKey seed) for decentralized (operator/account) auth.
+  credentials: readableFile.optional(),
+  tls: z.strictObject({ ca: readableFile.optional(), cert: readableFile.optional(), key: readableFile.optional() }).optional(),
+  // Prefix of every bucket (<fleet>-routes, <fleet>-agents, <fleet>-ops) and subject (<fleet>.cmd.<agent>).
+  fleet: z.string().regex(/^[A-Za-z0-9_-]{1,48}$/, 'letters, digits, _ and - (it is part of bucket names and subjects)').default('mxswitch'),
+};
+type NatsConnectionInput = { token?: string | undefined; user?: string | undefined; password?: string | undefined; credentials?: string | undefined; tls?: { cert?: string | undefined; key?: string | undefined } | undefined };
+function checkNatsAuth(n: NatsConnectionInput, ctx: z.core.$RefinementCtx<unknown>): void {
+  const ways = [n.token !== undefined, n.user !== undefined, n.credentials !== undefined].filter(Boolean).length;
+  if (ways > 1) ctx.addIssue({ code: 'custom', path: [n.token !== undefined ? 'token' : 'user'], message: 'choose one of token, user/password or credentials' });
+  if (n.password !== undefined && n.user === undefined) ctx.addIssue({ code: 'custom', path: ['user'], message: 'password needs user' });
+  if (n.tls && (n.tls.cert === undefined) !== (n.tls.key === undefined)) ctx.addIssue({ code: 'custom', path: ['tls', n.tls.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together (client certificate)' });
+}
+const natsConnection = z.strictObject(natsConnectionShape).superRefine(checkNatsAuth);
+
 const routeSchema = z.strictObject({
   match: z.string(),
   target: z.string(),
@@ -98,13 +119,7 @@ export const agentConfigSchema = z.strictObject({
           tls: z.strictObject({ ca: readableFile.optional(), cert: readableFile.optional(), key: readableFile.optional() }).optional(),
         })
         .optional(),
-      nats: z
-        .strictObject({
-          servers: z.array(z.string()).min(1),
-          token: z.string().optional(),
-          fleet: z.string().default('mxswitch'),
-        })
-        .optional(),
+      nats: natsConnection.optional(),
       healthInterval: duration.default(5000),
     })
     .refine((c) => !(c.grpc && c.nats), { message: 'choose one of grpc or nats' })
@@ -136,7 +151,8 @@ export const agentConfigSchema = z.strictObject({
 export type AgentConfig = z.output<typeof agentConfigSchema>;
 
 export const controllerConfigSchema = z.strictObject({
-  dataDir: z.string().min(1),
+  // Required with gRPC agents (controller.db); unused in NATS mode, where all state lives in JetStream.
+  dataDir: z.string().min(1).optional(),
   grpc: z
     .strictObject({
       listen: hostPort.default('127.0.0.1:7070'),
@@ -152,7 +168,19 @@ export const controllerConfigSchema = z.strictObject({
       sessionTimeout: duration.default(20_000),
     })
     .prefault({}),
-  tokens: z.strictObject({ agent: z.string().min(8), admin: z.string().min(8) }),
+  // tokens.agent: required with gRPC agents; NATS agents authenticate to NATS instead.
+  tokens: z.strictObject({ agent: z.string().min(8).optional(), admin: z.string().min(8) }),
+  // NATS mode: routes, agent acks/health and operations live in JetStream KV; agents use controller.nats.
+  nats: z
+    .strictObject({
+      ...natsConnectionShape,
+      // JetStream replicas of the buckets the controller creates (1, 3 or 5; at most the cluster size).
+      replicas: z.union([z.literal(1), z.literal(3), z.literal(5)]).default(1),
+      // A running operation whose controller stopped renewing it for this long is resumed by another replica.
+      operationLease: duration.default(15_000),
+    })
+    .superRefine(checkNatsAuth)
+    .optional(),
   expectedAgents: z.array(z.string()).optional(),
   http: z.strictObject({ listen: hostPort }).optional(),
   lostAfter: duration.default(60_000),
@@ -160,6 +188,10 @@ export const controllerConfigSchema = z.strictObject({
   // Default wait for an agent's answer to a queue command or flush.
   commandTimeout: duration.default(30_000),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+}).superRefine((c, ctx) => {
+  if (c.nats) return;
+  if (c.dataDir === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['dataDir'], message: 'required key is missing' });
+  if (c.tokens.agent === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['tokens', 'agent'], message: 'required key is missing (agents need it unless nats is configured)' });
 });
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 

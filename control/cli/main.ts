@@ -77,6 +77,9 @@ const agentCmd = program
     'after',
     `
 Runs until stopped. Signals: SIGTERM/SIGINT stop gracefully (421 to new sessions); SIGHUP reloads static routes.
+Control plane: controller.grpc (a session to the controller) or controller.nats (routes from a JetStream KV bucket,
+acks/health to another, commands by request/reply); without either the config's routes are the table. When the
+control plane is unreachable the agent keeps relaying with the last applied table.
 Exit status: 0 = stopped cleanly; 1 = failed at run time; 2 = config invalid or --config missing (the message names the key).`,
   )
   .action(
@@ -98,7 +101,9 @@ operator(
 
 program
   .command('controller')
-  .description('Run the controller: route store (SQLite), agent registry, coordinated operations, admin and agent gRPC APIs.')
+  .description(
+    'Run the controller: route store, agent registry, coordinated operations and the admin gRPC API. Agents connect over gRPC (state in SQLite under dataDir) or, with `nats` in the config, over NATS JetStream (state in KV buckets: no local state, several replicas may run).',
+  )
   .requiredOption('-c, --config <file>', 'controller YAML config (see README "Controller configuration")')
   .addHelpText(
     'after',

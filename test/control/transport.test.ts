@@ -15,7 +15,7 @@ import { adminApi, agentsAt, deferrer, startController, startFleetAgent, testCon
 test('plaintext on a non-loopback address is refused unless allowInsecureRemote', async (t) => {
   const defer = deferrer(t);
   const config = testControllerConfig({ grpc: { listen: '0.0.0.0:0' } });
-  defer(() => rmSync(config.dataDir, { recursive: true, force: true }));
+  defer(() => rmSync(config.dataDir!, { recursive: true, force: true }));
   await assert.rejects(new Controller(config, silentLogger).start(), (e: ConfigError) => e instanceof ConfigError && /grpc\.listen: .*plaintext.*allowInsecureRemote/.test(e.message));
   const allowed = new Controller(testControllerConfig({ dataDir: config.dataDir, grpc: { listen: '0.0.0.0:0', allowInsecureRemote: true } }), silentLogger);
   await allowed.start();

@@ -41,11 +41,11 @@ export function testControllerConfig(extra: Record<string, unknown> = {}) {
 export type TestController = Awaited<ReturnType<typeof startController>>;
 
 /** A started in-process controller; `restart()` stops it and starts a new one on the same dataDir and port. */
-export async function startController(extra: Record<string, unknown> = {}) {
+export async function startController(extra: Record<string, unknown> = {}, tuning: { minStaleMs?: number } = {}) {
   let config = testControllerConfig(extra);
   const log = createLogger('test-controller', config.log.level);
   const handle = {
-    controller: new Controller(config, log),
+    controller: new Controller(config, log, tuning),
     get config() {
       return config;
     },
@@ -56,12 +56,12 @@ export async function startController(extra: Record<string, unknown> = {}) {
       const port = handle.controller.grpcPort;
       await handle.controller.stop();
       config = testControllerConfig({ ...extra, dataDir: config.dataDir, grpc: { ...(extra.grpc as object | undefined), listen: `127.0.0.1:${port}` } });
-      handle.controller = new Controller(config, log);
+      handle.controller = new Controller(config, log, tuning);
       await handle.controller.start();
     },
     async cleanup(keepData = false) {
       await handle.controller.stop();
-      if (!keepData) rmSync(config.dataDir, { recursive: true, force: true });
+      if (!keepData && config.dataDir) rmSync(config.dataDir, { recursive: true, force: true });
     },
   };
   await handle.controller.start();

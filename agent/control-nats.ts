@@ -1,0 +1,304 @@
+import { hostname as osHostname } from 'node:os';
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { KV, KvWatchEntry } from '@nats-io/kv';
+import type { AgentConfig } from '../shared/config.js';
+import { errorMessage, MxError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import {
+  agentInboxPrefix,
+  bucketNames,
+  commandSubject,
+  decodeJson,
+  encodeJson,
+  KvFollower,
+  kvManager,
+  natsConnect,
+  natsOptions,
+  TABLE_KEY,
+  watchStatus,
+  type AgentValue,
+  type TableValue,
+} from '../shared/nats.js';
+import type { Route } from '../shared/routes.js';
+import { Command, CommandResult, Health } from '../proto/gen/mxswitch/v1/agent.js';
+import type { ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
+import { healthMessage, toCommand } from './control-grpc.js';
+
+type NatsSettings = NonNullable<NonNullable<AgentConfig['controller']>['nats']>;
+
+export interface NatsChannelTuning {
+  /** Pause between reconnect attempts (nats.js reconnectTimeWait). Default 500 ms. */
+  reconnectTimeWaitMs?: number;
+  /** Client ping interval. Default 10 s. */
+  pingIntervalMs?: number;
+  /** Limit of one connection attempt. Default 5 s. */
+  connectTimeoutMs?: number;
+}
+
+function toRoutes(v: TableValue): Route[] {
+  if (!Number.isSafeInteger(v.version) || v.version < 0 || !Array.isArray(v.routes)) throw new Error('not a route table value ({version, routes})');
+  return v.routes.map((r) => ({ match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) }));
+}
+
+/**
+ * The agent end of the NATS control plane. Same contract as the gRPC channel: tables apply in order and are acked
+ * (or nacked) only after the agent resolved applyTable; commands wait for the tables that arrived before them and
+ * are refused below their min_version; whatever NATS does, relaying goes on with the table in force.
+ *
+ * - routes: watches `<fleet>-routes` / `table`; each entry is a whole table.
+ * - acks + health: one JSON value under `<fleet>-agents` / `<agentId>`, rewritten (latest state wins) after every
+ *   ack/nack, every healthInterval, and with state "stopped" on a graceful stop.
+ * - commands: request/reply on `<fleet>.cmd.<agentId>`, protobuf Command -> CommandResult.
+ */
+class NatsControlChannel implements ControlChannel {
+  private nc: NatsConnection | undefined;
+  private stopped = true;
+  private running: Promise<void> | undefined;
+  private wakeRun: (() => void) | undefined;
+  private follower: KvFollower | undefined;
+  private sub: Subscription | undefined;
+  private agentsKv: KV | undefined;
+  private routesKv: KV | undefined;
+  private connected = false;
+  /** Newest acked version (reported instead of router.table.version: a swapped-in table is not acked until settled). */
+  private ackedVersion = 0;
+  private nack: { version: number; error: string } | null = null;
+  private chain: Promise<unknown> = Promise.resolve();
+  private healthTimer: NodeJS.Timeout | undefined;
+  /** Latest-state writer: one put in flight; a report asked for meanwhile is written right after it. */
+  private writing: Promise<void> | undefined;
+  private dirty = false;
+  private state: AgentValue['state'] = 'up';
+  private readonly names: ReturnType<typeof bucketNames>;
+  private readonly hostname = osHostname();
+
+  constructor(
+    private readonly handler: ControlHandler,
+    private readonly nats: NatsSettings,
+    private readonly healthIntervalMs: number,
+    private readonly log: Logger,
+    private readonly tuning: NatsChannelTuning,
+  ) {
+    this.names = bucketNames(nats.fleet);
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.state = 'up';
+    this.ackedVersion = this.handler.appliedVersion;
+    this.healthTimer = setInterval(() => this.report(), this.healthIntervalMs);
+    this.healthTimer.unref();
+    this.running = this.run();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.healthTimer);
+    this.wakeRun?.();
+    await this.follower?.stop();
+    this.sub?.unsubscribe();
+    const nc = this.nc;
+    if (nc && !nc.isClosed()) {
+      // Tell the controllers we are gone (best effort: NATS may be down).
+      this.state = 'stopped';
+      await Promise.race([this.report(), new Promise((r) => setTimeout(r, 500))]);
+      await nc.close().catch(() => undefined);
+    }
+    this.setConnected(false);
+    // A connect still pending (NATS unreachable since start) is closed as soon as it completes.
+    void this.running?.catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    let nc: NatsConnection | undefined;
+    for (let attempt = 0; !this.stopped && !nc; attempt++) {
+      try {
+        nc = await natsConnect(
+          natsOptions(this.nats, `mxswitch-agent ${this.handler.agentId}`, {
+            inboxPrefix: agentInboxPrefix(this.nats.fleet, this.handler.agentId),
+            ...(this.tuning.reconnectTimeWaitMs !== undefined ? { reconnectTimeWait: this.tuning.reconnectTimeWaitMs, reconnectJitter: Math.round(this.tuning.reconnectTimeWaitMs / 2) } : {}),
+            ...(this.tuning.pingIntervalMs !== undefined ? { pingInterval: this.tuning.pingIntervalMs } : {}),
+            ...(this.tuning.connectTimeoutMs !== undefined ? { timeout: this.tuning.connectTimeoutMs } : {}),
+          }, () => this.stopped),
+        );
+      } catch (err) {
+        if (this.stopped) break;
+        // waitOnFirstConnect retries unreachable servers by itself; this is a refusal (auth, TLS): retry slowly.
+        this.log.error({ error: errorMessage(err), servers: this.nats.servers }, 'cannot connect to NATS; relaying goes on with the table in force');
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5)));
+          this.wakeRun = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeRun = undefined;
+      }
+    }
+    if (!nc) return;
+    if (this.stopped) {
+      await nc.close().catch(() => undefined);
+      return;
+    }
+    this.nc = nc;
+    this.log.info({ server: nc.getServer(), fleet: this.nats.fleet, version: this.ackedVersion }, 'connected to NATS');
+    watchStatus(nc, this.log, {
+      disconnect: () => this.setConnected(false),
+      reconnect: () => {
+        this.follower?.restart();
+        this.report();
+      },
+    });
+    const kvm = kvManager(nc);
+    this.sub = nc.subscribe(commandSubject(this.nats.fleet, this.handler.agentId), {
+      callback: (err, msg) => {
+        if (err) this.log.error({ error: errorMessage(err) }, 'command subscription failed');
+        else this.onCommand(msg);
+      },
+    });
+    this.follower = new KvFollower(
+      this.names.routes,
+      async () => (this.routesKv ??= await kvm.open(this.names.routes)),
+      TABLE_KEY,
+      (e) => this.onTable(e),
+      this.log,
+      (watching) => this.setConnected(watching && !nc.isClosed()),
+    );
+    this.follower.start();
+    this.report();
+  }
+
+  private setConnected(connected: boolean): void {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    try {
+      this.handler.setConnected(connected);
+    } catch (err) {
+      this.log.error({ err }, 'setConnected failed');
+    }
+    if (connected) this.log.info({ version: this.ackedVersion }, 'watching the route table in NATS');
+  }
+
+  private onTable(e: KvWatchEntry): void {
+    if (e.operation !== 'PUT') {
+      this.log.warn({ op: e.operation }, 'the route table was deleted from NATS; keeping the table in force');
+      return;
+    }
+    let value: TableValue;
+    let routes: Route[];
+    try {
+      value = decodeJson<TableValue>(e);
+      routes = toRoutes(value);
+    } catch (err) {
+      this.log.error({ error: errorMessage(err), revision: e.revision }, 'unreadable route table in NATS; keeping the table in force');
+      return;
+    }
+    const version = value.version;
+    this.chain = this.chain
+      .then(async () => {
+        if (this.stopped) return;
+        // A watch restart delivers the latest table again: nothing to do when it is the one acked.
+        if (version === this.ackedVersion && version === this.handler.appliedVersion) return void this.report();
+        let error: string | undefined;
+        try {
+          error = await this.handler.applyTable(version, routes);
+        } catch (err) {
+          error = errorMessage(err) || 'route table could not be applied';
+        }
+        if (error === undefined) {
+          if (version > this.ackedVersion) this.ackedVersion = version;
+          if (this.nack && this.nack.version <= version) this.nack = null;
+        } else {
+          this.nack = { version, error };
+        }
+        // Not awaited: the next table need not wait for this write (the latest state is written anyway).
+        void this.report();
+      })
+      .catch((err: unknown) => this.log.error({ err, version }, 'route table handling failed'));
+  }
+
+  private onCommand(msg: Msg): void {
+    let command: Command;
+    try {
+      command = Command.decode(msg.data);
+    } catch (err) {
+      msg.respond(CommandResult.encode({ commandId: '', ok: false, error: `undecodable command: ${errorMessage(err)}`, json: '' }).finish());
+      return;
+    }
+    this.chain = this.chain
+      .then(async () => {
+        let result: { ok: boolean; error: string; json: string };
+        try {
+          const value = await this.handler.runCommand(command.minVersion, toCommand(command));
+          result = { ok: true, error: '', json: value === undefined ? '' : JSON.stringify(value) };
+        } catch (err) {
+          const code = err instanceof MxError ? `${err.code}: ` : '';
+          result = { ok: false, error: `${code}${errorMessage(err)}`, json: '' };
+        }
+        msg.respond(CommandResult.encode({ commandId: command.commandId, ...result }).finish());
+        this.report();
+      })
+      .catch((err: unknown) => this.log.error({ err, commandId: command.commandId }, 'command handling failed'));
+  }
+
+  private value(): AgentValue {
+    let health: unknown = null;
+    try {
+      const h = healthMessage(this.handler.health());
+      h.appliedVersion = this.ackedVersion;
+      health = Health.toJSON(h);
+    } catch (err) {
+      this.log.warn({ err }, 'health snapshot failed');
+    }
+    return {
+      agentId: this.handler.agentId,
+      region: this.handler.region,
+      hostname: this.hostname,
+      bootId: this.handler.bootId,
+      appliedVersion: this.ackedVersion,
+      nack: this.nack,
+      state: this.state,
+      healthIntervalMs: this.healthIntervalMs,
+      health,
+      at: Date.now(),
+    };
+  }
+
+  /** Writes the agent's current state (acked version, nack, health); resolves when a write including it is done. */
+  private report(): Promise<void> {
+    const nc = this.nc;
+    if (!nc || nc.isClosed() || (this.stopped && this.state !== 'stopped')) return Promise.resolve();
+    this.dirty = true;
+    this.writing ??= (async () => {
+      try {
+        while (this.dirty) {
+          this.dirty = false;
+          try {
+            const kv = (this.agentsKv ??= await kvManager(nc).open(this.names.agents));
+            await kv.put(this.handler.agentId, encodeJson(this.value()));
+          } catch (err) {
+            // NATS down or slow: the next report (health interval, reconnect) carries the same state.
+            this.log.debug({ error: errorMessage(err) }, 'agent state not written to NATS');
+            break;
+          }
+        }
+      } finally {
+        this.writing = undefined;
+      }
+    })();
+    return this.writing;
+  }
+}
+
+/** A NATS control channel factory with non-default timings (tests). */
+export function natsControlChannelWith(tuning: NatsChannelTuning = {}): ControlChannelFactory {
+  return (handler, config, log) => {
+    if (!config.nats) throw new MxError('CONFIG', 'controller.nats is not configured');
+    return new NatsControlChannel(handler, config.nats, config.healthInterval, log.child({ component: 'control-nats' }), tuning);
+  };
+}
+
+/** The control channel when `controller.nats` is configured. */
+export const natsControlChannel: ControlChannelFactory = natsControlChannelWith();

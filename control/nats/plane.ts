@@ -1,0 +1,85 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { KV } from '@nats-io/kv';
+import type { ControllerConfig } from '../../shared/config.js';
+import type { Logger } from '../../shared/logger.js';
+import { bucketNames, kvManager, natsConnect, natsOptions, watchStatus } from '../../shared/nats.js';
+import type { Registry } from '../registry.js';
+import { NatsAgentFeed, NatsCommands } from './agents.js';
+import { NatsOperationStore } from './operation-store.js';
+import { NatsRouteStore } from './route-store.js';
+
+type NatsConfig = NonNullable<ControllerConfig['nats']>;
+
+/**
+ * The controller's NATS side: one connection, the three buckets (created when missing), and the pieces the
+ * controller plugs into its seams — route store, operation store, agent feed (registry) and command transport.
+ * The controller keeps no state of its own in this mode: replicas started against the same NATS agree.
+ */
+export class NatsControlPlane {
+  feed: NatsAgentFeed | undefined;
+
+  private constructor(
+    readonly instanceId: string,
+    readonly nc: NatsConnection,
+    private readonly link: { connected: boolean },
+    readonly store: NatsRouteStore,
+    readonly ops: NatsOperationStore,
+    readonly commands: NatsCommands,
+    private readonly agentsKv: KV,
+    private readonly minStaleMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Connects (waiting for NATS if it is down) and opens the buckets, creating them when missing. */
+  static async open(config: NatsConfig, log: Logger, extra: { minStaleMs?: number } = {}): Promise<NatsControlPlane> {
+    const names = bucketNames(config.fleet);
+    const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    log.info({ servers: config.servers, fleet: config.fleet }, 'connecting to NATS');
+    const nc = await natsConnect(natsOptions(config, `mxswitch-controller ${instanceId}`));
+    try {
+      const kvm = kvManager(nc);
+      const [routes, agents, ops] = await Promise.all([
+        kvm.create(names.routes, { history: 10, replicas: config.replicas, description: 'mxswitch routing table (key "table")' }),
+        kvm.create(names.agents, { history: 1, replicas: config.replicas, description: 'mxswitch agents: acked version and health, one key per agent' }),
+        kvm.create(names.ops, { history: 1, replicas: config.replicas, description: 'mxswitch operations, locks and audit' }),
+      ]);
+      const link = { connected: true };
+      const store = new NatsRouteStore(nc, () => link.connected, routes, ops, log);
+      const opStore = new NatsOperationStore(ops, instanceId, config.operationLease, log);
+      return new NatsControlPlane(instanceId, nc, link, store, opStore, new NatsCommands(nc, config.fleet), agents, extra.minStaleMs ?? 2000, log);
+    } catch (err) {
+      await nc.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Loads the table, the operations and the agents, then follows all three (watches restart on every reconnect). */
+  async start(registry: Registry): Promise<void> {
+    const log = this.log;
+    this.feed = new NatsAgentFeed(this.agentsKv, registry, this.store, log, this.minStaleMs);
+    await this.store.start();
+    await this.ops.start();
+    await this.feed.start();
+    watchStatus(this.nc, log, {
+      disconnect: () => {
+        this.link.connected = false;
+      },
+      reconnect: () => {
+        this.link.connected = true;
+        this.store.restart();
+        this.ops.restart();
+        this.feed?.restart();
+      },
+    });
+    log.info({ server: this.nc.getServer(), version: this.store.version, instance: this.instanceId }, 'NATS control plane ready');
+  }
+
+  async stop(): Promise<void> {
+    await this.feed?.stop();
+    await this.ops.close();
+    await this.store.stop();
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}

@@ -1,0 +1,176 @@
+import { EventEmitter } from 'node:events';
+import type { Db } from './db.js';
+import type { OperationRecord, OpKind, OpState, Progress } from './orchestrator.js';
+
+export type OperationStoreEvents = {
+  /** An operation changed in another process (NATS: another controller replica); with its progress when it has one. */
+  remote: [OperationRecord, Progress | undefined];
+  /** This process no longer owns an operation it was running (another replica took it over). */
+  lost: [string];
+};
+
+/** Thrown by save() when another process owns the operation now: the local run stops without writing more. */
+export class OwnershipLost extends Error {
+  constructor(readonly operationId: string) {
+    super(`operation ${operationId} is run by another controller now`);
+  }
+}
+
+/**
+ * Where operations (the orchestrator's step machines) are persisted: SQLite for a single controller, a NATS KV bucket
+ * shared by replicas. Reads are synchronous (SQLite, or the NATS store's watched cache); writes are asynchronous.
+ */
+export interface OperationStore extends EventEmitter<OperationStoreEvents> {
+  get(id: string): OperationRecord | undefined;
+  /** Newest first. */
+  list(limit: number): OperationRecord[];
+  /** Oldest first. */
+  running(): OperationRecord[];
+  countByState(): Record<OpState, number>;
+  /** Persists a new operation owned by this process; OPERATION_RUNNING when its route is taken (across replicas). */
+  insert(op: OperationRecord): Promise<void>;
+  /**
+   * Persists a change of an operation this process runs (`final`: its last progress, when it ends); OwnershipLost
+   * when another process took it over.
+   */
+  save(op: OperationRecord, final?: Progress): Promise<void>;
+  /** The latest progress of an operation this process runs, for followers elsewhere (best effort). */
+  progress(p: Progress): void;
+  /** Running operations this process should run now: at start the ones left running; later (NATS) orphans. */
+  claim(): Promise<OperationRecord[]>;
+  /** How often claim() should be called again (0 = only at start). */
+  readonly claimIntervalMs: number;
+  /** True when `id` is running and another process runs (or will resume) it. */
+  runningElsewhere(id: string): boolean;
+  /** This process stops running `id` while it is still running; handOver = let another process resume it at once. */
+  release(id: string, handOver: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS operations (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  match TEXT NOT NULL,
+  target TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  step TEXT NOT NULL DEFAULT '',
+  step_index INTEGER NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT '',
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER NOT NULL DEFAULT 0,
+  excluded TEXT NOT NULL DEFAULT '[]',
+  timeout_ms INTEGER NOT NULL,
+  wait_drained INTEGER NOT NULL DEFAULT 0,
+  actor TEXT NOT NULL DEFAULT '',
+  version INTEGER NOT NULL DEFAULT 0,
+  released_at INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS operations_started ON operations (started_at);
+CREATE INDEX IF NOT EXISTS operations_state ON operations (state);
+`;
+
+interface OpRow {
+  id: string;
+  kind: OpKind;
+  match: string;
+  target: string;
+  state: OpState;
+  step: string;
+  step_index: number;
+  error: string;
+  started_at: number;
+  finished_at: number;
+  excluded: string;
+  timeout_ms: number;
+  wait_drained: number;
+  actor: string;
+  version: number;
+  released_at: number;
+}
+
+const fromRow = (r: OpRow): OperationRecord => ({
+  id: r.id,
+  kind: r.kind,
+  match: r.match,
+  target: r.target,
+  state: r.state,
+  step: r.step,
+  stepIndex: r.step_index,
+  error: r.error,
+  startedAt: r.started_at,
+  finishedAt: r.finished_at,
+  excluded: JSON.parse(r.excluded) as string[],
+  timeoutMs: r.timeout_ms,
+  waitDrained: r.wait_drained === 1,
+  actor: r.actor,
+  version: r.version,
+  releasedAt: r.released_at,
+});
+
+/** Operations in the controller's SQLite database (one controller process: it owns every operation). */
+export class SqliteOperationStore extends EventEmitter<OperationStoreEvents> implements OperationStore {
+  readonly claimIntervalMs = 0;
+  private claimed = false;
+
+  constructor(private readonly db: Db) {
+    super();
+    db.exec(SCHEMA);
+  }
+
+  get(id: string): OperationRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM operations WHERE id = ?').get(id) as OpRow | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  list(limit: number): OperationRecord[] {
+    return (this.db.prepare('SELECT * FROM operations ORDER BY started_at DESC, id DESC LIMIT ?').all(limit) as OpRow[]).map(fromRow);
+  }
+
+  running(): OperationRecord[] {
+    return (this.db.prepare("SELECT * FROM operations WHERE state = 'running' ORDER BY started_at").all() as OpRow[]).map(fromRow);
+  }
+
+  countByState(): Record<OpState, number> {
+    const out: Record<OpState, number> = { running: 0, done: 0, failed: 0 };
+    for (const r of this.db.prepare('SELECT state, count(*) AS n FROM operations GROUP BY state').all() as { state: OpState; n: number }[]) out[r.state] = r.n;
+    return out;
+  }
+
+  async insert(op: OperationRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO operations (id, kind, match, target, state, step, step_index, error, started_at, finished_at, excluded, timeout_ms, wait_drained, actor, version, released_at)
+         VALUES (@id, @kind, @match, @target, @state, @step, @stepIndex, @error, @startedAt, @finishedAt, @excluded, @timeoutMs, @waitDrained, @actor, @version, @releasedAt)`,
+      )
+      .run({ ...op, excluded: JSON.stringify(op.excluded), waitDrained: op.waitDrained ? 1 : 0 });
+  }
+
+  async save(op: OperationRecord): Promise<void> {
+    this.db
+      .prepare('UPDATE operations SET state = ?, step = ?, step_index = ?, error = ?, finished_at = ?, version = ?, released_at = ? WHERE id = ?')
+      .run(op.state, op.step, op.stepIndex, op.error, op.finishedAt, op.version, op.releasedAt, op.id);
+  }
+
+  progress(): void {
+    // One process: followers are in this process and get progress from the orchestrator directly.
+  }
+
+  async claim(): Promise<OperationRecord[]> {
+    if (this.claimed) return [];
+    this.claimed = true;
+    return this.running();
+  }
+
+  runningElsewhere(): boolean {
+    return false;
+  }
+
+  async release(): Promise<void> {
+    // Nothing to hand over: the next start of this controller resumes what is still running.
+  }
+
+  async close(): Promise<void> {
+    // The database handle belongs to the controller.
+  }
+}

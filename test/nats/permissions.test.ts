@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { connect } from '@nats-io/transport-node';
+import { agentInboxPrefix, bucketNames, commandSubject, encodeJson, kvManager, TABLE_KEY } from '../../shared/nats.js';
+import { waitFor } from '../helpers/agent.js';
+import { adminApi, agentsAt, deferrer, last, startController } from '../helpers/controller.js';
+import { NatsServer } from '../helpers/nats-server.js';
+import { REPO } from '../helpers/process.js';
+import { startNatsAgent } from '../helpers/transport.js';
+
+// The documented account layout, verbatim: fleet "mxswitch", a controller user and one user per agent.
+const ACCOUNTS = readFileSync(join(REPO, 'examples/nats/mxswitch-accounts.conf'), 'utf8');
+const FLEET = 'mxswitch';
+const CONTROLLER = { user: 'mxswitch-controller', password: 'change-me-controller-password' };
+const agentUser = (id: string) => ({ user: id, password: `change-me-${id}-password` });
+
+let server: NatsServer;
+before(async () => {
+  server = await NatsServer.start({ config: ACCOUNTS });
+});
+after(() => server.stop());
+
+test('NATS accounts: agents read routes and write only their own state; an agent cannot write routes or another agent', async (t) => {
+  const defer = deferrer(t);
+  const ctl = await startController({ nats: { servers: [server.url], fleet: FLEET, ...CONTROLLER } }, { minStaleMs: 1000 });
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  await api.setRoute('example.com', 'smtp:[127.0.0.1]:2');
+  const agents = await Promise.all(['mx-eu-1', 'mx-us-1'].map((id) => startNatsAgent(server, FLEET, id, {}, agentUser(id))));
+  defer(() => Promise.all(agents.map((a) => a.cleanup())));
+
+  // What the layout allows is enough for the whole protocol: watch the table, ack, health, commands, operations.
+  await waitFor('both agents at version 1', () => agentsAt(api, 1, 2));
+  const list = await api.queueCommand({ kind: { $case: 'queueList', value: { match: '', state: '', limit: 5 } } });
+  assert.deepEqual(list.results.map((r) => [r.agentId, r.ok]), [
+    ['mx-eu-1', true],
+    ['mx-us-1', true],
+  ]);
+  const hold = last(await api.hold('example.com'));
+  assert.equal(hold.operation?.state, 'done', hold.operation?.error);
+  await waitFor('health reported', async () => (await api.status()).agents.every((a) => a.health?.appliedVersion === 2));
+
+  // mx-eu-1's own NATS user, used directly: everything beyond its rights is refused by the server.
+  const names = bucketNames(FLEET);
+  const nc = await connect({ servers: server.url, ...{ user: 'mx-eu-1', pass: agentUser('mx-eu-1').password }, inboxPrefix: agentInboxPrefix(FLEET, 'mx-eu-1') });
+  defer(() => nc.close());
+  const kvm = kvManager(nc);
+  const routes = await kvm.open(names.routes);
+  const agentsKv = await kvm.open(names.agents);
+  const forged = encodeJson({ version: 99, routes: [{ match: 'example.com', target: 'smtp:[192.0.2.66]:25' }] });
+  await assert.rejects(routes.put(TABLE_KEY, forged), /Permissions Violation for Publish to "\$KV\.mxswitch-routes\.table"/);
+  await assert.rejects(routes.update(TABLE_KEY, forged, 1), /Permissions Violation/);
+  await assert.rejects(routes.delete(TABLE_KEY), /Permissions Violation/);
+  await assert.rejects(agentsKv.put('mx-us-1', encodeJson({ agentId: 'mx-us-1', appliedVersion: 99 })), /Permissions Violation for Publish to "\$KV\.mxswitch-agents\.mx-us-1"/);
+  await assert.rejects(nc.request(commandSubject(FLEET, 'mx-us-1'), new Uint8Array(), { timeout: 1000 }), /Permissions Violation|no responders|timeout/i);
+  // Its own key it may write (that is how it acks).
+  assert.ok((await agentsKv.put('mx-eu-1', encodeJson({ agentId: 'mx-eu-1', probe: true }))) > 0);
+
+  // Nothing changed: the table, the agents' tables and what status says about mx-us-1.
+  assert.deepEqual((await api.listRoutes()).version, 2);
+  assert.equal(ctl.controller.store.version, 2);
+  for (const a of agents) assert.equal(a.agent.router.table.get('example.com')?.target, 'smtp:[127.0.0.1]:2');
+  const us = (await api.status()).agents.find((a) => a.id === 'mx-us-1')!;
+  assert.equal(us.appliedVersion, 2);
+});
+
+test('NATS accounts: an agent with a wrong password never registers and keeps relaying with its table', async (t) => {
+  const defer = deferrer(t);
+  const ctl = await startController({ nats: { servers: [server.url], fleet: FLEET, ...CONTROLLER } }, { minStaleMs: 1000 });
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  const intruder = await startNatsAgent(server, FLEET, 'mx-eu-1', { routes: [{ match: 'example.org', target: 'smtp:[127.0.0.1]:2' }] }, { user: 'mx-eu-1', password: 'wrong' });
+  defer(() => intruder.cleanup());
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(intruder.agent.health().controllerConnected, false);
+  assert.equal(intruder.agent.router.table.get('example.org')?.target, 'smtp:[127.0.0.1]:2', 'bootstrap table in force');
+  assert.deepEqual((await api.status()).agents.filter((a) => a.state === 'connected'), []);
+});

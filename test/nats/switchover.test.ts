@@ -1,0 +1,13 @@
+import { after, before } from 'node:test';
+import { NatsServer } from '../helpers/nats-server.js';
+import { natsTransport } from '../helpers/transport.js';
+import { switchoverScenarios } from '../control/switchover-scenarios.js';
+
+// The gRPC scenarios, unchanged, with the agents on NATS (one nats-server for the file, a fleet per test).
+let server: NatsServer;
+before(async () => {
+  server = await NatsServer.start();
+});
+after(() => server.stop());
+
+switchoverScenarios(() => natsTransport(server), ' [nats]');
