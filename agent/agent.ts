@@ -140,7 +140,7 @@ export class Agent implements ControlHandler {
     let table: RouteTable;
     try {
       table = new RouteTable(routes, version);
-      saveRouteState(this.config.dataDir, table);
+      await saveRouteState(this.config.dataDir, table);
     } catch (err) {
       this.log.error({ err, version }, 'route table refused');
       return errorMessage(err);

@@ -8,7 +8,7 @@ import { hasRoutingInLocalPart, parseRecipient } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { BareNewlineError, countReceivedHeaders, LineEndingGuard } from './message-data.js';
-import { newQueueId, QueueStorageError, type Queue } from './queue.js';
+import { newQueueId, PART_BYTES, QueueStorageError, type Queue } from './queue.js';
 import type { Router } from './router.js';
 
 /** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
@@ -110,7 +110,21 @@ export class Ingress {
     if (declared > this.deps.config.smtp.maxMessageSize) {
       return cb(new SmtpReply(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.maxMessageSize} bytes`));
     }
+    // Low on storage: refuse before the data is sent (Postfix: 452 4.3.1 at MAIL FROM), see Queue.hasRoomFor.
+    if (!this.deps.queue.hasRoomFor(declared || 0)) return cb(this.insufficientStorage());
     cb();
+  }
+
+  private lowStorageLoggedAt = 0;
+
+  /** 452 4.3.1, logged at most once a minute (a full disk would otherwise log every refused message). */
+  private insufficientStorage(): SmtpReply {
+    const now = Date.now();
+    if (now - this.lowStorageLoggedAt > 60_000) {
+      this.lowStorageLoggedAt = now;
+      this.deps.log.warn({ availableBytes: this.deps.queue.availableBytes() }, 'low on storage: refusing new mail with 452 4.3.1 until space returns');
+    }
+    return new SmtpReply(452, '4.3.1', 'Insufficient system storage');
   }
 
   private onRcptTo(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
@@ -131,10 +145,15 @@ export class Ingress {
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const guard = new LineEndingGuard(this.deps.config.smtp.bareNewline);
-    const chunks: Buffer[] = [];
+    const incoming = new IncomingData(this.deps.queue, newQueueId());
     let failed: Error | undefined;
     const timer = setTimeout(() => stream.destroy(new SmtpReply(451, '4.4.2', 'DATA timeout')), this.deps.config.smtp.dataTimeout);
-    guard.on('data', (c: Buffer) => chunks.push(c));
+    guard.on('data', (c: Buffer) => incoming.add(c));
+    // A session that ends inside DATA (timeout, disconnect) leaves no parts behind.
+    stream.on('close', () => {
+      clearTimeout(timer);
+      if (!stream.readableEnded) incoming.drop();
+    });
     guard.on('error', (err) => {
       failed = err;
       // keep reading so smtp-server sees the end of DATA and can reply
@@ -143,8 +162,8 @@ export class Ingress {
     });
     stream.on('end', () => {
       clearTimeout(timer);
-      if (failed) return this.finishData(session, failed, undefined, cb);
-      guard.end(() => this.finishData(session, failed, Buffer.concat(chunks), cb));
+      if (failed) return this.finishData(session, failed, incoming, cb);
+      guard.end(() => this.finishData(session, failed, incoming, cb));
     });
     stream.pipe(guard, { end: false });
   }
@@ -152,36 +171,56 @@ export class Ingress {
   private finishData(
     session: SMTPServerSession,
     failed: Error | undefined,
-    data: Buffer | undefined,
+    incoming: IncomingData,
     cb: (err?: Error | null, message?: string) => void,
   ): void {
     const reject = (reply: SmtpReply) => {
+      incoming.drop();
       this.counters.rejected++;
       this.deps.log.info({ session: session.id, reply: reply.message }, 'message refused');
       cb(reply);
     };
     // smtp-server answers 552 itself when the raw data is over the limit; normalising bare LFs can still grow it.
-    if (data && data.length > this.deps.config.smtp.maxMessageSize) {
+    const size = incoming.size;
+    if (size > this.deps.config.smtp.maxMessageSize) {
       return reject(new SmtpReply(552, '5.3.4', 'Message size exceeds fixed maximum message size'));
     }
     if (failed instanceof BareNewlineError) return reject(new SmtpReply(550, '5.5.2', 'Error: bare <CR> or <LF> received in message data'));
-    if (failed || !data) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
-    if (countReceivedHeaders(data) >= this.deps.config.smtp.maxReceivedHeaders) {
+    if (failed) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
+    const stored = incoming.finish();
+    if (stored instanceof Error) {
+      incoming.drop();
+      this.deps.log.error({ err: stored }, 'cannot store message data');
+      return cb(stored instanceof QueueStorageError && stored.full ? this.insufficientStorage() : new SmtpReply(451, '4.3.0', 'Local error in processing'));
+    }
+    const id = incoming.id;
+    const received = Buffer.from(this.receivedHeader(session, id));
+    const total = received.length + size;
+    // A small message: our Received header and the data in one buffer. A large one was written to the queue in
+    // parts as it arrived (see IncomingData): only the header is left to commit.
+    const body = 'staged' in stored ? received : Buffer.concat([received, ...stored.chunks], total);
+    const head = 'staged' in stored ? Buffer.concat([received, stored.head]) : body;
+    // Loop check on the header section (the first 256 KB are plenty for 50 Received headers); ours is one of them.
+    if (countReceivedHeaders(head.subarray(0, HEAD_BYTES)) - 1 >= this.deps.config.smtp.maxReceivedHeaders) {
       return reject(new SmtpReply(554, '5.4.6', 'Too many "Received" headers - apparent mail loop'));
     }
-    const id = newQueueId();
-    const body = Buffer.concat([Buffer.from(this.receivedHeader(session, id)), data]);
+    // Space may have run out since MAIL FROM (other sessions, other processes): check with the real size.
+    if (!this.deps.queue.hasRoomFor(total)) {
+      incoming.drop();
+      return cb(this.insufficientStorage());
+    }
     const recipients = session.envelope.rcptTo.map((r) => r.address);
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    this.deps.queue.commit({ id, sender, recipients, body }).then(
+    this.deps.queue.commit({ id, sender, recipients, body, ...('staged' in stored ? { staged: stored.staged } : {}) }).then(
       () => {
         this.counters.accepted++;
-        this.deps.log.info({ queueId: id, from: sender, rcpts: recipients.length, size: body.length, client: session.remoteAddress }, 'queued');
+        this.deps.log.info({ queueId: id, from: sender, rcpts: recipients.length, size: total, client: session.remoteAddress }, 'queued');
         cb(null, `2.0.0 Ok: queued as ${id}`);
         this.deps.onQueued(id);
       },
       (err: unknown) => {
         const full = err instanceof QueueStorageError && err.full;
+        incoming.drop();
         this.deps.log.error({ err }, 'queue commit failed');
         cb(full ? new SmtpReply(452, '4.3.1', 'Insufficient system storage') : new SmtpReply(451, '4.3.0', 'Local error in processing'));
       },
@@ -193,5 +232,69 @@ export class Ingress {
     const proto = `${session.transmissionType}`;
     const date = new Date().toUTCString().replace('GMT', '+0000');
     return `Received: from ${helo} ([${session.remoteAddress}])\r\n\tby ${this.hostname} (mxswitch) with ${proto} id ${queueId};\r\n\t${date}\r\n`;
+  }
+}
+
+/** Enough of a message for its header section (loop check). */
+const HEAD_BYTES = 256 * 1024;
+
+/**
+ * The data of one message as it arrives. Up to PART_BYTES it stays in memory; past that it goes to the queue in
+ * parts of about PART_BYTES as it comes (Queue.stagePart: no fsync, the message's commit syncs them before the
+ * 250), so a 50 MB message is never held whole. Parts of a message that is then refused, fails or is never
+ * finished are dropped again (and at the next start, those of a run that stopped meanwhile).
+ */
+class IncomingData {
+  private chunks: Buffer[] = [];
+  private held = 0;
+  private seq = 0;
+  private staged = 0;
+  private head: Buffer | undefined;
+  private error: Error | undefined;
+
+  constructor(
+    private readonly queue: Queue,
+    readonly id: string,
+  ) {}
+
+  get size(): number {
+    return this.staged + this.held;
+  }
+
+  add(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.held += chunk.length;
+    if (this.held >= PART_BYTES) this.stage();
+  }
+
+  private stage(): void {
+    const part = Buffer.concat(this.chunks, this.held);
+    this.chunks = [];
+    this.held = 0;
+    if (this.error) return;
+    this.head ??= Buffer.from(part.subarray(0, HEAD_BYTES));
+    try {
+      this.queue.stagePart(this.id, this.seq++, part);
+      this.staged += part.length;
+    } catch (err) {
+      this.error = err as Error;
+    }
+  }
+
+  /** The data in memory (a small message), or what was staged (a large one, its tail staged now). */
+  finish(): { chunks: Buffer[] } | { staged: number; head: Buffer } | Error {
+    if (this.seq === 0 && !this.error) return { chunks: this.chunks };
+    if (this.held) this.stage();
+    return this.error ?? { staged: this.staged, head: this.head! };
+  }
+
+  drop(): void {
+    if (this.seq === 0) return;
+    this.seq = 0;
+    try {
+      this.queue.dropParts(this.id);
+    } catch {
+      // removed at the next start instead
+    }
   }
 }

@@ -19,6 +19,30 @@ export class LineEndingGuard extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.onlyCrlf(chunk)) return done(null, chunk);
+    this.slowTransform(chunk, done);
+  }
+
+  /**
+   * The common case, checked with memchr-speed indexOf instead of a JS loop over every byte: every CR is
+   * followed by LF and every LF preceded by CR. Updates pendingCR for a CR that ends the chunk.
+   */
+  private onlyCrlf(chunk: Buffer): boolean {
+    const n = chunk.length;
+    if (n === 0) return true;
+    if (this.pendingCR && chunk[0] !== 0x0a) return false;
+    for (let i = chunk.indexOf(0x0d); i !== -1; i = chunk.indexOf(0x0d, i + 1)) {
+      if (i === n - 1) break; // a CR at the end: its LF comes with the next chunk
+      if (chunk[i + 1] !== 0x0a) return false;
+    }
+    for (let i = chunk.indexOf(0x0a, this.pendingCR ? 1 : 0); i !== -1; i = chunk.indexOf(0x0a, i + 1)) {
+      if (i === 0 || chunk[i - 1] !== 0x0d) return false;
+    }
+    this.pendingCR = chunk[n - 1] === 0x0d;
+    return true;
+  }
+
+  private slowTransform(chunk: Buffer, done: TransformCallback): void {
     let out: Buffer[] | undefined;
     let start = 0;
     for (let i = 0; i < chunk.length; i++) {

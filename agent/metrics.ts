@@ -2,8 +2,16 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import type { HealthSnapshot } from './health.js';
 
 /** Prometheus view of an agent: every value is read from the live snapshot at scrape time. */
-export function agentRegistry(snapshot: () => HealthSnapshot): Registry {
+export function agentRegistry(live: () => HealthSnapshot): Registry {
   const registry = new Registry();
+  // Every metric's collect() reads the snapshot: one scrape takes one snapshot (a queue pass), not one per metric.
+  let cached: { at: number; value: HealthSnapshot } | undefined;
+  const snapshot = (): HealthSnapshot => {
+    const now = Date.now();
+    // Timed from the end of the computation: with a large queue one snapshot can take longer than 250 ms.
+    if (!cached || now - cached.at > 250) cached = { value: live(), at: Date.now() };
+    return cached.value;
+  };
   const counter = (name: string, help: string, read: (s: HealthSnapshot) => number) =>
     new Counter({
       name,

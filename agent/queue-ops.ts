@@ -89,7 +89,7 @@ export function retryMessages(queue: Queue, target: { id: string } | { all: true
     if (!queue.message(target.id)) throw new MxError('NOT_FOUND', `no message ${target.id} in the queue`);
     return queue.retryWhere((row) => row.msgId === target.id);
   }
-  return queue.retryWhere(() => true);
+  return queue.retryWhere();
 }
 
 /** Operator hold (postsuper -h): recipients under MATCH stay until `releaseMatch`, whatever the routes say. */

@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { RouteTable, type Route } from '../shared/routes.js';
 
@@ -23,23 +24,27 @@ export function loadRouteState(dataDir: string): RouteTable | undefined {
   return new RouteTable(doc.routes, doc.version);
 }
 
-/** temp file + fsync + rename + directory fsync: after a crash the file is the old table or the new, never half. */
-export function saveRouteState(dataDir: string, table: RouteTable): void {
+/**
+ * temp file + fsync + rename + directory fsync: after a crash the file is the old table or the new, never half.
+ * Asynchronous (libuv's thread pool), so the fsyncs do not stall the event loop: SMTP sessions and deliveries
+ * go on meanwhile, and agents sharing a process (tests, the convergence bench) persist in parallel.
+ */
+export async function saveRouteState(dataDir: string, table: RouteTable): Promise<void> {
   const file = join(dataDir, FILE);
   const tmp = `${file}.tmp`;
   const doc: Persisted = { version: table.version, routes: [...table.routes], appliedAt: Date.now() };
-  const fd = openSync(tmp, 'w', 0o640);
+  const fh = await open(tmp, 'w', 0o640);
   try {
-    writeSync(fd, JSON.stringify(doc, null, 2));
-    fsyncSync(fd);
+    await fh.writeFile(JSON.stringify(doc, null, 2));
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
-  renameSync(tmp, file);
-  const dir = openSync(dirname(file), 'r');
+  await rename(tmp, file);
+  const dir = await open(dirname(file), 'r');
   try {
-    fsyncSync(dir);
+    await dir.sync();
   } finally {
-    closeSync(dir);
+    await dir.close();
   }
 }

@@ -43,6 +43,9 @@ export class Scheduler {
   private stopped = true;
   private settleWaiters: { affected: (g: Group) => boolean; resolve: () => void }[] = [];
   private readonly maxClaimed: number;
+  /** Outcomes the queue could not record (disk full, I/O error): retried every tick until they are written. */
+  private unrecorded: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
+  private storageErrorLoggedAt = 0;
 
   constructor(
     private readonly queue: Queue,
@@ -70,6 +73,8 @@ export class Scheduler {
     clearInterval(this.timer);
     const deadline = Date.now() + timeoutMs;
     while (this.inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // Outcomes kept after a storage error: a last try, otherwise their rows are due again at the next start.
+    if (this.unrecorded.length) this.recordPending();
   }
 
   kick(): void {
@@ -83,7 +88,7 @@ export class Scheduler {
 
   /** Makes deferred mail (all, or under `covers`) due now and starts delivering it. */
   flush(covers?: (address: string) => boolean): number {
-    const n = this.queue.retryWhere((row) => !covers || covers(addressKey(row.rcpt)));
+    const n = covers ? this.queue.retryWhere((row) => covers(addressKey(row.rcpt))) : this.queue.retryWhere();
     this.kick();
     return n;
   }
@@ -113,13 +118,15 @@ export class Scheduler {
   private reconcileHolds(table: RouteTable): void {
     const heldByRoute = (row: RecipientRow) => Boolean(table.lookup(addressKey(row.rcpt))?.hold);
     const released = this.queue.releaseWhere((row) => row.holdKind === 'route' && !heldByRoute(row));
-    const held = this.queue.holdWhere(heldByRoute, 'route', 'held by route');
+    // Without a held route there is nothing to hold: no pass over every waiting recipient.
+    const held = table.routes.some((r) => r.hold) ? this.queue.holdWhere(heldByRoute, 'route', 'held by route') : 0;
     if (released || held) this.log.info({ released, held, version: table.version }, 'holds reconciled with route table');
     this.kick();
   }
 
   private tick(): void {
     if (this.stopped) return;
+    if (this.unrecorded.length && !this.recordPending()) return;
     const room = Math.min(this.config.delivery.batchSize, this.maxClaimed - this.claimed);
     if (room <= 0) return;
     const now = Date.now();
@@ -127,7 +134,8 @@ export class Scheduler {
     try {
       rows = this.queue.claimDue(now, room);
     } catch (err) {
-      this.log.error({ err }, 'cannot read due work from the queue');
+      // Logged once a minute: this runs every pollInterval while the disk is full.
+      this.storageError(err, 'cannot claim due work from the queue; retrying');
       return;
     }
     if (rows.length === 0) return;
@@ -194,16 +202,17 @@ export class Scheduler {
     this.active.set(group.hop, (this.active.get(group.hop) ?? 0) + 1);
     this.inflight.add(group);
     const first = group.rows[0]!;
-    const body = this.queue.body(first.msgId);
+    // A large message comes as a stream of its stored parts, never whole in memory.
+    const body = this.queue.forDelivery(first.msgId);
     let results: RecipientResult[] = [];
     if (body) {
-      results = await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body);
+      results = await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body.raw);
     }
     this.active.set(group.hop, (this.active.get(group.hop) ?? 1) - 1);
     this.inflight.delete(group);
     this.log.info({ queueId: first.msgId, hop: group.hop, results }, 'delivery attempt');
     // An operator removed the message meanwhile: its rows are gone, nothing to record.
-    if (body) await this.recordResults(group, results, body);
+    if (body) await this.recordResults(group, results, body.head);
     else this.claimed -= group.rows.length;
     this.wakeSettlers();
     this.dispatch(group.hop);
@@ -262,14 +271,36 @@ export class Scheduler {
         this.counters.lastError = `${row.rcpt}: ${outcome.reply}`;
       }
     }
-    try {
-      this.queue.record(records);
-    } catch (err) {
-      // The rows stay in flight in the database and become due again at the next start: never lost.
-      this.log.error({ err }, 'cannot record delivery outcomes');
-    }
+    // Group commit: outcomes are written with everything else committed in this event-loop turn (one fsync);
+    // until then their rows stay in flight, as if the sends were still going on.
+    this.queue.recordSoon(records, (err) => {
+      // Found by the fault suite (disk full): the rows stayed in flight until the next restart, delivered mail
+      // then went out twice and deferred mail waited for a restart. Keep the outcomes and write them later.
+      this.storageError(err, 'cannot record delivery outcomes; keeping them to retry');
+      this.unrecorded.push(...records);
+    });
     const bounced = records.filter((r) => r.outcome.kind === 'bounced' && r.row.sender === '');
     if (bounced.length) this.log.info({ count: bounced.length }, 'bounced mail from the null sender dropped without notification');
+  }
+
+  /** Writes outcomes kept after a failed record; true when none are left. */
+  private recordPending(): boolean {
+    try {
+      this.queue.record(this.unrecorded);
+      this.log.info({ count: this.unrecorded.length }, 'delivery outcomes recorded after a storage error');
+      this.unrecorded = [];
+      return true;
+    } catch (err) {
+      this.storageError(err, 'still cannot record delivery outcomes');
+      return false;
+    }
+  }
+
+  private storageError(err: unknown, msg: string): void {
+    const now = Date.now();
+    if (now - this.storageErrorLoggedAt < 60_000) return;
+    this.storageErrorLoggedAt = now;
+    this.log.error({ err, unrecorded: this.unrecorded.length }, msg);
   }
 
   private wakeSettlers(): void {

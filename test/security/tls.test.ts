@@ -84,3 +84,37 @@ describe('TLS: inbound STARTTLS, outbound opportunistic and required', () => {
     }
   });
 });
+
+describe('relay control after STARTTLS', () => {
+  test('relay tricks are refused the same way inside TLS', async () => {
+    const pki = makePki(tempDir('mxs-pki-'));
+    const a = await startAgent({ smtp: { tls: { cert: pki.serverCert, key: pki.serverKey } }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+    try {
+      const c = await RawSmtp.open(a.port);
+      await c.command('EHLO client.test');
+      assert.match(await c.command('STARTTLS'), /^220 /);
+      const socket = (c as unknown as { socket: import('node:net').Socket }).socket;
+      socket.removeAllListeners('data');
+      const secure = tlsConnect({ socket, ca: readFileSync(pki.ca), servername: 'localhost' });
+      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+      let buf = '';
+      secure.on('data', (d: Buffer) => (buf += d.toString()));
+      const say = async (line: string) => {
+        buf = '';
+        secure.write(`${line}\r\n`);
+        await waitFor(`reply to ${line}`, () => /^\d{3} .*\r\n/m.test(buf), 5000);
+        return buf;
+      };
+      await say('EHLO client.test');
+      assert.match(await say('MAIL FROM:<s@sender.test>'), /^250/m);
+      for (const rcpt of ['victim@elsewhere.test', 'victim%elsewhere.test@example.com', '@example.com:victim@elsewhere.test', 'elsewhere.test!victim@example.com', 'victim@[127.0.0.1]', 'victim@example.com.']) {
+        assert.match(await say(`RCPT TO:<${rcpt}>`), /^5\d\d 5\.\d\.\d/m, rcpt);
+      }
+      assert.match(await say('RCPT TO:<user@example.com>'), /^250/m);
+      secure.destroy();
+    } finally {
+      await a.cleanup();
+      rmSync(pki.dir, { recursive: true, force: true });
+    }
+  });
+});
