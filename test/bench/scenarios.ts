@@ -69,7 +69,10 @@ async function load(port: number, shape: Shape, deadline: number, idBase = 0): P
 /** Scenario 1 + 2: S sessions x M messages into the relay; then until the last one is at the sink. */
 export async function ingest(peer: PeerName, shape: Shape, budgetMs: number): Promise<[IngestResult, EndToEndResult]> {
   const sink = await new SinkProcess(await freePort()).start();
-  const relay = await startPeer(peer, { nextHop: sink.port });
+  const relay = await startPeer(peer, { nextHop: sink.port }).catch(async (err: unknown) => {
+    await sink.stop();
+    throw err;
+  });
   const deadline = Date.now() + budgetMs;
   try {
     const start = Date.now();
@@ -255,7 +258,10 @@ export interface LargeResult {
 /** Scenario 5: one large message accepted and relayed; the agent's RSS sampled every 10 ms meanwhile. */
 export async function large(bytes: number, budgetMs: number): Promise<LargeResult> {
   const sink = await new SinkProcess(await freePort()).start();
-  const relay: PeerInstance = await startMxswitch({ nextHop: sink.port });
+  const relay: PeerInstance = await startMxswitch({ nextHop: sink.port }).catch(async (err: unknown) => {
+    await sink.stop();
+    throw err;
+  });
   const deadline = Date.now() + budgetMs;
   try {
     const pid = relay.pid!;
