@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 
 /** A byte-exact SMTP client for protocol tests: writes what it is told and reads whole replies. */
 export class RawSmtp {
@@ -55,5 +56,28 @@ export class RawSmtp {
 
   close(): void {
     this.socket.destroy();
+  }
+
+  /**
+   * After a 220 to STARTTLS: upgrades this socket (bytes already buffered in plaintext are dropped) and returns
+   * a `say(line)` that sends one command over TLS and resolves with the reply.
+   */
+  async upgrade(ca: Buffer): Promise<{ say: (line: string) => Promise<string>; close: () => void }> {
+    this.socket.removeAllListeners('data');
+    const secure = tlsConnect({ socket: this.socket, ca, servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    let buf = '';
+    secure.on('data', (d: Buffer) => (buf += d.toString()));
+    const say = async (line: string) => {
+      buf = '';
+      secure.write(`${line}\r\n`);
+      const deadline = Date.now() + 5000;
+      while (!/^\d{3} .*\r\n/m.test(buf)) {
+        if (Date.now() > deadline) return '(timeout)';
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      return buf;
+    };
+    return { say, close: () => secure.destroy() };
   }
 }

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
-import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { startAgent, tempDir, testMessage, waitFor } from '../helpers/agent.js';
@@ -48,22 +47,11 @@ describe('TLS: inbound STARTTLS, outbound opportunistic and required', () => {
       // The injected MAIL FROM must not survive the TLS upgrade.
       c.write('STARTTLS\r\nMAIL FROM:<injected@attacker.test>\r\n');
       assert.match(await c.reply(), /^220 /);
-      const socket = (c as unknown as { socket: import('node:net').Socket }).socket;
-      socket.removeAllListeners('data');
-      const secure = tlsConnect({ socket, ca: readFileSync(pki.ca), servername: 'localhost' });
-      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-      let buf = '';
-      secure.on('data', (d: Buffer) => (buf += d.toString()));
-      const say = async (line: string) => {
-        buf = '';
-        secure.write(`${line}\r\n`);
-        await waitFor(`reply to ${line}`, () => /^\d{3} .*\r\n/m.test(buf), 5000);
-        return buf;
-      };
+      const { say, close } = await c.upgrade(readFileSync(pki.ca));
       assert.match(await say('EHLO client.test'), /^250/m);
       const rcpt = await say('RCPT TO:<u@example.com>');
       assert.match(rcpt, /^503 /m, `injected MAIL FROM survived STARTTLS: ${rcpt}`);
-      secure.destroy();
+      close();
     } finally {
       await a.cleanup();
     }
@@ -93,25 +81,14 @@ describe('relay control after STARTTLS', () => {
       const c = await RawSmtp.open(a.port);
       await c.command('EHLO client.test');
       assert.match(await c.command('STARTTLS'), /^220 /);
-      const socket = (c as unknown as { socket: import('node:net').Socket }).socket;
-      socket.removeAllListeners('data');
-      const secure = tlsConnect({ socket, ca: readFileSync(pki.ca), servername: 'localhost' });
-      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-      let buf = '';
-      secure.on('data', (d: Buffer) => (buf += d.toString()));
-      const say = async (line: string) => {
-        buf = '';
-        secure.write(`${line}\r\n`);
-        await waitFor(`reply to ${line}`, () => /^\d{3} .*\r\n/m.test(buf), 5000);
-        return buf;
-      };
+      const { say, close } = await c.upgrade(readFileSync(pki.ca));
       await say('EHLO client.test');
       assert.match(await say('MAIL FROM:<s@sender.test>'), /^250/m);
       for (const rcpt of ['victim@elsewhere.test', 'victim%elsewhere.test@example.com', '@example.com:victim@elsewhere.test', 'elsewhere.test!victim@example.com', 'victim@[127.0.0.1]', 'victim@example.com.']) {
         assert.match(await say(`RCPT TO:<${rcpt}>`), /^5\d\d 5\.\d\.\d/m, rcpt);
       }
       assert.match(await say('RCPT TO:<user@example.com>'), /^250/m);
-      secure.destroy();
+      close();
     } finally {
       await a.cleanup();
       rmSync(pki.dir, { recursive: true, force: true });
