@@ -55,6 +55,7 @@ export class Ingress {
   private readonly server: SMTPServer;
   private readonly hostname: string;
   readonly counters: IngressCounters = { accepted: 0, rejected: 0 };
+  private readonly connectTimes = new Map<string, number[]>();
 
   constructor(private readonly deps: IngressDeps) {
     const smtp = deps.config.smtp;
@@ -78,6 +79,7 @@ export class Ingress {
       closeTimeout: smtp.shutdownTimeout,
       logger: false,
       ...(smtp.tls ? { key: readFileSync(smtp.tls.key), cert: readFileSync(smtp.tls.cert) } : {}),
+      onConnect: (session, cb) => cb(this.overRate(session.remoteAddress)),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
@@ -103,6 +105,22 @@ export class Ingress {
   /** Stops accepting, lets sessions finish within shutdownTimeout, then answers 421 to the rest. */
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** A client over smtp.connectionRateLimit new connections in the last minute gets 421 (a sliding window per IP). */
+  private overRate(ip: string): SmtpReply | undefined {
+    const limit = this.deps.config.smtp.connectionRateLimit;
+    if (!limit) return undefined;
+    const now = Date.now();
+    const recent = (this.connectTimes.get(ip) ?? []).filter((t) => now - t < 60_000);
+    recent.push(now);
+    // Only whether the count is over the limit matters: keep at most limit + 1 times, so a flood costs O(limit).
+    this.connectTimes.set(ip, recent.slice(-(limit + 1)));
+    if (this.connectTimes.size > 10_000) for (const [k, v] of this.connectTimes) if (now - v.at(-1)! >= 60_000) this.connectTimes.delete(k);
+    if (recent.length <= limit) return undefined;
+    this.counters.rejected++;
+    this.deps.log.info({ client: ip, perMinute: recent.length }, 'connection rate limit');
+    return new SmtpReply(421, '4.7.0', `Error: too many connections from ${ip}; try again later`);
   }
 
   private onMailFrom(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {

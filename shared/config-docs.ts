@@ -12,6 +12,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.maxMessageSize': 'Largest message accepted (`552 5.3.4` above it); advertised in EHLO SIZE',
     'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF, or `reject` the message with `550 5.5.2`',
     'smtp.maxConnections': 'Concurrent SMTP sessions; more get `421`',
+    'smtp.connectionRateLimit': 'New connections per client IP per minute (`421 4.7.0` above it); 0 = no limit',
     'smtp.maxRecipients': 'Recipients per message (at least 100); more get `452 4.5.3`',
     'smtp.idleTimeout': 'Idle session timeout (`421` and close)',
     'smtp.dataTimeout': 'Longest time to receive one message\'s data',

@@ -101,6 +101,8 @@ export const agentConfigSchema = z.strictObject({
       maxMessageSize: size.default(50 * 1024 * 1024),
       bareNewline: z.enum(['normalize', 'reject']).default('normalize'),
       maxConnections: z.number().int().positive().default(200),
+      // New connections per client IP per minute (Postfix smtpd_client_connection_rate_limit); 0 = no limit.
+      connectionRateLimit: z.number().int().min(0).default(0),
       maxRecipients: z.number().int().min(100).default(1000),
       idleTimeout: duration.default(300_000),
       dataTimeout: duration.default(600_000),

@@ -71,3 +71,37 @@ describe('protocol abuse', () => {
     for (const c of open) c.close();
   });
 });
+
+test('a client over smtp.connectionRateLimit new connections a minute gets 421 4.7.0; the limit is per client', async () => {
+  const a = await startAgent({ smtp: { connectionRateLimit: 3 }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await RawSmtp.open(a.port);
+      assert.match(await c.command('EHLO rate.test'), /^250/, `connection ${i + 1}`);
+      c.close();
+    }
+    const over = await new Promise<string>((resolve) => {
+      const s = connect(a.port, '127.0.0.1');
+      let out = '';
+      s.on('data', (d: Buffer) => (out += d.toString()));
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+    });
+    assert.match(over, /^421 4\.7\.0 Error: too many connections from /);
+    assert.ok(a.agent.ingress.counters.rejected >= 1);
+    // Another client address is not affected.
+    const other = await new Promise<string>((resolve) => {
+      const s = connect({ port: a.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      let out = '';
+      s.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\r\n')) s.destroy();
+      });
+      s.on('close', () => resolve(out));
+      s.on('error', () => resolve(out));
+    });
+    assert.match(other, /^220 /);
+  } finally {
+    await a.cleanup();
+  }
+});
