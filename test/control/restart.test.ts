@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer, last, startController, startFleetAgent } from '../helpers/controller.js';
+import { adminApi, agentsAt, deferrer, last, sampleAppliedVersions, startController, startFleetAgent } from '../helpers/controller.js';
 import { Sink } from '../helpers/sink.js';
 
 test('controller restart: agents keep relaying while it is down, reconnect, converge; versions never go backwards', async (t) => {
@@ -20,15 +20,7 @@ test('controller restart: agents keep relaying while it is down, reconnect, conv
   await waitFor('3 agents at version 2', () => agentsAt(api, 2, 3));
 
   // Watch every agent's applied version throughout: it must never decrease.
-  const seen = new Map<string, number[]>();
-  const sample = setInterval(() => {
-    for (const a of agents) {
-      const list = seen.get(a.agent.agentId) ?? [];
-      if (list.at(-1) !== a.agent.appliedVersion) list.push(a.agent.appliedVersion);
-      seen.set(a.agent.agentId, list);
-    }
-  }, 5);
-  defer(() => clearInterval(sample));
+  const { seen, stop: stopSampling } = sampleAppliedVersions(agents, defer);
 
   await ctl.controller.stop();
   await waitFor('agents notice', () => agents.every((a) => !a.agent.health().controllerConnected));
@@ -45,7 +37,7 @@ test('controller restart: agents keep relaying while it is down, reconnect, conv
   assert.equal(ctl.controller.store.version, 2, 'the version survived the restart');
   await api.setRoute('example.org', sink.target);
   await waitFor('converged on version 3', () => agentsAt(api, 3, 3));
-  clearInterval(sample);
+  stopSampling();
   for (const [id, versions] of seen) {
     assert.deepEqual(versions, [...versions].sort((x, y) => x - y), `${id} went backwards: ${versions.join(' -> ')}`);
     assert.equal(versions.at(-1), 3);

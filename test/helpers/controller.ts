@@ -160,3 +160,23 @@ export function deferrer(t: { after: (fn: () => Promise<void>) => void }): (fn: 
   });
   return (fn) => void stack.push(fn);
 }
+
+/**
+ * Samples every agent's applied version every 5 ms until `stop()` (or the test's end): per agent, the distinct
+ * versions in the order seen (a test asserts they never decrease).
+ */
+export function sampleAppliedVersions(
+  agents: readonly { agent: { agentId: string; appliedVersion: number } }[],
+  defer: (fn: () => unknown) => void,
+): { seen: Map<string, number[]>; stop: () => void } {
+  const seen = new Map<string, number[]>();
+  const sample = setInterval(() => {
+    for (const a of agents) {
+      const list = seen.get(a.agent.agentId) ?? [];
+      if (list.at(-1) !== a.agent.appliedVersion) list.push(a.agent.appliedVersion);
+      seen.set(a.agent.agentId, list);
+    }
+  }, 5);
+  defer(() => clearInterval(sample));
+  return { seen, stop: () => clearInterval(sample) };
+}

@@ -4,7 +4,7 @@ import { status, type ServiceError } from '@grpc/grpc-js';
 import { connect } from '@nats-io/transport-node';
 import { bucketNames, kvManager, TABLE_KEY } from '../../shared/nats.js';
 import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer } from '../helpers/controller.js';
+import { adminApi, agentsAt, deferrer, sampleAppliedVersions } from '../helpers/controller.js';
 import { NatsServer } from '../helpers/nats-server.js';
 import { Sink } from '../helpers/sink.js';
 import { natsTransport } from '../helpers/transport.js';
@@ -31,15 +31,7 @@ test('nats-server killed (SIGKILL) and restarted on its store mid-run: agents ke
   await waitFor('3 agents at version 2', () => agentsAt(api, 2, 3));
 
   // Every agent's applied version, sampled throughout: it must never decrease.
-  const seen = new Map<string, number[]>();
-  const sample = setInterval(() => {
-    for (const a of agents) {
-      const list = seen.get(a.agent.agentId) ?? [];
-      if (list.at(-1) !== a.agent.appliedVersion) list.push(a.agent.appliedVersion);
-      seen.set(a.agent.agentId, list);
-    }
-  }, 5);
-  defer(() => clearInterval(sample));
+  const { seen, stop: stopSampling } = sampleAppliedVersions(agents, defer);
 
   await server.kill('SIGKILL');
   await waitFor('agents notice NATS is gone', () => agents.every((a) => !a.agent.health().controllerConnected), 5000);
@@ -60,7 +52,7 @@ test('nats-server killed (SIGKILL) and restarted on its store mid-run: agents ke
   await api.setRoute('example.org', sink.target);
   await waitFor('converged on version 3', () => agentsAt(api, 3, 3));
   for (const a of agents) assert.equal(a.agent.router.table.get('example.org')?.target, sink.target);
-  clearInterval(sample);
+  stopSampling();
   for (const [id, versions] of seen) {
     assert.deepEqual(versions, [...versions].sort((x, y) => x - y), `${id} went backwards: ${versions.join(' -> ')}`);
     assert.equal(versions.at(-1), 3);
