@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { RouteTable, type Route } from '../shared/routes.js';
 import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
 import { Delivery } from './delivery.js';
+import { DeliveryGate, type DeliveryState } from './delivery-gate.js';
 import { diskFree, queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry } from './metrics.js';
@@ -35,6 +36,8 @@ export interface ControlHandler {
   runCommand(minVersion: number, command: AgentCommand): unknown;
   health(): HealthSnapshot;
   setConnected(connected: boolean): void;
+  /** The controller's current table version, as it just told (the agent is current once it has applied it). */
+  controllerCurrent(version: number): void;
 }
 
 export interface ControlChannel {
@@ -57,6 +60,9 @@ export class Agent implements ControlHandler {
   private control: ControlChannel | undefined;
   private connected = false;
   private applying: Promise<unknown> = Promise.resolve();
+  /** Present when a controller is configured: delivery waits for its current table (or the start-up grace). */
+  private readonly gate: DeliveryGate | undefined;
+  private readonly staticDelivery: DeliveryState = { open: true, reason: 'no controller configured: delivering with the configured routes', sinceMs: Date.now() };
   smtpPort = 0;
   httpPort = 0;
 
@@ -73,6 +79,9 @@ export class Agent implements ControlHandler {
     this.delivery = new Delivery(config.delivery, hostname, log, config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {});
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
     this.ingress = new Ingress({ config, queue: this.queue, router: this.router, log, onQueued: () => this.scheduler.kick() });
+    if (config.controller && controlFactory) {
+      this.gate = new DeliveryGate({ graceMs: config.controller.startupGrace, appliedVersion: this.appliedVersion, onOpen: () => this.scheduler.start(), log });
+    }
   }
 
   get agentId(): string {
@@ -88,7 +97,9 @@ export class Agent implements ControlHandler {
   async start(): Promise<void> {
     const recovered = this.queue.recoverInFlight();
     if (recovered) this.log.warn({ recovered }, 'recipients left in flight by a previous run are due again');
-    this.scheduler.start();
+    // Mail is accepted from the first moment; delivery starts when the gate opens (at once without a controller).
+    if (this.gate) this.gate.start();
+    else this.scheduler.start();
     const addr = await this.ingress.listen();
     this.smtpPort = addr.port;
     this.log.info({ listen: `${addr.host}:${addr.port}`, version: this.appliedVersion }, 'smtp listening');
@@ -96,7 +107,7 @@ export class Agent implements ControlHandler {
       const registry = agentRegistry(() => this.health());
       const { server, port } = await startHttp(this.config.http.listen, registry, () => ({
         ok: true,
-        detail: { id: this.config.id, version: this.appliedVersion, controllerConnected: this.connected },
+        detail: { id: this.config.id, version: this.appliedVersion, controllerConnected: this.connected, delivery: this.deliveryState },
       }));
       this.http = server;
       this.httpPort = port;
@@ -109,6 +120,7 @@ export class Agent implements ControlHandler {
 
   /** Graceful: stop accepting, let SMTP sessions finish, let sends in flight finish, close the queue. */
   async stop(): Promise<void> {
+    this.gate?.stop();
     await this.control?.stop();
     await this.ingress.close();
     await this.scheduler.stop();
@@ -143,6 +155,7 @@ export class Agent implements ControlHandler {
       await saveRouteState(this.config.dataDir, table);
     } catch (err) {
       this.log.error({ err, version }, 'route table refused');
+      this.gate?.refused(version, errorMessage(err));
       return errorMessage(err);
     }
     if (version !== current.version || JSON.stringify(current.routes) !== JSON.stringify(table.routes)) {
@@ -151,6 +164,7 @@ export class Agent implements ControlHandler {
     }
     // The ack promises that nothing in flight still goes where this table no longer sends mail.
     await this.scheduler.settle(table);
+    this.gate?.applied(version);
     return undefined;
   }
 
@@ -182,6 +196,16 @@ export class Agent implements ControlHandler {
 
   setConnected(connected: boolean): void {
     this.connected = connected;
+    this.gate?.reachable(connected);
+  }
+
+  controllerCurrent(version: number): void {
+    this.gate?.controllerCurrent(version);
+  }
+
+  /** Whether this agent delivers now, and why. */
+  get deliveryState(): DeliveryState {
+    return this.gate?.status ?? this.staticDelivery;
   }
 
   health(): HealthSnapshot {
@@ -191,6 +215,7 @@ export class Agent implements ControlHandler {
     return {
       appliedVersion: this.appliedVersion,
       controllerConnected: this.connected,
+      delivery: this.deliveryState,
       byState: stats.byState,
       total: stats.total,
       oldestAgeSeconds: stats.oldestArrival ? (now - stats.oldestArrival) / 1000 : 0,

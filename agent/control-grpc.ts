@@ -40,6 +40,7 @@ export function healthMessage(s: HealthSnapshot): Health {
     totalQueued: s.total,
     oldestAgeSeconds: s.oldestAgeSeconds,
     uptimeSeconds: s.uptimeSeconds,
+    delivery: s.delivery,
   });
 }
 
@@ -249,6 +250,9 @@ class GrpcControlChannel implements ControlChannel {
         break;
       case 'command':
         this.onCommand(call, body.value);
+        break;
+      case 'heartbeat':
+        this.handler.controllerCurrent(body.value.tableVersion);
         break;
       default:
         break;

@@ -60,6 +60,7 @@ class NatsControlChannel implements ControlChannel {
   private agentsKv: KV | undefined;
   private routesKv: KV | undefined;
   private connected = false;
+  private watching = false;
   /** Newest acked version (reported instead of router.table.version: a swapped-in table is not acked until settled). */
   private ackedVersion = 0;
   private nack: { version: number; error: string } | null = null;
@@ -158,14 +159,12 @@ class NatsControlChannel implements ControlChannel {
         else this.onCommand(msg);
       },
     });
-    this.follower = new KvFollower(
-      this.names.routes,
-      async () => (this.routesKv ??= await kvm.open(this.names.routes)),
-      TABLE_KEY,
-      (e) => this.onTable(e),
-      this.log,
-      (watching) => this.setConnected(watching && !nc.isClosed()),
-    );
+    const routesKv = async () => (this.routesKv ??= await kvm.open(this.names.routes));
+    this.follower = new KvFollower(this.names.routes, routesKv, TABLE_KEY, (e) => this.onTable(e), this.log, (watching) => {
+      this.watching = watching && !nc.isClosed();
+      this.setConnected(this.watching);
+      if (this.watching) void this.learnCurrent(routesKv);
+    });
     this.follower.start();
     this.report();
   }
@@ -179,6 +178,25 @@ class NatsControlChannel implements ControlChannel {
       this.log.error({ err }, 'setConnected failed');
     }
     if (connected) this.log.info({ version: this.ackedVersion }, 'watching the route table in NATS');
+  }
+
+  /**
+   * Tells the agent which table version is current in the bucket (0 when none was ever put), so it starts
+   * delivering once the watch has brought that version. A watch cannot say "no value": hence the read beside it.
+   */
+  private async learnCurrent(open: () => Promise<KV>): Promise<void> {
+    for (let attempt = 0; this.watching && !this.stopped; attempt++) {
+      try {
+        const e = await (await open()).get(TABLE_KEY);
+        const version = e && e.operation === 'PUT' ? decodeJson<TableValue>(e).version : 0;
+        if (!Number.isSafeInteger(version) || version < 0) throw new Error(`not a table version: ${String(version)}`);
+        this.handler.controllerCurrent(version);
+        return;
+      } catch (err) {
+        if (attempt === 0) this.log.warn({ error: errorMessage(err) }, 'cannot read the current route table version from NATS; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * 2 ** attempt)));
+      }
+    }
   }
 
   private onTable(e: KvWatchEntry): void {

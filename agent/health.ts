@@ -1,6 +1,7 @@
 import { statfsSync } from 'node:fs';
 import { addressKey, normalizeDomain } from '../shared/address.js';
 import type { RouteTable } from '../shared/routes.js';
+import type { DeliveryState } from './delivery-gate.js';
 import type { Queue, RecipientState } from './queue.js';
 
 export interface RouteQueueHealth {
@@ -15,6 +16,7 @@ export interface RouteQueueHealth {
 export interface HealthSnapshot {
   appliedVersion: number;
   controllerConnected: boolean;
+  delivery: DeliveryState;
   byState: Record<RecipientState, number>;
   total: number;
   oldestAgeSeconds: number;

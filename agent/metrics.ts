@@ -61,5 +61,13 @@ export function agentRegistry(live: () => HealthSnapshot): Registry {
       this.set(snapshot().controllerConnected ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'mxswitch_agent_delivering',
+    help: "1 when the scheduler delivers; 0 while a restarted agent waits for the controller's current table",
+    registers: [registry],
+    collect() {
+      this.set(snapshot().delivery.open ? 1 : 0);
+    },
+  });
   return registry;
 }

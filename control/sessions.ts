@@ -56,7 +56,9 @@ export function tableMessage(s: Snapshot): SessionResponse {
   });
 }
 
-const heartbeat = (): SessionResponse => SessionResponse.fromPartial({ body: { $case: 'heartbeat', value: { sentAtMs: Date.now() } } });
+/** Carries the current table version: an agent that has applied it knows its table is current and may deliver. */
+const heartbeat = (tableVersion: number): SessionResponse =>
+  SessionResponse.fromPartial({ body: { $case: 'heartbeat', value: { sentAtMs: Date.now(), tableVersion } } });
 
 /** One agent's live stream: ordered, backpressured writes and the commands waiting for their results. */
 class AgentSession {
@@ -234,17 +236,18 @@ export class Sessions implements AgentCommander {
     }
     const info = registry.hello(hello);
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
-    session.send(heartbeat());
     const snap = store.snapshot();
     if (hello.appliedVersion > snap.version) {
       // This database is older than what the agent applied (replaced or restored): never push a table the agent
       // must refuse; the next change gets a version above the agent's.
       store.raiseVersionFloor(hello.appliedVersion);
       log.error({ agent: info.id, agentVersion: hello.appliedVersion, controllerVersion: snap.version }, 'agent has a newer route table than this controller; not pushing until the next change');
-      return session;
+    } else if (snap.version > 0) {
+      // Version 0 means no table was ever set here: leave agents on their bootstrap (config) routes.
+      session.send(tableMessage(snap));
     }
-    // Version 0 means no table was ever set here: leave agents on their bootstrap (config) routes.
-    if (snap.version > 0) session.send(tableMessage(snap));
+    // After the table, so the agent learns "v is current" no sooner than it can have v.
+    session.send(heartbeat(snap.version));
     return session;
   }
 
@@ -292,7 +295,7 @@ export class Sessions implements AgentCommander {
         s.close(reason, status.UNAVAILABLE);
         this.opts.registry.disconnected(s.agentId, reason);
       } else {
-        s.send(heartbeat());
+        s.send(heartbeat(this.opts.store.version));
       }
     }
   }

@@ -37,6 +37,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'controller.nats.tls.key': 'Client key',
     'controller.nats.fleet': 'Fleet name: prefix of every NATS bucket (`<fleet>-routes`, `-agents`, `-ops`) and subject (`<fleet>.cmd.<id>`); same on controller and agents',
     'controller.healthInterval': 'How often health is reported to the controller',
+    'controller.startupGrace': 'After start-up nothing is delivered until the controller\'s current table is applied, or until the controller has been unreachable this long in all (then the persisted table is used): a returning agent never delivers to a destination held while it was away',
     'http.listen': 'Address of `/metrics` (Prometheus) and `/healthz`; off when unset',
     'retry.intervals': 'Back-off after each temporary failure; the last one repeats',
     'retry.maxAge': 'Time in the queue (hold time excluded) after which mail bounces (`5.4.7`)',

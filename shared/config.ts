@@ -123,6 +123,10 @@ export const agentConfigSchema = z.strictObject({
         .optional(),
       nats: natsConnection.optional(),
       healthInterval: duration.default(5000),
+      // After start-up, deliver nothing until the controller's current table is applied, or until the controller has
+      // been unreachable this long (then deliver with the persisted table): a returning agent must not deliver to a
+      // destination held while it was away (invariant 5), and a controller down for hours must not stop delivery.
+      startupGrace: duration.default(30_000),
     })
     .refine((c) => !(c.grpc && c.nats), { message: 'choose one of grpc or nats' })
     .optional(),

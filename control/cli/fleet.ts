@@ -186,6 +186,7 @@ export function fleetProblems(s: StatusResponse): string[] {
     if (!a.expected) continue;
     if (a.state !== 'connected') out.push(`${a.id} ${a.state || 'unknown'}${a.lastSeenMs ? ` (last seen ${ago(a.lastSeenMs)})` : ''}`);
     else if (a.appliedVersion < s.version) out.push(`${a.id} at v${a.appliedVersion}${a.lastError ? ` (${a.lastError})` : ''}`);
+    else if (a.health?.delivery && !a.health.delivery.open) out.push(`${a.id} not delivering (${a.health.delivery.reason})`);
   }
   return out;
 }
@@ -194,7 +195,8 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
   const rows = s.agents.map((a) => {
     const h = a.health;
     const c = h?.counters;
-    const state = `${a.state || 'unknown'}${a.state !== 'connected' && a.lastSeenMs ? ` ${ago(a.lastSeenMs, now)}` : ''}${a.expected ? '' : ' (not expected)'}`;
+    const waiting = h?.delivery && !h.delivery.open ? h.delivery.reason : '';
+    const state = `${a.state || 'unknown'}${a.state !== 'connected' && a.lastSeenMs ? ` ${ago(a.lastSeenMs, now)}` : ''}${waiting ? ', not delivering' : ''}${a.expected ? '' : ' (not expected)'}`;
     return [
       a.id,
       a.region || '-',
@@ -205,7 +207,7 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
       h ? String(sumQueues(a, 'deferred')) : '-',
       h && h.totalQueued > 0 ? formatDuration(h.oldestAgeSeconds * 1000) : '-',
       c ? `${c.delivered}/${c.deferred}/${c.bounced}` : '-',
-      (a.lastError || h?.lastDeliveryError || '').replace(/\s+/g, ' ').slice(0, 70),
+      (a.lastError || waiting || h?.lastDeliveryError || '').replace(/\s+/g, ' ').slice(0, 70),
     ];
   });
   const running = s.operations.filter((o) => o.state === 'running');

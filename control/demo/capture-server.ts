@@ -22,6 +22,8 @@ export interface Reply {
  */
 export class CaptureServer {
   readonly messages: CapturedMessage[] = [];
+  /** SMTP connections accepted so far (a held destination must see none, not only no message). */
+  connections = 0;
   port = 0;
   rcptPolicy: ((rcpt: string) => Reply | undefined) | undefined;
   dataReply: (() => Reply | undefined) | undefined;
@@ -39,6 +41,10 @@ export class CaptureServer {
       logger: false,
       disableReverseLookup: true,
       size: 200 * 1024 * 1024,
+      onConnect: (_s, cb) => {
+        this.connections++;
+        cb();
+      },
       onRcptTo: (addr, _s, cb) => {
         const r = this.rcptPolicy?.(addr.address);
         cb(r ? Object.assign(new Error(r.message), { responseCode: r.code }) : undefined);

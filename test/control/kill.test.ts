@@ -25,7 +25,8 @@ test('controller kill -9: agents keep relaying on their table; on restart they r
       id: `kill-${i}`,
       dataDir: `${dir}/agent-${i}`,
       smtp: { listen: `127.0.0.1:${port}` },
-      controller: { grpc: { address: `127.0.0.1:${grpcPort}`, token: AGENT_TOKEN }, healthInterval: '300ms' },
+      // A restart while the controller is down delivers once this much unreachable time has passed.
+      controller: { grpc: { address: `127.0.0.1:${grpcPort}`, token: AGENT_TOKEN }, healthInterval: '300ms', startupGrace: '2s' },
       retry: { intervals: ['200ms'], jitter: 0 },
       delivery: { pollInterval: '50ms', resolvers: ['127.0.0.1:9'] },
       log: { level: 'warn' },
@@ -53,7 +54,7 @@ test('controller kill -9: agents keep relaying on their table; on restart they r
     for (let n = 3; n < 13; n++) await send(n % 2, n);
     await waitFor('relayed without a controller', () => oldSink.messages.length === 12);
 
-    // An agent killed while the controller is still down comes back on its persisted table.
+    // An agent killed while the controller is still down comes back on its persisted table (after the grace).
     await agents[0]!.kill('SIGKILL');
     agents[0] = await new CliProcess(['agent', '--config', agentConfigs[0]!], agentPorts[0]!).start();
     await send(0, 13);

@@ -85,6 +85,22 @@ export interface Health {
   oldestAgeSeconds: number;
   /** Seconds since the agent process started. */
   uptimeSeconds: number;
+  /** Whether the agent delivers mail now, and why (or why not yet). */
+  delivery?: DeliveryState | undefined;
+}
+
+/**
+ * DeliveryState tells whether an agent's scheduler delivers. An agent with a controller delivers nothing after
+ * start-up until it has applied the controller's current table, or the controller stayed unreachable for
+ * controller.startupGrace.
+ */
+export interface DeliveryState {
+  /** True once the agent delivers. */
+  open: boolean;
+  /** Why it delivers or waits, in words ("applied the controller's table v7", "waiting for ..."). */
+  reason: string;
+  /** When this state began, ms since the Unix epoch. */
+  sinceMs: number;
 }
 
 /** RouteQueue is the queue state for a single route. */
@@ -133,6 +149,11 @@ export interface CommandResult {
 export interface Heartbeat {
   /** Sender's wall-clock time in milliseconds since the Unix epoch. */
   sentAtMs: number;
+  /**
+   * Controller -> agent only: the controller's current RouteTable version (0: no table was ever set). An agent
+   * that has applied this version (or a newer one) is current and may deliver.
+   */
+  tableVersion: number;
 }
 
 /** SessionResponse is one message sent by the controller to the agent. */
@@ -631,6 +652,7 @@ function createBaseHealth(): Health {
     totalQueued: 0,
     oldestAgeSeconds: 0,
     uptimeSeconds: 0,
+    delivery: undefined,
   };
 }
 
@@ -659,6 +681,9 @@ export const Health: MessageFns<Health> = {
     }
     if (message.uptimeSeconds !== 0) {
       writer.uint32(65).double(message.uptimeSeconds);
+    }
+    if (message.delivery !== undefined) {
+      DeliveryState.encode(message.delivery, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -740,6 +765,14 @@ export const Health: MessageFns<Health> = {
             message.uptimeSeconds = reader.double();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.delivery = DeliveryState.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -786,6 +819,7 @@ export const Health: MessageFns<Health> = {
         : isSet(object.uptime_seconds)
         ? globalThis.Number(object.uptime_seconds)
         : 0,
+      delivery: isSet(object.delivery) ? DeliveryState.fromJSON(object.delivery) : undefined,
     };
   },
 
@@ -815,6 +849,9 @@ export const Health: MessageFns<Health> = {
     if (message.uptimeSeconds !== 0) {
       obj.uptimeSeconds = floatToJson(message.uptimeSeconds);
     }
+    if (message.delivery !== undefined) {
+      obj.delivery = DeliveryState.toJSON(message.delivery);
+    }
     return obj;
   },
 
@@ -833,6 +870,114 @@ export const Health: MessageFns<Health> = {
     message.totalQueued = object.totalQueued ?? 0;
     message.oldestAgeSeconds = object.oldestAgeSeconds ?? 0;
     message.uptimeSeconds = object.uptimeSeconds ?? 0;
+    message.delivery = (object.delivery !== undefined && object.delivery !== null)
+      ? DeliveryState.fromPartial(object.delivery)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeliveryState(): DeliveryState {
+  return { open: false, reason: "", sinceMs: 0 };
+}
+
+export const DeliveryState: MessageFns<DeliveryState> = {
+  encode(message: DeliveryState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.open !== false) {
+      writer.uint32(8).bool(message.open);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(24).uint64(message.sinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeliveryState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeliveryState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.open = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeliveryState {
+    return {
+      open: isSet(object.open) ? globalThis.Boolean(object.open) : false,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      sinceMs: isSet(object.sinceMs)
+        ? globalThis.Number(object.sinceMs)
+        : isSet(object.since_ms)
+        ? globalThis.Number(object.since_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeliveryState): unknown {
+    const obj: any = {};
+    if (message.open !== false) {
+      obj.open = message.open;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.sinceMs !== 0) {
+      obj.sinceMs = Math.round(message.sinceMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeliveryState>): DeliveryState {
+    return DeliveryState.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeliveryState>): DeliveryState {
+    const message = createBaseDeliveryState();
+    message.open = object.open ?? false;
+    message.reason = object.reason ?? "";
+    message.sinceMs = object.sinceMs ?? 0;
     return message;
   },
 };
@@ -1249,13 +1394,16 @@ export const CommandResult: MessageFns<CommandResult> = {
 };
 
 function createBaseHeartbeat(): Heartbeat {
-  return { sentAtMs: 0 };
+  return { sentAtMs: 0, tableVersion: 0 };
 }
 
 export const Heartbeat: MessageFns<Heartbeat> = {
   encode(message: Heartbeat, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sentAtMs !== 0) {
       writer.uint32(8).uint64(message.sentAtMs);
+    }
+    if (message.tableVersion !== 0) {
+      writer.uint32(16).uint64(message.tableVersion);
     }
     return writer;
   },
@@ -1281,6 +1429,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.sentAtMs = longToNumber(reader.uint64());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.tableVersion = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1300,6 +1456,11 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : isSet(object.sent_at_ms)
         ? globalThis.Number(object.sent_at_ms)
         : 0,
+      tableVersion: isSet(object.tableVersion)
+        ? globalThis.Number(object.tableVersion)
+        : isSet(object.table_version)
+        ? globalThis.Number(object.table_version)
+        : 0,
     };
   },
 
@@ -1307,6 +1468,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     const obj: any = {};
     if (message.sentAtMs !== 0) {
       obj.sentAtMs = Math.round(message.sentAtMs);
+    }
+    if (message.tableVersion !== 0) {
+      obj.tableVersion = Math.round(message.tableVersion);
     }
     return obj;
   },
@@ -1317,6 +1481,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
   fromPartial(object: DeepPartial<Heartbeat>): Heartbeat {
     const message = createBaseHeartbeat();
     message.sentAtMs = object.sentAtMs ?? 0;
+    message.tableVersion = object.tableVersion ?? 0;
     return message;
   },
 };
