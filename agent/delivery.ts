@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
 import nodemailer, { type Transporter } from 'nodemailer';
 // Outgoing DATA without nodemailer's per-byte loop when nothing needs dot-stuffing (see the module).
-import './delivery-data-stream.js';
 import type { AgentConfig } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import type { Target } from '../shared/routes.js';
+import { applyVendorPatches } from '../shared/vendor-patches.js';
 import { MxResolver } from './mx-resolver.js';
 
 /** What happened to one recipient at the next hop. */
@@ -141,6 +141,7 @@ export class Delivery {
     private readonly log: Logger,
     options: DeliveryOptions = {},
   ) {
+    applyVendorPatches();
     this.mx = new MxResolver({ hostname: heloName, ...(options.resolvers ? { resolvers: options.resolvers } : {}) });
   }
 

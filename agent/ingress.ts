@@ -2,12 +2,12 @@ import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { AgentConfig } from '../shared/config.js';
 import { hasRoutingInLocalPart, parseRecipient } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
-import { BareNewlineError, countReceivedHeaders, LineEndingGuard } from './message-data.js';
+import { applyVendorPatches, type PatchedServerOptions } from '../shared/vendor-patches.js';
+import { BareNewlineError, ControlCharError, ControlCharGuard, LineEndingGuard, ReceivedHeaderCounter } from './message-data.js';
 import { newQueueId, PART_BYTES, QueueStorageError, type Queue } from './queue.js';
 import type { Router } from './router.js';
 
@@ -20,20 +20,6 @@ class SmtpReply extends Error {
   ) {
     super(`${enhanced} ${text}`);
   }
-}
-
-// smtp-server picks an enhanced code from the basic code alone (550 -> 5.1.1), which is wrong for a relay
-// denial (5.7.1) or a loop (5.4.6). Replies whose text already carries an enhanced code are sent as they are.
-const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
-type SendFn = (code: number, data: unknown, context?: unknown) => void;
-const proto = SMTPConnection.prototype as unknown as { send: SendFn; __mxPatched?: boolean };
-if (!proto.__mxPatched) {
-  const original = proto.send;
-  proto.send = function (this: unknown, code, data, context) {
-    const own = typeof data === 'string' && ENHANCED_PREFIX.test(data);
-    original.call(this, code, data, own ? false : context);
-  };
-  proto.__mxPatched = true;
 }
 
 export interface IngressCounters {
@@ -56,11 +42,16 @@ export class Ingress {
   private readonly hostname: string;
   readonly counters: IngressCounters = { accepted: 0, rejected: 0 };
   private readonly connectTimes = new Map<string, number[]>();
+  /** Open sessions per client IP (by session id: onClose also comes for sessions onConnect never admitted). */
+  private readonly openByClient = new Map<string, Set<string>>();
 
   constructor(private readonly deps: IngressDeps) {
+    applyVendorPatches();
     const smtp = deps.config.smtp;
     this.hostname = smtp.hostname ?? osHostname();
+    const patched: PatchedServerOptions = { greetPause: smtp.greetPause, commandTimeout: smtp.commandTimeout, minDataRate: smtp.minDataRate };
     this.server = new SMTPServer({
+      ...patched,
       name: this.hostname,
       banner: 'mxswitch ESMTP',
       size: smtp.maxMessageSize,
@@ -79,7 +70,8 @@ export class Ingress {
       closeTimeout: smtp.shutdownTimeout,
       logger: false,
       ...(smtp.tls ? { key: readFileSync(smtp.tls.key), cert: readFileSync(smtp.tls.cert) } : {}),
-      onConnect: (session, cb) => cb(this.overRate(session.remoteAddress)),
+      onConnect: (session, cb) => cb(this.overRate(session.remoteAddress) ?? this.overClientLimit(session)),
+      onClose: (session) => this.closed(session),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
@@ -123,6 +115,26 @@ export class Ingress {
     return new SmtpReply(421, '4.7.0', `Error: too many connections from ${ip}; try again later`);
   }
 
+  /** A client over smtp.maxConnectionsPerClient open sessions gets 421 (Postfix smtpd_client_connection_count_limit). */
+  private overClientLimit(session: SMTPServerSession): SmtpReply | undefined {
+    const ip = session.remoteAddress;
+    const open = this.openByClient.get(ip) ?? new Set<string>();
+    if (open.size >= this.deps.config.smtp.maxConnectionsPerClient) {
+      this.counters.rejected++;
+      this.deps.log.info({ client: ip, open: open.size }, 'connection count limit');
+      return new SmtpReply(421, '4.7.0', `Error: too many connections from ${ip}`);
+    }
+    open.add(session.id);
+    this.openByClient.set(ip, open);
+    return undefined;
+  }
+
+  private closed(session: SMTPServerSession): void {
+    const open = this.openByClient.get(session.remoteAddress);
+    if (!open?.delete(session.id)) return;
+    if (open.size === 0) this.openByClient.delete(session.remoteAddress);
+  }
+
   private onMailFrom(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const declared = Number(address.args && (address.args as Record<string, string>).SIZE);
     if (declared > this.deps.config.smtp.maxMessageSize) {
@@ -162,33 +174,51 @@ export class Ingress {
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
-    const guard = new LineEndingGuard(this.deps.config.smtp.bareNewline);
+    const mode = this.deps.config.smtp.bareNewline;
+    const lines = new LineEndingGuard(mode);
+    const controls = new ControlCharGuard(mode);
+    const received = new ReceivedHeaderCounter();
     const incoming = new IncomingData(this.deps.queue, newQueueId());
     let failed: Error | undefined;
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      this.finishData(session, failed, received.count, incoming, cb);
+    };
     const timer = setTimeout(() => stream.destroy(new SmtpReply(451, '4.4.2', 'DATA timeout')), this.deps.config.smtp.dataTimeout);
-    guard.on('data', (c: Buffer) => incoming.add(c));
+    controls.on('data', (c: Buffer) => {
+      received.push(c);
+      incoming.add(c);
+    });
+    controls.on('end', finish);
     // A session that ends inside DATA (timeout, disconnect) leaves no parts behind.
     stream.on('close', () => {
       clearTimeout(timer);
       if (!stream.readableEnded) incoming.drop();
     });
-    guard.on('error', (err) => {
-      failed = err;
+    const fail = (err: Error) => {
+      failed ??= err;
       // keep reading so smtp-server sees the end of DATA and can reply
-      (stream as Readable).unpipe(guard);
+      (stream as Readable).unpipe(lines);
       stream.resume();
-    });
+      if (stream.readableEnded) finish();
+    };
+    lines.on('error', fail);
+    controls.on('error', fail);
     stream.on('end', () => {
       clearTimeout(timer);
-      if (failed) return this.finishData(session, failed, incoming, cb);
-      guard.end(() => this.finishData(session, failed, incoming, cb));
+      if (failed) return finish();
+      lines.end();
     });
-    stream.pipe(guard, { end: false });
+    lines.pipe(controls);
+    stream.pipe(lines, { end: false });
   }
 
   private finishData(
     session: SMTPServerSession,
     failed: Error | undefined,
+    receivedHeaders: number,
     incoming: IncomingData,
     cb: (err?: Error | null, message?: string) => void,
   ): void {
@@ -204,6 +234,7 @@ export class Ingress {
       return reject(new SmtpReply(552, '5.3.4', 'Message size exceeds fixed maximum message size'));
     }
     if (failed instanceof BareNewlineError) return reject(new SmtpReply(550, '5.5.2', 'Error: bare <CR> or <LF> received in message data'));
+    if (failed instanceof ControlCharError) return reject(new SmtpReply(550, '5.6.0', `Error: ${failed.message}`));
     if (failed) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
     const stored = incoming.finish();
     if (stored instanceof Error) {
@@ -217,9 +248,7 @@ export class Ingress {
     // A small message: our Received header and the data in one buffer. A large one was written to the queue in
     // parts as it arrived (see IncomingData): only the header is left to commit.
     const body = 'staged' in stored ? received : Buffer.concat([received, ...stored.chunks], total);
-    const head = 'staged' in stored ? Buffer.concat([received, stored.head]) : body;
-    // Loop check on the header section (the first 256 KB are plenty for 50 Received headers); ours is one of them.
-    if (countReceivedHeaders(head.subarray(0, HEAD_BYTES)) - 1 >= this.deps.config.smtp.maxReceivedHeaders) {
+    if (receivedHeaders >= this.deps.config.smtp.maxReceivedHeaders) {
       return reject(new SmtpReply(554, '5.4.6', 'Too many "Received" headers - apparent mail loop'));
     }
     // Space may have run out since MAIL FROM (other sessions, other processes): check with the real size.
@@ -253,9 +282,6 @@ export class Ingress {
   }
 }
 
-/** Enough of a message for its header section (loop check). */
-const HEAD_BYTES = 256 * 1024;
-
 /**
  * The data of one message as it arrives. Up to PART_BYTES it stays in memory; past that it goes to the queue in
  * parts of about PART_BYTES as it comes (Queue.stagePart: no fsync, the message's commit syncs them before the
@@ -267,7 +293,6 @@ class IncomingData {
   private held = 0;
   private seq = 0;
   private staged = 0;
-  private head: Buffer | undefined;
   private error: Error | undefined;
 
   constructor(
@@ -290,7 +315,6 @@ class IncomingData {
     this.chunks = [];
     this.held = 0;
     if (this.error) return;
-    this.head ??= Buffer.from(part.subarray(0, HEAD_BYTES));
     try {
       this.queue.stagePart(this.id, this.seq++, part);
       this.staged += part.length;
@@ -300,10 +324,10 @@ class IncomingData {
   }
 
   /** The data in memory (a small message), or what was staged (a large one, its tail staged now). */
-  finish(): { chunks: Buffer[] } | { staged: number; head: Buffer } | Error {
+  finish(): { chunks: Buffer[] } | { staged: number } | Error {
     if (this.seq === 0 && !this.error) return { chunks: this.chunks };
     if (this.held) this.stage();
-    return this.error ?? { staged: this.staged, head: this.head! };
+    return this.error ?? { staged: this.staged };
   }
 
   drop(): void {

@@ -5,7 +5,7 @@ import type {
   handleServerStreamingCall,
 } from '@grpc/grpc-js';
 import type { Logger } from '../shared/logger.js';
-import { errorMessage, MxError } from '../shared/errors.js';
+import { errorMessage, MxError, quoteInput } from '../shared/errors.js';
 import { Outbox } from '../shared/outbox.js';
 import {
   AgentCommandResult,
@@ -19,7 +19,8 @@ import {
 } from '../proto/gen/mxswitch/v1/admin.js';
 import type { Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
 import type { Route } from '../shared/routes.js';
-import { bearerMatches, toServiceError, unauthenticated } from './grpc-util.js';
+import type { Access } from './access.js';
+import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator, OperationRecord, Progress, StartRequest } from './orchestrator.js';
 import type { AgentInfo, Registry } from './registry.js';
 import type { RouteStoreApi } from './route-store.js';
@@ -30,7 +31,7 @@ export interface AdminDeps {
   registry: Registry;
   orchestrator: Orchestrator;
   commands: AgentCommander;
-  adminToken: string;
+  access: Access;
   /** Default wait for queue command results. */
   commandTimeoutMs: number;
   log: Logger;
@@ -82,7 +83,7 @@ const routeMsg = (r: Route): RouteMsg => ({ match: r.match, target: r.target, ho
 function tlsPolicy(tls: string): 'required' | undefined {
   if (tls === 'required') return 'required';
   if (tls === '' || tls === 'may') return undefined;
-  throw new MxError('INVALID_ARGUMENT', `tls must be "may" or "required", not "${tls}"`);
+  throw new MxError('INVALID_ARGUMENT', `tls must be "may" or "required", not ${quoteInput(tls)}`);
 }
 
 /**
@@ -94,7 +95,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   const { store, registry, orchestrator, commands, log } = d;
 
   const authorized = (call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }, method: string): boolean => {
-    if (bearerMatches(call.metadata, d.adminToken)) return true;
+    if (d.access.admin(call.metadata)) return true;
     log.warn({ peer: call.getPeer(), method }, 'admin call rejected: invalid or missing admin token');
     return false;
   };
@@ -284,7 +285,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       const kind = queueKind(req);
       let ids: string[];
       if (req.agentId) {
-        if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent "${req.agentId}"`);
+        if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);
         ids = [req.agentId];
       } else {
         ids = registry.expectedIds();

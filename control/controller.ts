@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { AgentServiceService } from '../proto/gen/mxswitch/v1/agent.js';
 import { AdminServiceService } from '../proto/gen/mxswitch/v1/admin.js';
+import { Access } from './access.js';
 import { adminService } from './admin-service.js';
 import { openControllerDb, type Db } from './db.js';
 import { isLoopback, serverOptions } from './grpc-util.js';
@@ -76,6 +77,7 @@ export class Controller {
     const { config, log } = this;
     const { host, port } = parseHostPort(config.grpc.listen);
     const creds = credentials(config, host, log);
+    const access = new Access(config.tokens);
     if (config.nats) {
       this.nats = await NatsControlPlane.open(config.nats, log, this.natsTuning);
       this.store = this.nats.store;
@@ -91,9 +93,8 @@ export class Controller {
       }
     } else {
       let db: Db;
-      // The schema requires both without nats.
+      // The schema requires it without nats.
       const dataDir = config.dataDir!;
-      const agentToken = config.tokens.agent!;
       try {
         db = this.db = openControllerDb(dataDir);
       } catch (err) {
@@ -106,7 +107,7 @@ export class Controller {
       this.commands = this.sessions = new Sessions({
         store,
         registry: this.registry,
-        agentToken,
+        access,
         log,
         heartbeatMs: config.grpc.heartbeatInterval,
         deadAfterMs: config.grpc.sessionTimeout,
@@ -114,7 +115,7 @@ export class Controller {
     }
     this.orchestrator = new Orchestrator({ ops: this.operations, store: this.store, registry: this.registry, commands: this.commands, stepTimeoutMs: config.stepTimeout, log });
 
-    const server = new Server(serverOptions);
+    const server = new Server({ ...serverOptions, interceptors: [access.interceptor()] });
     // In NATS mode agents talk to NATS, not to us: only the admin API is served.
     if (this.sessions) server.addService(AgentServiceService, { session: this.sessions.handle });
     server.addService(
@@ -124,7 +125,7 @@ export class Controller {
         registry: this.registry,
         orchestrator: this.orchestrator,
         commands: this.commands,
-        adminToken: config.tokens.admin,
+        access,
         commandTimeoutMs: config.commandTimeout,
         log,
       }),

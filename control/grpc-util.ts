@@ -46,7 +46,8 @@ export const serverOptions: ChannelOptions = {
   'grpc.keepalive_permit_without_calls': 1,
   // Clients ping every 10 s; allow that (the default minimum of 5 min would answer with GOAWAY too_many_pings).
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-  'grpc.max_receive_message_length': 16 * 1024 * 1024,
+  // What the APIs need (the largest requests are agents' health reports), not the 16 MB a client could make us read.
+  'grpc.max_receive_message_length': 4 * 1024 * 1024,
 };
 
 /** True for addresses only this machine can reach. */

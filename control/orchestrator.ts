@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../shared/logger.js';
-import { MxError, errorMessage } from '../shared/errors.js';
+import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../shared/routes.js';
 import { OwnershipLost, type OperationStore } from './operation-store.js';
 import type { AgentInfo, Registry } from './registry.js';
@@ -226,7 +226,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         throw new MxError('INVALID_ARGUMENT', errorMessage(err));
       }
     }
-    if (req.kind !== 'flush' && !this.o.store.get(match)) throw new MxError('NOT_FOUND', `no route for "${match}"; create it with \`mxswitch route set ${match} TARGET\` first`);
+    if (req.kind !== 'flush' && !this.o.store.get(match)) throw new MxError('NOT_FOUND', `no route for ${quoteInput(match)}; create it with \`mxswitch route set ${match} TARGET\` first`);
     const exclude = [...new Set(req.exclude ?? [])].sort();
     const unknown = exclude.filter((id) => !this.o.registry.get(id));
     if (unknown.length) throw new MxError('INVALID_ARGUMENT', `--exclude names unknown agents: ${unknown.join(', ')}`);

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../shared/logger.js';
-import { MxError } from '../shared/errors.js';
+import { MxError, quoteInput } from '../shared/errors.js';
 import type { Health, Hello } from '../proto/gen/mxswitch/v1/agent.js';
 import type { Db } from './db.js';
 
@@ -264,9 +264,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** Forgets an agent: it is no longer expected. Refused while it is connected or listed in expectedAgents. */
   remove(id: string): void {
     const a = this.agents.get(id);
-    if (!a) throw new MxError('NOT_FOUND', `no agent "${id}"`);
-    if (this.configured?.has(id)) throw new MxError('FAILED_PRECONDITION', `agent "${id}" is listed in expectedAgents; remove it from the controller config`);
-    if (a.state === 'connected') throw new MxError('FAILED_PRECONDITION', `agent "${id}" is connected; stop it first`);
+    if (!a) throw new MxError('NOT_FOUND', `no agent ${quoteInput(id)}`);
+    if (this.configured?.has(id)) throw new MxError('FAILED_PRECONDITION', `agent ${quoteInput(id)} is listed in expectedAgents; remove it from the controller config`);
+    if (a.state === 'connected') throw new MxError('FAILED_PRECONDITION', `agent ${quoteInput(id)} is connected; stop it first`);
     this.db?.prepare('DELETE FROM agents WHERE id = ?').run(id);
     this.agents.delete(id);
     this.log.info({ agent: id }, 'agent removed from the fleet');

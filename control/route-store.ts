@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { MxError, errorMessage } from '../shared/errors.js';
+import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../shared/routes.js';
 import type { Db } from './db.js';
 
@@ -137,7 +137,7 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
   remove(match: string, opts: WriteOptions = {}): number {
     const key = this.key(match);
     return this.write(key, opts, 'remove', (old) => {
-      if (!old) throw new MxError(NOT_FOUND, `no route for "${key}"`);
+      if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}`);
       return null;
     });
   }
@@ -146,7 +146,7 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
   setHold(match: string, hold: boolean, opts: WriteOptions = {}): number {
     const key = this.key(match);
     return this.write(key, opts, hold ? 'hold' : 'release', (old) => {
-      if (!old) throw new MxError(NOT_FOUND, `no route for "${key}"; create it with route set first`);
+      if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}; create it with route set first`);
       const next: Route = { ...old };
       if (hold) next.hold = true;
       else delete next.hold;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../shared/logger.js';
-import { errorMessage } from '../shared/errors.js';
+import { errorMessage, quoteInput } from '../shared/errors.js';
 import {
   Command,
   RouteTable as RouteTableMsg,
@@ -10,7 +10,8 @@ import {
   type SessionRequest,
 } from '../proto/gen/mxswitch/v1/agent.js';
 import { Outbox } from '../shared/outbox.js';
-import { bearerMatches, unauthenticated } from './grpc-util.js';
+import type { Access } from './access.js';
+import { unauthenticated } from './grpc-util.js';
 import type { Registry } from './registry.js';
 import type { RouteStoreApi, Snapshot } from './route-store.js';
 
@@ -32,7 +33,7 @@ export interface AgentCommander {
 export interface SessionsOptions {
   store: RouteStoreApi;
   registry: Registry;
-  agentToken: string;
+  access: Access;
   log: Logger;
   /** Application heartbeat period (controller -> agent). */
   heartbeatMs: number;
@@ -169,7 +170,8 @@ export class Sessions implements AgentCommander {
   /** The grpc-js handler for AgentService.Session. */
   readonly handle = (call: Call): void => {
     const log = this.opts.log;
-    if (!bearerMatches(call.metadata, this.opts.agentToken)) {
+    const identity = this.opts.access.agent(call.metadata);
+    if (!identity.ok) {
       log.warn({ peer: call.getPeer() }, 'agent session rejected: invalid or missing agent token');
       call.emit('error', unauthenticated('agent'));
       return;
@@ -203,7 +205,7 @@ export class Sessions implements AgentCommander {
             call.emit('error', Object.assign(new Error('the first message must be Hello with an agent id'), { code: status.INVALID_ARGUMENT, details: 'the first message must be Hello with an agent id' }));
             return;
           }
-          const mismatch = certificateMismatch(call, msg.body.value.agentId);
+          const mismatch = certificateMismatch(call, msg.body.value.agentId) ?? tokenMismatch(identity.agentId, msg.body.value.agentId);
           if (mismatch) {
             log.warn({ peer: call.getPeer(), agent: msg.body.value.agentId }, mismatch);
             call.emit('error', Object.assign(new Error(mismatch), { code: status.PERMISSION_DENIED, details: mismatch }));
@@ -301,6 +303,11 @@ export class Sessions implements AgentCommander {
   }
 }
 
+/** A per-agent token (tokens.agents) is that agent's identity: it cannot speak for another id. */
+function tokenMismatch(tokenAgent: string | undefined, agentId: string): string | undefined {
+  return tokenAgent === undefined || tokenAgent === agentId ? undefined : `agent id ${quoteInput(agentId)} does not match its token (issued to ${quoteInput(tokenAgent)})`;
+}
+
 /**
  * Under mutual TLS the client certificate is the agent's identity: its common name must be the id the agent
  * claims, so one agent's credentials cannot report (or ack) for another. Without a client certificate, the
@@ -311,5 +318,5 @@ function certificateMismatch(call: Call, agentId: string): string | undefined {
   const cn = cert?.subject?.CN;
   if (!cert || !cn) return undefined;
   const name = Array.isArray(cn) ? cn[0] : cn;
-  return name === agentId ? undefined : `agent id "${agentId}" does not match its client certificate (CN=${name})`;
+  return name === agentId ? undefined : `agent id ${quoteInput(agentId)} does not match its client certificate (CN=${name})`;
 }

@@ -1,4 +1,5 @@
 import { domainToASCII } from 'node:url';
+import { quoteInput } from './errors.js';
 
 /** A recipient split into a local part and an ASCII (punycode), lower-case domain. */
 export interface MailAddress {
@@ -35,7 +36,7 @@ export function parseRecipient(raw: string): ParsedAddress {
   const domainPart = raw.slice(at + 1);
   if (domainPart.startsWith('[')) return { ok: false, reason: 'address literals are not accepted' };
   const domain = normalizeDomain(domainPart);
-  if (!domain) return { ok: false, reason: `"${domainPart}" is not a valid domain` };
+  if (!domain) return { ok: false, reason: `${quoteInput(domainPart)} is not a valid domain` };
   const address = `${local.toLowerCase()}@${domain}`;
   return { ok: true, value: { local, domain, address } };
 }

@@ -18,6 +18,10 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.dataTimeout': 'Longest time to receive one message\'s data',
     'smtp.maxReceivedHeaders': 'Received headers that mean a loop (`554 5.4.6`)',
     'smtp.shutdownTimeout': 'On SIGTERM, how long open sessions may finish before `421`',
+    'smtp.maxConnectionsPerClient': 'Concurrent connections from one client IP; above it `421 4.7.0` (Postfix `smtpd_client_connection_count_limit`)',
+    'smtp.greetPause': 'Delay before the 220 greeting; a client that talks before it gets `421` (early talker). 0 greets at once',
+    'smtp.commandTimeout': 'A command line must be complete within this time of the server starting to wait for it, however its bytes trickle in; else `421 4.4.2` and close (Postfix `smtpd_per_record_deadline`)',
+    'smtp.minDataRate': 'Bytes per second a client must keep up during DATA: the command deadline grows by the time the bytes so far take at this rate (Postfix `smtpd_min_data_rate`)',
     'smtp.tls.cert': 'Certificate (PEM) for STARTTLS; setting `smtp.tls` turns STARTTLS on',
     'smtp.tls.key': 'Private key (PEM) for STARTTLS',
     'smtp.tls.ca': 'Optional CA bundle sent with the certificate',
@@ -61,7 +65,8 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'grpc.allowInsecureRemote': 'Allow plaintext gRPC on a non-loopback address',
     'grpc.heartbeatInterval': 'Application heartbeat to agents',
     'grpc.sessionTimeout': 'A session silent this long is closed (the agent reconnects)',
-    'tokens.agent': 'Bearer token gRPC agents present (at least 8 characters); required unless `nats` is set',
+    'tokens.agent': 'Bearer token gRPC agents present (at least 8 characters), shared by every agent: whoever holds it may claim any agent id; required unless `nats` or `tokens.agents` is set',
+    'tokens.agents': 'Per-agent tokens, `{ID: TOKEN}`: an agent presenting one may only be the agent `ID` (`PERMISSION_DENIED` otherwise), identity without mTLS',
     'tokens.admin': 'Bearer token operators and the CLI present',
     'nats.servers': 'NATS mode: NATS servers; routes, agent acks/health and operations live in JetStream KV, agents use `controller.nats`',
     'nats.token': 'NATS token (one of token, user/password, credentials)',
@@ -97,7 +102,7 @@ const WITH_SECTIONS: Record<'agent' | 'controller', unknown> = {
 /** Keys required in one mode only. */
 const CONDITIONAL: Record<'agent' | 'controller', Record<string, string>> = {
   agent: {},
-  controller: { dataDir: 'required without `nats`', 'tokens.agent': 'required without `nats`' },
+  controller: { dataDir: 'required without `nats`', 'tokens.agent': 'required without `nats` or `tokens.agents`' },
 };
 
 function valueAt(doc: unknown, path: readonly string[]): unknown {

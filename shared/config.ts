@@ -101,10 +101,19 @@ export const agentConfigSchema = z.strictObject({
       maxMessageSize: size.default(50 * 1024 * 1024),
       bareNewline: z.enum(['normalize', 'reject']).default('normalize'),
       maxConnections: z.number().int().positive().default(200),
+      // Concurrent connections from one client IP (Postfix smtpd_client_connection_count_limit).
+      maxConnectionsPerClient: z.number().int().positive().default(50),
+      // Delay before the greeting; a client that talks before it is refused (early talker). 0 = greet at once.
+      greetPause: duration.default(0),
       // New connections per client IP per minute (Postfix smtpd_client_connection_rate_limit); 0 = no limit.
       connectionRateLimit: z.number().int().min(0).default(0),
       maxRecipients: z.number().int().min(100).default(1000),
       idleTimeout: duration.default(300_000),
+      // A command line must be complete this long after the server starts waiting for it, however slowly its bytes
+      // trickle in (Postfix smtpd_timeout with smtpd_per_record_deadline); in DATA the time grows with minDataRate.
+      commandTimeout: duration.default(300_000),
+      // Bytes per second a client must keep up in DATA (Postfix smtpd_min_data_rate).
+      minDataRate: z.number().int().min(1).default(500),
       dataTimeout: duration.default(600_000),
       maxReceivedHeaders: z.number().int().positive().default(50),
       shutdownTimeout: duration.default(30_000),
@@ -174,8 +183,13 @@ export const controllerConfigSchema = z.strictObject({
       sessionTimeout: duration.default(20_000),
     })
     .prefault({}),
-  // tokens.agent: required with gRPC agents; NATS agents authenticate to NATS instead.
-  tokens: z.strictObject({ agent: z.string().min(8).optional(), admin: z.string().min(8) }),
+  // tokens.agent (shared) and/or tokens.agents (one per agent id): required with gRPC agents; NATS agents
+  // authenticate to NATS instead.
+  tokens: z.strictObject({
+    agent: z.string().min(8).optional(),
+    agents: z.record(z.string().min(1), z.string().min(8)).optional(),
+    admin: z.string().min(8),
+  }),
   // NATS mode: routes, agent acks/health and operations live in JetStream KV; agents use controller.nats.
   nats: z
     .strictObject({
@@ -197,7 +211,9 @@ export const controllerConfigSchema = z.strictObject({
 }).superRefine((c, ctx) => {
   if (c.nats) return;
   if (c.dataDir === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['dataDir'], message: 'required key is missing' });
-  if (c.tokens.agent === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['tokens', 'agent'], message: 'required key is missing (agents need it unless nats is configured)' });
+  if (c.tokens.agent === undefined && c.tokens.agents === undefined) {
+    ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['tokens', 'agent'], message: 'required key is missing (agents need it, or tokens.agents, unless nats is configured)' });
+  }
 });
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 

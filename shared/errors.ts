@@ -31,3 +31,12 @@ export class UsageError extends MxError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * Client input quoted for an error text, cut to `max` characters: an error must say what was wrong without
+ * copying a 15 MB argument back to the caller (or into the log).
+ */
+export function quoteInput(input: string | number, max = 100): string {
+  const text = String(input);
+  return text.length <= max ? `"${text}"` : `"${text.slice(0, max)}..." (${text.length} characters)`;
+}

@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { quoteInput } from './errors.js';
 import { normalizeDomain, parseRecipient } from './address.js';
 
 /** One routing-table entry as operators write it (DESIGN.md section 2). */
@@ -27,13 +28,13 @@ const HOSTNAME = /^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$/i;
 
 export function parseTarget(text: string): Target {
   const m = /^smtp:(?:\[(?:ipv6:)?([^\]]+)\]|([^:[\]\s]+))(?::(\d{1,5}))?$/i.exec(text.trim());
-  if (!m) throw new RouteError(`target "${text}" is not smtp:[host]:port or smtp:host:port`);
+  if (!m) throw new RouteError(`target ${quoteInput(text)} is not smtp:[host]:port or smtp:host:port`);
   const port = m[3] === undefined ? 25 : Number(m[3]);
-  if (port < 1 || port > 65535) throw new RouteError(`target "${text}" has port ${port} outside 1-65535`);
+  if (port < 1 || port > 65535) throw new RouteError(`target ${quoteInput(text)} has port ${port} outside 1-65535`);
   const bracketed = m[1] !== undefined;
   const host = (m[1] ?? m[2])!;
-  if (!isIP(host) && !HOSTNAME.test(host)) throw new RouteError(`target "${text}" has an invalid host "${host}"`);
-  if (!bracketed && isIP(host)) throw new RouteError(`target "${text}": an IP address needs brackets, smtp:[${host}]:${port}`);
+  if (!isIP(host) && !HOSTNAME.test(host)) throw new RouteError(`target ${quoteInput(text)} has an invalid host ${quoteInput(host)}`);
+  if (!bracketed && isIP(host)) throw new RouteError(`target ${quoteInput(text)}: an IP address needs brackets, smtp:[${host}]:${port}`);
   return { host: host.toLowerCase(), port, mx: !bracketed };
 }
 
@@ -47,12 +48,12 @@ export function normalizeMatch(text: string): { key: string; kind: MatchKind } {
   const raw = text.trim();
   if (raw.includes('@')) {
     const parsed = parseRecipient(raw);
-    if (!parsed.ok) throw new RouteError(`match "${text}": ${parsed.reason}`);
+    if (!parsed.ok) throw new RouteError(`match ${quoteInput(text)}: ${parsed.reason}`);
     return { key: parsed.value.address, kind: 'address' };
   }
   const parent = raw.startsWith('.');
   const domain = normalizeDomain(parent ? raw.slice(1) : raw);
-  if (!domain) throw new RouteError(`match "${text}" is not an address, a domain or .parent-domain`);
+  if (!domain) throw new RouteError(`match ${quoteInput(text)} is not an address, a domain or .parent-domain`);
   return parent ? { key: `.${domain}`, kind: 'parent' } : { key: domain, kind: 'domain' };
 }
 
@@ -61,13 +62,13 @@ export function normalizeRoutes(routes: readonly Route[]): Route[] {
   const seen = new Set<string>();
   return routes.map((r) => {
     const { key } = normalizeMatch(r.match);
-    if (seen.has(key)) throw new RouteError(`match "${r.match}" appears twice`);
+    if (seen.has(key)) throw new RouteError(`match ${quoteInput(r.match)} appears twice`);
     seen.add(key);
     const target = formatTarget(parseTarget(r.target));
     const out: Route = { match: key, target };
     if (r.hold) out.hold = true;
     if (r.tls === 'required') out.tls = 'required';
-    else if (r.tls !== undefined && r.tls !== 'may') throw new RouteError(`match "${r.match}": tls must be "may" or "required"`);
+    else if (r.tls !== undefined && r.tls !== 'may') throw new RouteError(`match ${quoteInput(r.match)}: tls must be "may" or "required"`);
     return out;
   });
 }

@@ -1,3 +1,5 @@
+import { quoteInput } from './errors.js';
+
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1024, k: 1024, mb: 1024 ** 2, m: 1024 ** 2, gb: 1024 ** 3, g: 1024 ** 3 };
 
@@ -6,7 +8,7 @@ export function parseDuration(text: string | number): number {
   if (typeof text === 'number' && Number.isFinite(text) && text >= 0) return text;
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/i.exec(String(text));
   const unit = m ? DURATION_UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new Error(`"${text}" is not a duration (use e.g. 500ms, 30s, 5m, 2h, 5d)`);
+  if (!m || unit === undefined) throw new Error(`${quoteInput(text)} is not a duration (use e.g. 500ms, 30s, 5m, 2h, 5d)`);
   return Math.round(Number(m[1]) * unit);
 }
 
@@ -15,7 +17,7 @@ export function parseSize(text: string | number): number {
   if (typeof text === 'number' && Number.isInteger(text) && text >= 0) return text;
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?b?)\s*$/i.exec(String(text));
   const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new Error(`"${text}" is not a size (use e.g. 512KB, 50MB, 1GB)`);
+  if (!m || unit === undefined) throw new Error(`${quoteInput(text)} is not a size (use e.g. 512KB, 50MB, 1GB)`);
   return Math.round(Number(m[1]) * unit);
 }
 
@@ -32,6 +34,6 @@ export function formatDuration(ms: number): string {
 export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:\s]+))(?::(\d{1,5}))?$/.exec(text.trim());
   const port = m?.[3] !== undefined ? Number(m[3]) : defaultPort;
-  if (!m || port === undefined || port > 65535) throw new Error(`"${text}" is not host:port`);
+  if (!m || port === undefined || port > 65535) throw new Error(`${quoteInput(text)} is not host:port`);
   return { host: (m[1] ?? m[2])!, port };
 }

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { errorMessage, MxError } from '../../shared/errors.js';
+import { errorMessage, MxError, quoteInput } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../shared/nats.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../shared/routes.js';
@@ -87,7 +87,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   remove(match: string, opts: WriteOptions = {}): Promise<number> {
     return this.keyed(match, (key) =>
       this.write(key, opts, 'remove', (old) => {
-        if (!old) throw new MxError(NOT_FOUND, `no route for "${key}"`);
+        if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}`);
         return null;
       }),
     );
@@ -96,7 +96,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   setHold(match: string, hold: boolean, opts: WriteOptions = {}): Promise<number> {
     return this.keyed(match, (key) =>
       this.write(key, opts, hold ? 'hold' : 'release', (old) => {
-        if (!old) throw new MxError(NOT_FOUND, `no route for "${key}"; create it with route set first`);
+        if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}; create it with route set first`);
         const next: Route = { ...old };
         if (hold) next.hold = true;
         else delete next.hold;

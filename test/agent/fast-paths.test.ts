@@ -3,10 +3,11 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
-import { needsNoStuffing } from '../../agent/delivery-data-stream.js';
+import { applyVendorPatches, needsNoStuffing } from '../../shared/vendor-patches.js';
 import { LineEndingGuard } from '../../agent/message-data.js';
 
 // The performance fast paths must not change a single byte: both are checked against a byte-by-byte reference.
+applyVendorPatches();
 
 const pieces = fc.array(fc.array(fc.constantFrom('\r', '\n', '.', 'a', '\r\n', '\r\n.', 'xy'), { minLength: 1, maxLength: 8 }).map((a) => Buffer.from(a.join(''), 'latin1')), {
   minLength: 1,

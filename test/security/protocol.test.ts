@@ -7,25 +7,32 @@ import { RawSmtp } from '../helpers/raw-smtp.js';
 describe('protocol abuse', () => {
   let a: Awaited<ReturnType<typeof startAgent>>;
   before(async () => {
-    a = await startAgent({ smtp: { maxConnections: 3, maxRecipients: 1000, idleTimeout: '1s' }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+    a = await startAgent({ smtp: { maxConnections: 3, maxRecipients: 1000, idleTimeout: '1s', greetPause: '500ms' }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
   });
   after(() => a.cleanup());
 
-  function rawReply(send: string | undefined, waitMs = 400): Promise<string> {
+  /** Connects, writes `send` at once, and resolves with the first complete reply line (or what came before close). */
+  function rawReply(send: string | undefined, timeoutMs = 10_000): Promise<string> {
     return new Promise((resolve) => {
       const s = connect(a.port, '127.0.0.1');
       let out = '';
-      s.on('data', (d: Buffer) => (out += d.toString('latin1')));
-      s.on('error', () => undefined);
-      if (send) s.on('connect', () => s.write(send));
-      setTimeout(() => {
+      const done = () => {
+        clearTimeout(timer);
         s.destroy();
         resolve(out);
-      }, waitMs);
+      };
+      const timer = setTimeout(done, timeoutMs);
+      s.on('data', (d: Buffer) => {
+        out += d.toString('latin1');
+        if (/^\d{3} [^\r\n]*\r\n/m.test(out)) done();
+      });
+      s.on('close', done);
+      s.on('error', () => undefined);
+      if (send) s.on('connect', () => s.write(send));
     });
   }
 
-  test('a command before the greeting is refused (421, early talker)', async () => {
+  test('with smtp.greetPause a command before the greeting is refused (421, early talker)', async () => {
     assert.match(await rawReply('EHLO early.test\r\n'), /^421 .*talk too soon/);
   });
 
@@ -101,6 +108,27 @@ test('a client over smtp.connectionRateLimit new connections a minute gets 421 4
       s.on('error', () => resolve(out));
     });
     assert.match(other, /^220 /);
+  } finally {
+    await a.cleanup();
+  }
+});
+
+test('without smtp.greetPause (the default) the greeting comes at once: a client that talks right after connect is served', async () => {
+  const a = await startAgent({ routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+  try {
+    const out = await new Promise<string>((resolve) => {
+      const s = connect(a.port, '127.0.0.1');
+      let text = '';
+      const timer = setTimeout(() => s.destroy(), 10_000);
+      s.on('connect', () => s.write('EHLO eager.test\r\nQUIT\r\n'));
+      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve(text);
+      });
+      s.on('error', () => undefined);
+    });
+    assert.match(out, /^220 mx\.test ESMTP[^\r]*\r\n250-mx\.test [^\r]*\r\n(?:250-[^\r]*\r\n)*250 [^\r]*\r\n221 2\.0\.0 /);
   } finally {
     await a.cleanup();
   }
