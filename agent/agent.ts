@@ -6,6 +6,7 @@ import { errorMessage, MxError } from '../shared/errors.js';
 import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
 import { RouteTable, type Route } from '../shared/routes.js';
+import type { AgentCommand } from '../shared/wire.js';
 import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
 import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './delivery-gate.js';
@@ -16,14 +17,6 @@ import { Queue } from './queue.js';
 import { loadRouteState, saveRouteState } from './route-state.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
-
-/** A command from the controller (or its NATS equivalent), already decoded. */
-export type AgentCommand =
-  | { kind: 'flush'; match: string }
-  | { kind: 'queueList'; match: string; state: string; limit: number }
-  | { kind: 'queueShow'; id: string }
-  | { kind: 'queueRemove'; id: string }
-  | { kind: 'queueRetry'; id: string; all: boolean };
 
 /** What a control channel needs from the agent; the channel owns the transport, the agent owns the state. */
 export interface ControlHandler {

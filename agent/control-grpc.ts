@@ -2,20 +2,13 @@ import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { credentials, Metadata, status, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import type { AgentConfig } from '../shared/config.js';
-import { errorMessage, MxError } from '../shared/errors.js';
+import { MxError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { Outbox } from '../shared/outbox.js';
-import type { Route } from '../shared/routes.js';
-import {
-  AgentServiceClient,
-  Health,
-  SessionRequest,
-  type Command,
-  type RouteTable as RouteTableMsg,
-  type SessionResponse,
-} from '../proto/gen/mxswitch/v1/agent.js';
-import type { AgentCommand, ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
-import type { HealthSnapshot } from './health.js';
+import { commandFromWire, routeFromWire } from '../shared/wire.js';
+import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../proto/gen/mxswitch/v1/agent.js';
+import type { ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
+import { ControlSession } from './control-session.js';
 
 type GrpcSettings = NonNullable<NonNullable<AgentConfig['controller']>['grpc']>;
 
@@ -27,43 +20,6 @@ export interface GrpcChannelTuning {
   /** First reconnect delay; doubles per failed attempt up to backoffCapMs, with jitter. Defaults 100 ms / 5 s. */
   backoffBaseMs?: number;
   backoffCapMs?: number;
-}
-
-/** The agent's health as the proto message the controller understands. */
-export function healthMessage(s: HealthSnapshot): Health {
-  return Health.fromPartial({
-    appliedVersion: s.appliedVersion,
-    queues: s.routes.map((r) => ({ match: r.match, queued: r.queued, deferred: r.deferred, held: r.held, inFlight: r.inFlight, oldestAgeSeconds: r.oldestAgeSeconds })),
-    counters: s.counters,
-    lastDeliveryError: s.lastDeliveryError,
-    diskFreeBytes: s.diskFreeBytes,
-    totalQueued: s.total,
-    oldestAgeSeconds: s.oldestAgeSeconds,
-    uptimeSeconds: s.uptimeSeconds,
-    delivery: s.delivery,
-  });
-}
-
-function toRoutes(t: RouteTableMsg): Route[] {
-  return t.routes.map((r) => ({ match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) }));
-}
-
-export function toCommand(c: Command): AgentCommand {
-  const k = c.kind;
-  switch (k?.$case) {
-    case 'flush':
-      return { kind: 'flush', match: k.value.match };
-    case 'queueList':
-      return { kind: 'queueList', match: k.value.match, state: k.value.state, limit: k.value.limit };
-    case 'queueShow':
-      return { kind: 'queueShow', id: k.value.id };
-    case 'queueRemove':
-      return { kind: 'queueRemove', id: k.value.id };
-    case 'queueRetry':
-      return { kind: 'queueRetry', id: k.value.id, all: k.value.all };
-    default:
-      throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
-  }
 }
 
 function channelCredentials(grpc: GrpcSettings): ChannelCredentials {
@@ -85,29 +41,23 @@ class GrpcControlChannel implements ControlChannel {
   private attempt = 0;
   private connected = false;
   private lastReceived = 0;
-  /**
-   * The newest version this agent has acked in this process (at start: the persisted table it started with).
-   * Hello and Health report this, not the router's version: a table is swapped in before in-flight deliveries
-   * it forbids have finished, and the controller must not count it as applied until the ack says so.
-   */
-  private ackedVersion = 0;
+  private readonly session: ControlSession;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private beatTimer: NodeJS.Timeout | undefined;
-  /** Tables apply in arrival order; commands wait for the tables that arrived before them. */
-  private chain: Promise<unknown> = Promise.resolve();
   private readonly heartbeatMs: number;
   private readonly silenceMs: number;
   private readonly backoffBaseMs: number;
   private readonly backoffCapMs: number;
 
   constructor(
-    private readonly handler: ControlHandler,
+    handler: ControlHandler,
     private readonly grpc: GrpcSettings,
     private readonly healthIntervalMs: number,
     private readonly log: Logger,
     tuning: GrpcChannelTuning,
   ) {
+    this.session = new ControlSession(handler, log);
     this.heartbeatMs = tuning.heartbeatMs ?? 5000;
     this.silenceMs = tuning.silenceMs ?? 20_000;
     this.backoffBaseMs = tuning.backoffBaseMs ?? 100;
@@ -125,7 +75,6 @@ class GrpcControlChannel implements ControlChannel {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.ackedVersion = this.handler.appliedVersion;
     this.healthTimer = setInterval(() => this.sendHealth(), this.healthIntervalMs);
     this.healthTimer.unref();
     this.beatTimer = setInterval(() => this.beat(), this.heartbeatMs);
@@ -182,7 +131,7 @@ class GrpcControlChannel implements ControlChannel {
       SessionRequest.fromPartial({
         body: {
           $case: 'hello',
-          value: { agentId: this.handler.agentId, region: this.handler.region, bootId: this.handler.bootId, appliedVersion: this.ackedVersion, hostname: osHostname() },
+          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname() },
         },
       }),
     );
@@ -220,13 +169,8 @@ class GrpcControlChannel implements ControlChannel {
   }
 
   private setConnected(connected: boolean): void {
-    if (this.connected === connected) return;
     this.connected = connected;
-    try {
-      this.handler.setConnected(connected);
-    } catch (err) {
-      this.log.error({ err }, 'setConnected failed');
-    }
+    this.session.setConnected(connected);
   }
 
   private send(call: ClientDuplexStream<SessionRequest, SessionResponse>, msg: SessionRequest): void {
@@ -241,7 +185,7 @@ class GrpcControlChannel implements ControlChannel {
       // The controller answered: the session works, so the next failure starts the backoff from the bottom.
       this.attempt = 0;
       this.setConnected(true);
-      this.log.info({ address: this.grpc.address, version: this.ackedVersion }, 'connected to controller');
+      this.log.info({ address: this.grpc.address, version: this.session.ackedVersion }, 'connected to controller');
     }
     const body = msg.body;
     switch (body?.$case) {
@@ -252,7 +196,7 @@ class GrpcControlChannel implements ControlChannel {
         this.onCommand(call, body.value);
         break;
       case 'heartbeat':
-        this.handler.controllerCurrent(body.value.tableVersion);
+        this.session.current(body.value.tableVersion);
         break;
       default:
         break;
@@ -260,45 +204,24 @@ class GrpcControlChannel implements ControlChannel {
   }
 
   private onTable(call: ClientDuplexStream<SessionRequest, SessionResponse>, table: RouteTableMsg): void {
-    const version = table.version;
-    this.chain = this.chain.then(async () => {
-      let error: string | undefined;
-      try {
-        error = await this.handler.applyTable(version, toRoutes(table));
-      } catch (err) {
-        error = errorMessage(err) || 'route table could not be applied';
-      }
-      if (error === undefined && version > this.ackedVersion) this.ackedVersion = version;
+    void this.session.table(table.version, table.routes.map(routeFromWire)).then(({ version, error }) => {
       this.send(call, SessionRequest.fromPartial({ body: { $case: 'ack', value: { version, error: error ?? '' } } }));
       this.sendHealth();
-    }).catch((err: unknown) => this.log.error({ err, version }, 'route table handling failed'));
+    });
   }
 
   private onCommand(call: ClientDuplexStream<SessionRequest, SessionResponse>, command: Command): void {
-    this.chain = this.chain.then(async () => {
-      let result: { ok: boolean; error: string; json: string };
-      try {
-        const value = await this.handler.runCommand(command.minVersion, toCommand(command));
-        result = { ok: true, error: '', json: value === undefined ? '' : JSON.stringify(value) };
-      } catch (err) {
-        const code = err instanceof MxError ? `${err.code}: ` : '';
-        result = { ok: false, error: `${code}${errorMessage(err)}`, json: '' };
-      }
+    void this.session.command(command.minVersion, () => commandFromWire(command)).then((result) => {
       this.send(call, SessionRequest.fromPartial({ body: { $case: 'commandResult', value: { commandId: command.commandId, ...result } } }));
       this.sendHealth();
-    }).catch((err: unknown) => this.log.error({ err, commandId: command.commandId }, 'command handling failed'));
+    });
   }
 
   private sendHealth(): void {
     const call = this.call;
     if (!call || !this.connected) return;
-    try {
-      const health = healthMessage(this.handler.health());
-      health.appliedVersion = this.ackedVersion;
-      this.send(call, SessionRequest.fromPartial({ body: { $case: 'health', value: health } }));
-    } catch (err) {
-      this.log.warn({ err }, 'health snapshot failed');
-    }
+    const health = this.session.health();
+    if (health) this.send(call, SessionRequest.fromPartial({ body: { $case: 'health', value: health } }));
   }
 
   private beat(): void {

@@ -20,9 +20,10 @@ import {
   type TableValue,
 } from '../shared/nats.js';
 import type { Route } from '../shared/routes.js';
+import { commandFromWire, routeFromWire } from '../shared/wire.js';
 import { Command, CommandResult, Health } from '../proto/gen/mxswitch/v1/agent.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
-import { healthMessage, toCommand } from './control-grpc.js';
+import { ControlSession } from './control-session.js';
 
 type NatsSettings = NonNullable<NonNullable<AgentConfig['controller']>['nats']>;
 
@@ -37,7 +38,7 @@ export interface NatsChannelTuning {
 
 function toRoutes(v: TableValue): Route[] {
   if (!Number.isSafeInteger(v.version) || v.version < 0 || !Array.isArray(v.routes)) throw new Error('not a route table value ({version, routes})');
-  return v.routes.map((r) => ({ match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) }));
+  return v.routes.map(routeFromWire);
 }
 
 /**
@@ -59,12 +60,8 @@ class NatsControlChannel implements ControlChannel {
   private sub: Subscription | undefined;
   private agentsKv: KV | undefined;
   private routesKv: KV | undefined;
-  private connected = false;
   private watching = false;
-  /** Newest acked version (reported instead of router.table.version: a swapped-in table is not acked until settled). */
-  private ackedVersion = 0;
-  private nack: { version: number; error: string } | null = null;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly session: ControlSession;
   private healthTimer: NodeJS.Timeout | undefined;
   /** Latest-state writer: one put in flight; a report asked for meanwhile is written right after it. */
   private writing: Promise<void> | undefined;
@@ -74,12 +71,13 @@ class NatsControlChannel implements ControlChannel {
   private readonly hostname = osHostname();
 
   constructor(
-    private readonly handler: ControlHandler,
+    handler: ControlHandler,
     private readonly nats: NatsSettings,
     private readonly healthIntervalMs: number,
     private readonly log: Logger,
     private readonly tuning: NatsChannelTuning,
   ) {
+    this.session = new ControlSession(handler, log);
     this.names = bucketNames(nats.fleet);
   }
 
@@ -87,7 +85,6 @@ class NatsControlChannel implements ControlChannel {
     if (!this.stopped) return;
     this.stopped = false;
     this.state = 'up';
-    this.ackedVersion = this.handler.appliedVersion;
     this.healthTimer = setInterval(() => this.report(), this.healthIntervalMs);
     this.healthTimer.unref();
     this.running = this.run();
@@ -117,8 +114,8 @@ class NatsControlChannel implements ControlChannel {
     for (let attempt = 0; !this.stopped && !nc; attempt++) {
       try {
         nc = await natsConnect(
-          natsOptions(this.nats, `mxswitch-agent ${this.handler.agentId}`, {
-            inboxPrefix: agentInboxPrefix(this.nats.fleet, this.handler.agentId),
+          natsOptions(this.nats, `mxswitch-agent ${this.session.agentId}`, {
+            inboxPrefix: agentInboxPrefix(this.nats.fleet, this.session.agentId),
             ...(this.tuning.reconnectTimeWaitMs !== undefined ? { reconnectTimeWait: this.tuning.reconnectTimeWaitMs, reconnectJitter: Math.round(this.tuning.reconnectTimeWaitMs / 2) } : {}),
             ...(this.tuning.pingIntervalMs !== undefined ? { pingInterval: this.tuning.pingIntervalMs } : {}),
             ...(this.tuning.connectTimeoutMs !== undefined ? { timeout: this.tuning.connectTimeoutMs } : {}),
@@ -144,7 +141,7 @@ class NatsControlChannel implements ControlChannel {
       return;
     }
     this.nc = nc;
-    this.log.info({ server: nc.getServer(), fleet: this.nats.fleet, version: this.ackedVersion }, 'connected to NATS');
+    this.log.info({ server: nc.getServer(), fleet: this.nats.fleet, version: this.session.ackedVersion }, 'connected to NATS');
     watchStatus(nc, this.log, {
       disconnect: () => this.setConnected(false),
       reconnect: () => {
@@ -153,7 +150,7 @@ class NatsControlChannel implements ControlChannel {
       },
     });
     const kvm = kvManager(nc);
-    this.sub = nc.subscribe(commandSubject(this.nats.fleet, this.handler.agentId), {
+    this.sub = nc.subscribe(commandSubject(this.nats.fleet, this.session.agentId), {
       callback: (err, msg) => {
         if (err) this.log.error({ error: errorMessage(err) }, 'command subscription failed');
         else this.onCommand(msg);
@@ -170,14 +167,8 @@ class NatsControlChannel implements ControlChannel {
   }
 
   private setConnected(connected: boolean): void {
-    if (this.connected === connected) return;
-    this.connected = connected;
-    try {
-      this.handler.setConnected(connected);
-    } catch (err) {
-      this.log.error({ err }, 'setConnected failed');
-    }
-    if (connected) this.log.info({ version: this.ackedVersion }, 'watching the route table in NATS');
+    if (connected && !this.watching) return;
+    if (this.session.setConnected(connected) && connected) this.log.info({ version: this.session.ackedVersion }, 'watching the route table in NATS');
   }
 
   /**
@@ -190,7 +181,7 @@ class NatsControlChannel implements ControlChannel {
         const e = await (await open()).get(TABLE_KEY);
         const version = e && e.operation === 'PUT' ? decodeJson<TableValue>(e).version : 0;
         if (!Number.isSafeInteger(version) || version < 0) throw new Error(`not a table version: ${String(version)}`);
-        this.handler.controllerCurrent(version);
+        this.session.current(version);
         return;
       } catch (err) {
         if (attempt === 0) this.log.warn({ error: errorMessage(err) }, 'cannot read the current route table version from NATS; retrying');
@@ -200,6 +191,7 @@ class NatsControlChannel implements ControlChannel {
   }
 
   private onTable(e: KvWatchEntry): void {
+    if (this.stopped) return;
     if (e.operation !== 'PUT') {
       this.log.warn({ op: e.operation }, 'the route table was deleted from NATS; keeping the table in force');
       return;
@@ -213,28 +205,8 @@ class NatsControlChannel implements ControlChannel {
       this.log.error({ error: errorMessage(err), revision: e.revision }, 'unreadable route table in NATS; keeping the table in force');
       return;
     }
-    const version = value.version;
-    this.chain = this.chain
-      .then(async () => {
-        if (this.stopped) return;
-        // A watch restart delivers the latest table again: nothing to do when it is the one acked.
-        if (version === this.ackedVersion && version === this.handler.appliedVersion) return void this.report();
-        let error: string | undefined;
-        try {
-          error = await this.handler.applyTable(version, routes);
-        } catch (err) {
-          error = errorMessage(err) || 'route table could not be applied';
-        }
-        if (error === undefined) {
-          if (version > this.ackedVersion) this.ackedVersion = version;
-          if (this.nack && this.nack.version <= version) this.nack = null;
-        } else {
-          this.nack = { version, error };
-        }
-        // Not awaited: the next table need not wait for this write (the latest state is written anyway).
-        void this.report();
-      })
-      .catch((err: unknown) => this.log.error({ err, version }, 'route table handling failed'));
+    // Not awaited by the next table: the latest state is written anyway.
+    void this.session.table(value.version, routes).then(() => (this.stopped ? undefined : this.report()));
   }
 
   private onCommand(msg: Msg): void {
@@ -245,41 +217,24 @@ class NatsControlChannel implements ControlChannel {
       msg.respond(CommandResult.encode({ commandId: '', ok: false, error: `undecodable command: ${errorMessage(err)}`, json: '' }).finish());
       return;
     }
-    this.chain = this.chain
-      .then(async () => {
-        let result: { ok: boolean; error: string; json: string };
-        try {
-          const value = await this.handler.runCommand(command.minVersion, toCommand(command));
-          result = { ok: true, error: '', json: value === undefined ? '' : JSON.stringify(value) };
-        } catch (err) {
-          const code = err instanceof MxError ? `${err.code}: ` : '';
-          result = { ok: false, error: `${code}${errorMessage(err)}`, json: '' };
-        }
-        msg.respond(CommandResult.encode({ commandId: command.commandId, ...result }).finish());
-        this.report();
-      })
-      .catch((err: unknown) => this.log.error({ err, commandId: command.commandId }, 'command handling failed'));
+    void this.session.command(command.minVersion, () => commandFromWire(command)).then((result) => {
+      msg.respond(CommandResult.encode({ commandId: command.commandId, ...result }).finish());
+      void this.report();
+    });
   }
 
   private value(): AgentValue {
-    let health: unknown = null;
-    try {
-      const h = healthMessage(this.handler.health());
-      h.appliedVersion = this.ackedVersion;
-      health = Health.toJSON(h);
-    } catch (err) {
-      this.log.warn({ err }, 'health snapshot failed');
-    }
+    const h = this.session.health();
     return {
-      agentId: this.handler.agentId,
-      region: this.handler.region,
+      agentId: this.session.agentId,
+      region: this.session.region,
       hostname: this.hostname,
-      bootId: this.handler.bootId,
-      appliedVersion: this.ackedVersion,
-      nack: this.nack,
+      bootId: this.session.bootId,
+      appliedVersion: this.session.ackedVersion,
+      nack: this.session.nack,
       state: this.state,
       healthIntervalMs: this.healthIntervalMs,
-      health,
+      health: h ? Health.toJSON(h) : null,
       at: Date.now(),
     };
   }
@@ -295,7 +250,7 @@ class NatsControlChannel implements ControlChannel {
           this.dirty = false;
           try {
             const kv = (this.agentsKv ??= await kvManager(nc).open(this.names.agents));
-            await kv.put(this.handler.agentId, encodeJson(this.value()));
+            await kv.put(this.session.agentId, encodeJson(this.value()));
           } catch (err) {
             // NATS down or slow: the next report (health interval, reconnect) carries the same state.
             this.log.debug({ error: errorMessage(err) }, 'agent state not written to NATS');

@@ -17,8 +17,8 @@ import {
   type FollowResponse,
   type QueueCommandRequest,
 } from '../proto/gen/mxswitch/v1/admin.js';
-import type { Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
 import type { Route } from '../shared/routes.js';
+import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator, OperationRecord, Progress, StartRequest } from './orchestrator.js';
@@ -77,8 +77,6 @@ export function progressMsg(p: Progress): OperationProgress {
     drain: p.drain.map((d) => ({ agentId: d.agentId, queued: d.queued, delivered: d.delivered })),
   });
 }
-
-const routeMsg = (r: Route): RouteMsg => ({ match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' });
 
 function tlsPolicy(tls: string): 'required' | undefined {
   if (tls === 'required') return 'required';
@@ -192,7 +190,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   return {
     listRoutes: unary('ListRoutes', () => {
       const s = store.snapshot();
-      return { version: s.version, routes: s.routes.map(routeMsg) };
+      return { version: s.version, routes: s.routes.map(routeToWire) };
     }),
 
     setRoute: unary('SetRoute', async (req, call) => {

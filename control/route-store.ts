@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../shared/routes.js';
+import { routeFromWire } from '../shared/wire.js';
 import type { Db } from './db.js';
 
 /** Error codes of route-store writes (mapped to gRPC statuses by the admin service). */
@@ -79,7 +80,8 @@ interface RouteRow {
   tls: string | null;
 }
 
-const toRoute = (r: RouteRow): Route => ({ match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) });
+// A row has the wire's shape (hold 0/1, tls '' or 'required').
+const toRoute = (r: RouteRow): Route => routeFromWire({ match: r.match, target: r.target, hold: Boolean(r.hold), tls: r.tls ?? '' });
 
 function invalid(err: unknown): MxError {
   return new MxError(INVALID_ARGUMENT, errorMessage(err));

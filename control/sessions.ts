@@ -10,6 +10,7 @@ import {
   type SessionRequest,
 } from '../proto/gen/mxswitch/v1/agent.js';
 import { Outbox } from '../shared/outbox.js';
+import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
 import type { Registry } from './registry.js';
@@ -51,7 +52,7 @@ export function tableMessage(s: Snapshot): SessionResponse {
       $case: 'routeTable',
       value: RouteTableMsg.fromPartial({
         version: s.version,
-        routes: s.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' })),
+        routes: s.routes.map(routeToWire),
       }),
     },
   });

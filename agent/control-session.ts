@@ -1,0 +1,141 @@
+import { Health } from '../proto/gen/mxswitch/v1/agent.js';
+import { errorMessage, MxError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import type { Route } from '../shared/routes.js';
+import type { AgentCommand } from '../shared/wire.js';
+import type { ControlHandler } from './agent.js';
+import type { HealthSnapshot } from './health.js';
+
+/** The agent's health as the proto message the controller understands. */
+export function healthMessage(s: HealthSnapshot): Health {
+  return Health.fromPartial({
+    appliedVersion: s.appliedVersion,
+    queues: s.routes.map((r) => ({ match: r.match, queued: r.queued, deferred: r.deferred, held: r.held, inFlight: r.inFlight, oldestAgeSeconds: r.oldestAgeSeconds })),
+    counters: s.counters,
+    lastDeliveryError: s.lastDeliveryError,
+    diskFreeBytes: s.diskFreeBytes,
+    totalQueued: s.total,
+    oldestAgeSeconds: s.oldestAgeSeconds,
+    uptimeSeconds: s.uptimeSeconds,
+    delivery: s.delivery,
+  });
+}
+
+export interface TableOutcome {
+  version: number;
+  /** Set for a nack. */
+  error?: string;
+  /** The table was the one already acked (a watch restart, a reconnect): nothing was done. */
+  unchanged?: boolean;
+}
+
+export interface CommandOutcome {
+  ok: boolean;
+  error: string;
+  json: string;
+}
+
+/**
+ * What both control transports (gRPC stream, NATS) share: tables apply in arrival order and are acked or nacked
+ * only after the agent resolved them; commands wait for the tables that arrived before them and are refused below
+ * their min_version; the acked version (not the router's: a swapped-in table is not acked until in-flight sends it
+ * forbids have settled) is what Hello and health report. The transports only move bytes.
+ */
+export class ControlSession {
+  private acked: number;
+  private refused: { version: number; error: string } | null = null;
+  private chain: Promise<unknown> = Promise.resolve();
+  private connected = false;
+
+  constructor(
+    private readonly handler: ControlHandler,
+    private readonly log: Logger,
+  ) {
+    this.acked = handler.appliedVersion;
+  }
+
+  get agentId(): string {
+    return this.handler.agentId;
+  }
+  get region(): string {
+    return this.handler.region;
+  }
+  get bootId(): string {
+    return this.handler.bootId;
+  }
+  get ackedVersion(): number {
+    return this.acked;
+  }
+  /** The newest table refused, until a table at or above it is applied. */
+  get nack(): { version: number; error: string } | null {
+    return this.refused;
+  }
+
+  /** Applies a table after those that came before it; resolves with the ack (or nack) to send. */
+  table(version: number, routes: Route[]): Promise<TableOutcome> {
+    return this.enqueue(async () => {
+      if (version === this.acked && version === this.handler.appliedVersion && !this.refused) return { version, unchanged: true };
+      let error: string | undefined;
+      try {
+        error = await this.handler.applyTable(version, routes);
+      } catch (err) {
+        error = errorMessage(err) || 'route table could not be applied';
+      }
+      if (error !== undefined) {
+        this.refused = { version, error };
+        return { version, error };
+      }
+      if (version > this.acked) this.acked = version;
+      if (this.refused && this.refused.version <= version) this.refused = null;
+      return { version };
+    });
+  }
+
+  /** Runs a command after the tables that came before it; never rejects. */
+  command(minVersion: number, decode: () => AgentCommand): Promise<CommandOutcome> {
+    return this.enqueue(async () => {
+      try {
+        const value = await this.handler.runCommand(minVersion, decode());
+        return { ok: true, error: '', json: value === undefined ? '' : JSON.stringify(value) };
+      } catch (err) {
+        const code = err instanceof MxError ? `${err.code}: ` : '';
+        return { ok: false, error: `${code}${errorMessage(err)}`, json: '' };
+      }
+    });
+  }
+
+  /** The controller's current table version, as it just told. */
+  current(version: number): void {
+    this.handler.controllerCurrent(version);
+  }
+
+  /** Tells the agent; true when this changed the state. */
+  setConnected(connected: boolean): boolean {
+    if (this.connected === connected) return false;
+    this.connected = connected;
+    try {
+      this.handler.setConnected(connected);
+    } catch (err) {
+      this.log.error({ err }, 'setConnected failed');
+    }
+    return true;
+  }
+
+  /** Health with the acked version; undefined when the snapshot failed (logged). */
+  health(): Health | undefined {
+    try {
+      const h = healthMessage(this.handler.health());
+      h.appliedVersion = this.acked;
+      return h;
+    } catch (err) {
+      this.log.warn({ err }, 'health snapshot failed');
+      return undefined;
+    }
+  }
+
+  private enqueue<T>(step: () => Promise<T>): Promise<T> {
+    const result = this.chain.then(step);
+    this.chain = result.catch((err: unknown) => this.log.error({ err }, 'control step failed'));
+    return result;
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Routes and commands as they travel between controller and agents (protobuf over gRPC, the same shapes as JSON in
+ * NATS KV), mapped to and from the domain types in one place.
+ */
+import type { Command, Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { MxError } from './errors.js';
+import type { Route } from './routes.js';
+
+/** A route on the wire: `hold` and `tls` always present (`tls` "" = opportunistic). */
+export function routeToWire(r: Route): RouteMsg {
+  return { match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' };
+}
+
+/** A route from the wire (protobuf or JSON; older JSON values may leave out hold and tls). */
+export function routeFromWire(r: { match: string; target: string; hold?: boolean | undefined; tls?: string | undefined }): Route {
+  return { match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) };
+}
+
+/** A command for an agent, decoded. */
+export type AgentCommand =
+  | { kind: 'flush'; match: string }
+  | { kind: 'queueList'; match: string; state: string; limit: number }
+  | { kind: 'queueShow'; id: string }
+  | { kind: 'queueRemove'; id: string }
+  | { kind: 'queueRetry'; id: string; all: boolean };
+
+export function commandFromWire(c: Command): AgentCommand {
+  const k = c.kind;
+  switch (k?.$case) {
+    case 'flush':
+      return { kind: 'flush', match: k.value.match };
+    case 'queueList':
+      return { kind: 'queueList', match: k.value.match, state: k.value.state, limit: k.value.limit };
+    case 'queueShow':
+      return { kind: 'queueShow', id: k.value.id };
+    case 'queueRemove':
+      return { kind: 'queueRemove', id: k.value.id };
+    case 'queueRetry':
+      return { kind: 'queueRetry', id: k.value.id, all: k.value.all };
+    default:
+      throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
+  }
+}
