@@ -21,10 +21,10 @@ import type { Route } from '../shared/routes.js';
 import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
-import type { Orchestrator, OperationRecord, Progress, StartRequest } from './orchestrator.js';
+import type { Orchestrator, StartRequest } from './orchestrator.js';
 import type { AgentInfo, Registry } from './registry.js';
-import type { RouteStoreApi } from './route-store.js';
-import type { AgentCommander, CommandKind } from './sessions.js';
+import type { OperationRecord, Progress } from './core/model.js';
+import type { AgentCommander, CommandKind, RouteStoreApi } from './core/ports.js';
 
 export interface AdminDeps {
   store: RouteStoreApi;

@@ -14,11 +14,12 @@ import { openControllerDb, type Db } from './db.js';
 import { isLoopback, serverOptions } from './grpc-util.js';
 import { controllerMetrics } from './metrics.js';
 import { NatsControlPlane } from './nats/plane.js';
-import { SqliteOperationStore, type OperationStore } from './operation-store.js';
+import { SqliteOperationStore } from './operation-store.js';
 import { Orchestrator } from './orchestrator.js';
 import { Registry } from './registry.js';
-import { RouteStore, type RouteStoreApi } from './route-store.js';
-import { Sessions, type AgentCommander } from './sessions.js';
+import { RouteStore } from './route-store.js';
+import type { AgentCommander, OperationStore, RouteStoreApi } from './core/ports.js';
+import { Sessions } from './sessions.js';
 
 /** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
 function credentials(config: ControllerConfig, host: string, log: Logger): ServerCredentials {

@@ -1,51 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Db } from './db.js';
-import type { OperationRecord, OpKind, OpState, Progress } from './orchestrator.js';
-
-export type OperationStoreEvents = {
-  /** An operation changed in another process (NATS: another controller replica); with its progress when it has one. */
-  remote: [OperationRecord, Progress | undefined];
-  /** This process no longer owns an operation it was running (another replica took it over). */
-  lost: [string];
-};
-
-/** Thrown by save() when another process owns the operation now: the local run stops without writing more. */
-export class OwnershipLost extends Error {
-  constructor(readonly operationId: string) {
-    super(`operation ${operationId} is run by another controller now`);
-  }
-}
-
-/**
- * Where operations (the orchestrator's step machines) are persisted: SQLite for a single controller, a NATS KV bucket
- * shared by replicas. Reads are synchronous (SQLite, or the NATS store's watched cache); writes are asynchronous.
- */
-export interface OperationStore extends EventEmitter<OperationStoreEvents> {
-  get(id: string): OperationRecord | undefined;
-  /** Newest first. */
-  list(limit: number): OperationRecord[];
-  /** Oldest first. */
-  running(): OperationRecord[];
-  countByState(): Record<OpState, number>;
-  /** Persists a new operation owned by this process; OPERATION_RUNNING when its route is taken (across replicas). */
-  insert(op: OperationRecord): Promise<void>;
-  /**
-   * Persists a change of an operation this process runs (`final`: its last progress, when it ends); OwnershipLost
-   * when another process took it over.
-   */
-  save(op: OperationRecord, final?: Progress): Promise<void>;
-  /** The latest progress of an operation this process runs, for followers elsewhere (best effort). */
-  progress(p: Progress): void;
-  /** Running operations this process should run now: at start the ones left running; later (NATS) orphans. */
-  claim(): Promise<OperationRecord[]>;
-  /** How often claim() should be called again (0 = only at start). */
-  readonly claimIntervalMs: number;
-  /** True when `id` is running and another process runs (or will resume) it. */
-  runningElsewhere(id: string): boolean;
-  /** This process stops running `id` while it is still running; handOver = let another process resume it at once. */
-  release(id: string, handOver: boolean): Promise<void>;
-  close(): Promise<void>;
-}
+import type { OpKind, OpState, OperationRecord, Progress } from './core/model.js';
+import type { OperationStore, OperationStoreEvents } from './core/ports.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS operations (

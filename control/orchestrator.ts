@@ -3,54 +3,11 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../shared/logger.js';
 import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../shared/routes.js';
-import { OwnershipLost, type OperationStore } from './operation-store.js';
 import type { AgentInfo, Registry } from './registry.js';
-import type { RouteStoreApi } from './route-store.js';
-import type { AgentCommander } from './sessions.js';
+import type { AgentDrainInfo, OpKind, OpState, OperationRecord, Progress } from './core/model.js';
+import { INVALID_ARGUMENT, NOT_FOUND, OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from './core/ports.js';
 
-export type OpKind = 'hold' | 'release' | 'switchover' | 'flush';
-export type OpState = 'running' | 'done' | 'failed';
 type StepName = 'hold' | 'retarget' | 'release' | 'flush' | 'drain';
-
-export interface OperationRecord {
-  id: string;
-  kind: OpKind;
-  /** Normalised route match ('' = every route, flush only). */
-  match: string;
-  target: string;
-  state: OpState;
-  /** Human-readable current step, e.g. "2/4 retarget". */
-  step: string;
-  stepIndex: number;
-  error: string;
-  startedAt: number;
-  finishedAt: number;
-  excluded: string[];
-  timeoutMs: number;
-  waitDrained: boolean;
-  actor: string;
-  /** Table version the last table step produced (flush commands require it). */
-  version: number;
-  /** When the release step completed (drain baseline), 0 before. */
-  releasedAt: number;
-}
-
-export interface AgentDrainInfo {
-  agentId: string;
-  queued: number;
-  delivered: number;
-  drained: boolean;
-}
-
-export interface Progress {
-  operation: OperationRecord;
-  message: string;
-  waitingVersion: number;
-  acked: string[];
-  pending: string[];
-  failed: string[];
-  drain: AgentDrainInfo[];
-}
 
 export interface StartRequest {
   kind: OpKind;

@@ -2,54 +2,8 @@ import { EventEmitter } from 'node:events';
 import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../shared/routes.js';
 import { routeFromWire } from '../shared/wire.js';
+import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from './core/ports.js';
 import type { Db } from './db.js';
-
-/** Error codes of route-store writes (mapped to gRPC statuses by the admin service). */
-export const INVALID_ARGUMENT = 'INVALID_ARGUMENT';
-export const NOT_FOUND = 'NOT_FOUND';
-export const VERSION_CONFLICT = 'VERSION_CONFLICT';
-
-export interface WriteOptions {
-  /** Apply only if the current version equals this; 0 or undefined = unconditional. */
-  expectedVersion?: number;
-  actor?: string;
-}
-
-export interface AuditRecord {
-  id: number;
-  actor: string;
-  at: number;
-  action: 'set' | 'remove' | 'hold' | 'release';
-  match: string;
-  old: Route | null;
-  new: Route | null;
-  version: number;
-}
-
-export interface Snapshot {
-  version: number;
-  routes: readonly Route[];
-}
-
-export type RouteStoreEvents = { change: [Snapshot] };
-
-/**
- * The routing table of record as the rest of the controller sees it: SQLite (RouteStore) or a NATS KV bucket
- * (NatsRouteStore). Reads are synchronous (a cached snapshot); writes may be asynchronous and are compare-and-set.
- * 'change' is emitted after a write commits, whoever made it.
- */
-export interface RouteStoreApi extends EventEmitter<RouteStoreEvents> {
-  snapshot(): Snapshot;
-  readonly version: number;
-  get(match: string): Route | undefined;
-  set(route: Route, opts?: WriteOptions): number | Promise<number>;
-  remove(match: string, opts?: WriteOptions): number | Promise<number>;
-  setHold(match: string, hold: boolean, opts?: WriteOptions): number | Promise<number>;
-  /** Newest first. */
-  audit(limit?: number): AuditRecord[] | Promise<AuditRecord[]>;
-  /** An agent applied a version above ours (the store was replaced or restored): the next change goes above it. */
-  raiseVersionFloor(seen: number): void;
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;

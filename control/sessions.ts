@@ -13,23 +13,8 @@ import { Outbox } from '../shared/outbox.js';
 import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
+import { INVALID_ARGUMENT, type AgentCommander, type CommandKind, type CommandOutcome, type RouteStoreApi, type Snapshot } from './core/ports.js';
 import type { Registry } from './registry.js';
-import type { RouteStoreApi, Snapshot } from './route-store.js';
-
-/** What an agent said about a command: never thrown, so a fleet-wide command reports every agent. */
-export interface CommandOutcome {
-  ok: boolean;
-  error: string;
-  json: string;
-}
-
-export type CommandKind = NonNullable<Command['kind']>;
-
-/** Runs a command on one agent, whatever the transport (gRPC session, NATS request/reply). */
-export interface AgentCommander {
-  /** A missing agent or a timeout is an outcome ({ok: false}), never an exception. */
-  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
-}
 
 export interface SessionsOptions {
   store: RouteStoreApi;

@@ -6,8 +6,7 @@ import type { Logger } from '../../shared/logger.js';
 import { commandSubject, KvFollower, parseAgentValue, readAll, type AgentValue } from '../../shared/nats.js';
 import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { Registry } from '../registry.js';
-import type { RouteStoreApi } from '../route-store.js';
-import type { AgentCommander, CommandKind, CommandOutcome } from '../sessions.js';
+import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi } from '../core/ports.js';
 
 /** A report older than this many health intervals (and at least minStaleMs) means the agent is not connected. */
 const STALE_INTERVALS = 3;

@@ -3,9 +3,9 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import { errorMessage, MxError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, readAll } from '../../shared/nats.js';
-import { OwnershipLost, type OperationStore, type OperationStoreEvents } from '../operation-store.js';
-import type { OperationRecord, OpState, Progress } from '../orchestrator.js';
-import { unavailable } from './route-store.js';
+import { unavailable } from './unavailable.js';
+import type { OpState, OperationRecord, Progress } from '../core/model.js';
+import { OwnershipLost, type OperationStore, type OperationStoreEvents } from '../core/ports.js';
 
 /** The value under `<fleet>-ops` / `op.<id>`. */
 export interface OpValue {

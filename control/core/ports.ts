@@ -1,0 +1,115 @@
+/**
+ * The controller core's ports: what the orchestrator, registry and admin service need from storage (SQLite or NATS
+ * KV) and from the agents' transport (gRPC sessions or NATS request/reply). The adapters implement them.
+ */
+import type { EventEmitter } from 'node:events';
+import type { Command } from '../../proto/gen/mxswitch/v1/agent.js';
+import type { Route } from '../../shared/routes.js';
+import type { OperationRecord, OpState, Progress } from './model.js';
+
+/** Error codes of route-store writes (mapped to gRPC statuses by the admin service). */
+export const INVALID_ARGUMENT = 'INVALID_ARGUMENT';
+export const NOT_FOUND = 'NOT_FOUND';
+export const VERSION_CONFLICT = 'VERSION_CONFLICT';
+
+export interface WriteOptions {
+  /** Apply only if the current version equals this; 0 or undefined = unconditional. */
+  expectedVersion?: number;
+  actor?: string;
+}
+
+export interface AuditRecord {
+  id: number;
+  actor: string;
+  at: number;
+  action: 'set' | 'remove' | 'hold' | 'release';
+  match: string;
+  old: Route | null;
+  new: Route | null;
+  version: number;
+}
+
+export interface Snapshot {
+  version: number;
+  routes: readonly Route[];
+}
+
+export type RouteStoreEvents = { change: [Snapshot] };
+
+/**
+ * The routing table of record as the rest of the controller sees it: SQLite (RouteStore) or a NATS KV bucket
+ * (NatsRouteStore). Reads are synchronous (a cached snapshot); writes may be asynchronous and are compare-and-set.
+ * 'change' is emitted after a write commits, whoever made it.
+ */
+export interface RouteStoreApi extends EventEmitter<RouteStoreEvents> {
+  snapshot(): Snapshot;
+  readonly version: number;
+  get(match: string): Route | undefined;
+  set(route: Route, opts?: WriteOptions): number | Promise<number>;
+  remove(match: string, opts?: WriteOptions): number | Promise<number>;
+  setHold(match: string, hold: boolean, opts?: WriteOptions): number | Promise<number>;
+  /** Newest first. */
+  audit(limit?: number): AuditRecord[] | Promise<AuditRecord[]>;
+  /** An agent applied a version above ours (the store was replaced or restored): the next change goes above it. */
+  raiseVersionFloor(seen: number): void;
+}
+
+export type OperationStoreEvents = {
+  /** An operation changed in another process (NATS: another controller replica); with its progress when it has one. */
+  remote: [OperationRecord, Progress | undefined];
+  /** This process no longer owns an operation it was running (another replica took it over). */
+  lost: [string];
+};
+
+/** Thrown by save() when another process owns the operation now: the local run stops without writing more. */
+export class OwnershipLost extends Error {
+  constructor(readonly operationId: string) {
+    super(`operation ${operationId} is run by another controller now`);
+  }
+}
+
+/**
+ * Where operations (the orchestrator's step machines) are persisted: SQLite for a single controller, a NATS KV bucket
+ * shared by replicas. Reads are synchronous (SQLite, or the NATS store's watched cache); writes are asynchronous.
+ */
+export interface OperationStore extends EventEmitter<OperationStoreEvents> {
+  get(id: string): OperationRecord | undefined;
+  /** Newest first. */
+  list(limit: number): OperationRecord[];
+  /** Oldest first. */
+  running(): OperationRecord[];
+  countByState(): Record<OpState, number>;
+  /** Persists a new operation owned by this process; OPERATION_RUNNING when its route is taken (across replicas). */
+  insert(op: OperationRecord): Promise<void>;
+  /**
+   * Persists a change of an operation this process runs (`final`: its last progress, when it ends); OwnershipLost
+   * when another process took it over.
+   */
+  save(op: OperationRecord, final?: Progress): Promise<void>;
+  /** The latest progress of an operation this process runs, for followers elsewhere (best effort). */
+  progress(p: Progress): void;
+  /** Running operations this process should run now: at start the ones left running; later (NATS) orphans. */
+  claim(): Promise<OperationRecord[]>;
+  /** How often claim() should be called again (0 = only at start). */
+  readonly claimIntervalMs: number;
+  /** True when `id` is running and another process runs (or will resume) it. */
+  runningElsewhere(id: string): boolean;
+  /** This process stops running `id` while it is still running; handOver = let another process resume it at once. */
+  release(id: string, handOver: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What an agent said about a command: never thrown, so a fleet-wide command reports every agent. */
+export interface CommandOutcome {
+  ok: boolean;
+  error: string;
+  json: string;
+}
+
+export type CommandKind = NonNullable<Command['kind']>;
+
+/** Runs a command on one agent, whatever the transport (gRPC session, NATS request/reply). */
+export interface AgentCommander {
+  /** A missing agent or a timeout is an outcome ({ok: false}), never an exception. */
+  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
+}
