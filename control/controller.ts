@@ -15,7 +15,7 @@ import { isLoopback, serverOptions } from './grpc-util.js';
 import { controllerMetrics } from './metrics.js';
 import { NatsControlPlane } from './nats/plane.js';
 import { SqliteOperationStore } from './operation-store.js';
-import { Orchestrator } from './orchestrator.js';
+import { Orchestrator } from './orchestrator/runner.js';
 import { Registry } from './registry.js';
 import { RouteStore } from './route-store.js';
 import type { AgentCommander, OperationStore, RouteStoreApi } from './core/ports.js';

@@ -1,5 +1,5 @@
 import { Gauge, Registry as PromRegistry } from 'prom-client';
-import type { Orchestrator } from './orchestrator.js';
+import type { Orchestrator } from './orchestrator/runner.js';
 import type { RouteStoreApi } from './core/ports.js';
 import type { Registry } from './registry.js';
 

@@ -13,7 +13,7 @@ import { Outbox } from '../shared/outbox.js';
 import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import { INVALID_ARGUMENT, type AgentCommander, type CommandKind, type CommandOutcome, type RouteStoreApi, type Snapshot } from './core/ports.js';
+import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi, Snapshot } from './core/ports.js';
 import type { Registry } from './registry.js';
 
 export interface SessionsOptions {

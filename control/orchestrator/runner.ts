@@ -1,24 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../shared/logger.js';
-import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
-import { formatTarget, normalizeMatch, parseTarget } from '../shared/routes.js';
-import type { AgentInfo, Registry } from './registry.js';
-import type { AgentDrainInfo, OpKind, OpState, OperationRecord, Progress } from './core/model.js';
-import { INVALID_ARGUMENT, NOT_FOUND, OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from './core/ports.js';
-
-type StepName = 'hold' | 'retarget' | 'release' | 'flush' | 'drain';
-
-export interface StartRequest {
-  kind: OpKind;
-  match: string;
-  target?: string;
-  exclude?: readonly string[];
-  /** Per step; 0/undefined = config.stepTimeout. */
-  timeoutMs?: number;
-  waitDrained?: boolean;
-  actor?: string;
-}
+import type { Logger } from '../../shared/logger.js';
+import { MxError, errorMessage } from '../../shared/errors.js';
+import type { Registry } from '../registry.js';
+import type { OpState, OperationRecord, Progress } from '../core/model.js';
+import { OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from '../core/ports.js';
+import { classifyAcks, describeAgent, drainState } from './acks.js';
+import { progressOf, type ProgressLists } from './progress.js';
+import { safetyNote, stepLabel, StepFailed, STEPS, Stopping, type StepName } from './steps.js';
+import { waitUntil } from './wait.js';
+import { validateStart, type StartRequest } from './validate.js';
 
 export interface OrchestratorOptions {
   ops: OperationStore;
@@ -28,29 +19,6 @@ export interface OrchestratorOptions {
   stepTimeoutMs: number;
   log: Logger;
 }
-
-const STEPS: Record<OpKind, (waitDrained: boolean) => StepName[]> = {
-  hold: () => ['hold'],
-  release: () => ['release'],
-  flush: () => ['flush'],
-  switchover: (w) => (w ? ['hold', 'retarget', 'release', 'flush', 'drain'] : ['hold', 'retarget', 'release', 'flush']),
-};
-
-/** Thrown inside a running step when the controller stops: the operation stays "running" and resumes at start. */
-class Stopping extends Error {}
-
-/** A step failed: the message is the operator's report; `agents` lists each failed agent as "id: reason". */
-class StepFailed extends Error {
-  constructor(
-    message: string,
-    readonly agents: string[] = [],
-  ) {
-    super(message);
-  }
-}
-
-/** Allowance for the transit time of a health report when deciding that mail is newer than the release. */
-const HEALTH_SLACK_MS = 250;
 
 /**
  * hold / release / switchover / flush as persisted step machines. A table step writes one route change and is
@@ -166,40 +134,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
   /** Validates and starts an operation; refusals throw typed errors before anything changes. */
   async start(req: StartRequest): Promise<OperationRecord> {
     if (this.stopping) throw new MxError('UNAVAILABLE', 'the controller is shutting down');
-    let match = '';
-    if (req.match || req.kind !== 'flush') {
-      try {
-        match = normalizeMatch(req.match).key;
-      } catch (err) {
-        throw new MxError('INVALID_ARGUMENT', errorMessage(err));
-      }
-    }
-    let target = '';
-    if (req.kind === 'switchover') {
-      if (!req.target) throw new MxError('INVALID_ARGUMENT', 'switchover needs a target (--to smtp:[host]:port)');
-      try {
-        target = formatTarget(parseTarget(req.target));
-      } catch (err) {
-        throw new MxError('INVALID_ARGUMENT', errorMessage(err));
-      }
-    }
-    if (req.kind !== 'flush' && !this.o.store.get(match)) throw new MxError('NOT_FOUND', `no route for ${quoteInput(match)}; create it with \`mxswitch route set ${match} TARGET\` first`);
-    const exclude = [...new Set(req.exclude ?? [])].sort();
-    const unknown = exclude.filter((id) => !this.o.registry.get(id));
-    if (unknown.length) throw new MxError('INVALID_ARGUMENT', `--exclude names unknown agents: ${unknown.join(', ')}`);
-    if (req.kind !== 'flush') {
-      const clash = this.runningOps().find((op) => op.kind !== 'flush' && op.match === match);
-      if (clash) throw new MxError('OPERATION_RUNNING', `operation ${clash.id} (${clash.kind}) is still running on ${match}; follow it or wait`);
-    }
-    const missing = this.targets(exclude)
-      .map((id) => this.o.registry.get(id)!)
-      .filter((a) => a.state !== 'connected');
-    if (missing.length) {
-      throw new MxError(
-        'AGENTS_DISCONNECTED',
-        `expected agents not connected: ${missing.map((a) => `${a.id} (${a.state})`).join(', ')}; bring them back or pass --exclude ${missing.map((a) => a.id).join(' --exclude ')}`,
-      );
-    }
+    const { match, target, exclude } = validateStart(req, { store: this.o.store, registry: this.o.registry, running: this.runningOps(), targets: (ex: readonly string[]) => this.targets(ex) });
     const steps = STEPS[req.kind](Boolean(req.waitDrained));
     const op: OperationRecord = {
       id: `op-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`,
@@ -207,7 +142,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       match,
       target,
       state: 'running',
-      step: this.stepLabel(steps, 0),
+      step: stepLabel(steps, 0),
       stepIndex: 0,
       error: '',
       startedAt: Date.now(),
@@ -253,10 +188,6 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     return this.o.registry.expectedIds().filter((id) => !excluded.includes(id));
   }
 
-  private stepLabel(steps: StepName[], i: number): string {
-    return steps.length > 1 ? `${i + 1}/${steps.length} ${steps[i]}` : steps[i]!;
-  }
-
   /** Persists the operation (with its final progress when it ends, so followers elsewhere see both at once). */
   private async save(op: OperationRecord, final?: Progress): Promise<void> {
     if (this.abandoned.has(op.id)) throw new Stopping();
@@ -273,9 +204,9 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     const steps = STEPS[op.kind](op.waitDrained);
     try {
       for (let i = op.stepIndex; i < steps.length; i++) {
-        if (i !== op.stepIndex || op.step !== this.stepLabel(steps, i)) {
+        if (i !== op.stepIndex || op.step !== stepLabel(steps, i)) {
           op.stepIndex = i;
-          op.step = this.stepLabel(steps, i);
+          op.step = stepLabel(steps, i);
           await this.save(op);
         }
         await this.runStep(op, steps[i]!);
@@ -286,7 +217,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       op.stepIndex = steps.length;
       // The final report keeps the last step's lists (who acked, per-agent drain) for the operator's summary.
       const prev = this.last.get(op.id);
-      const final = this.progressOf(op, `${op.kind} ${op.match || '(all routes)'} done`, [], prev?.waitingVersion ?? 0, prev?.acked ?? [], [], prev?.drain ?? []);
+      const final = progressOf(op, `${op.kind} ${op.match || '(all routes)'} done`, { waitingVersion: prev?.waitingVersion ?? 0, acked: prev?.acked ?? [], drain: prev?.drain ?? [] });
       await this.save(op, final);
       this.o.log.info({ op: op.id, kind: op.kind, match: op.match, ms: op.finishedAt - op.startedAt }, 'operation done');
       this.publish(final);
@@ -294,8 +225,8 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       if (err instanceof Stopping) return;
       op.state = 'failed';
       op.finishedAt = Date.now();
-      op.error = `${op.kind} failed at step ${op.step}: ${errorMessage(err)}${this.safetyNote(op, steps[op.stepIndex])}`;
-      const final = this.progressOf(op, op.error, err instanceof StepFailed ? err.agents : []);
+      op.error = `${op.kind} failed at step ${op.step}: ${errorMessage(err)}${safetyNote(op, steps[op.stepIndex])}`;
+      const final = progressOf(op, op.error, { failed: err instanceof StepFailed ? err.agents : [] });
       try {
         await this.save(op, final);
       } catch (saveErr) {
@@ -305,16 +236,6 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       this.o.log.error({ op: op.id, kind: op.kind, match: op.match, error: op.error }, 'operation failed');
       this.publish(final);
     }
-  }
-
-  /** What a failure leaves behind, in words an operator can act on. */
-  private safetyNote(op: OperationRecord, step: StepName | undefined): string {
-    if (op.kind === 'switchover' && (step === 'hold' || step === 'retarget')) {
-      return `. ${op.match} stays held (mail is accepted and kept, nothing is delivered); retry the switchover or run \`mxswitch release ${op.match}\``;
-    }
-    if (op.kind === 'switchover') return `. ${op.match} is released and routed to ${op.target}`;
-    if (op.kind === 'hold') return `. ${op.match} is held in the table; agents that acked hold its mail`;
-    return '';
   }
 
   /**
@@ -372,57 +293,15 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     for (const w of [...this.wakers]) w();
   }
 
-  /**
-   * Re-evaluates `check` on every registry change until it returns true, throws, or the step times out;
-   * `timeoutReport` words the failure.
-   */
+  /** Waits as `waitUntil` does, also ending (Stopping) when the controller stops or another replica takes over. */
   private waitUntil(op: OperationRecord, check: () => boolean, timeoutReport: () => StepFailed): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let done = false;
-      const finish = (err?: Error) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.wakers.delete(evaluate);
-        if (err) reject(err);
-        else resolve();
-      };
-      const evaluate = () => {
-        if (done) return;
-        if (this.stopping || this.abandoned.has(op.id)) return finish(new Stopping());
-        try {
-          if (check()) finish();
-        } catch (err) {
-          finish(err as Error);
-        }
-      };
-      const timer = setTimeout(() => finish(timeoutReport()), op.timeoutMs);
-      timer.unref();
-      this.wakers.add(evaluate);
-      evaluate();
-    });
-  }
-
-  private describe(a: AgentInfo | undefined, id: string): string {
-    if (!a) return `${id} (removed)`;
-    return `${id} (${a.state}, at version ${a.appliedVersion}${a.lastError ? `, ${a.lastError}` : ''})`;
+    return waitUntil(this.wakers, op.timeoutMs, () => this.stopping || this.abandoned.has(op.id), check, timeoutReport);
   }
 
   private async waitAcks(op: OperationRecord, what: string): Promise<void> {
     const v = op.version;
     let lastKey = '';
-    const classify = () => {
-      const acked: string[] = [];
-      const pending: string[] = [];
-      const failed: string[] = [];
-      for (const id of this.targets(op.excluded)) {
-        const a = this.o.registry.get(id);
-        if (a && a.appliedVersion >= v) acked.push(id);
-        else if (a?.lastNack && a.lastNack.version >= v) failed.push(`${id}: ${a.lastNack.error}`);
-        else pending.push(id);
-      }
-      return { acked, pending, failed };
-    };
+    const classify = () => classifyAcks(this.targets(op.excluded), (id) => this.o.registry.get(id), v);
     await this.waitUntil(
       op,
       () => {
@@ -430,13 +309,13 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         const key = JSON.stringify(c);
         if (key !== lastKey) {
           lastKey = key;
-          this.report(op, c.pending.length || c.failed.length ? `${what}: waiting for version ${v}` : `${what}: every agent applied version ${v}`, c.failed, v, c.acked, c.pending);
+          this.report(op, c.pending.length || c.failed.length ? `${what}: waiting for version ${v}` : `${what}: every agent applied version ${v}`, { ...c, waitingVersion: v });
         }
         if (c.failed.length) throw new StepFailed(`agents refused version ${v}: ${c.failed.join('; ')}`, c.failed);
         return c.pending.length === 0;
       },
       () => {
-        const agents = classify().pending.map((id) => this.describe(this.o.registry.get(id), id));
+        const agents = classify().pending.map((id) => describeAgent(this.o.registry.get(id), id));
         return new StepFailed(`timed out after ${op.timeoutMs} ms waiting for version ${v} from ${agents.join(', ')}`, agents);
       },
     );
@@ -445,14 +324,14 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
   private async flush(op: OperationRecord): Promise<void> {
     const minVersion = op.kind === 'flush' ? this.o.store.version : op.version;
     const ids = this.targets(op.excluded);
-    this.report(op, `flush ${op.match || '(all routes)'} on ${ids.length} agents (requires version ${minVersion})`, [], minVersion, [], ids);
+    this.report(op, `flush ${op.match || '(all routes)'} on ${ids.length} agents (requires version ${minVersion})`, { waitingVersion: minVersion, pending: ids });
     const results = await Promise.all(
       ids.map(async (id) => ({ id, r: await this.o.commands.command(id, { $case: 'flush', value: { match: op.match } }, minVersion, op.timeoutMs) })),
     );
     if (this.stopping || this.abandoned.has(op.id)) throw new Stopping();
     const failed = results.filter((x) => !x.r.ok).map((x) => `${x.id}: ${x.r.error}`);
     const acked = results.filter((x) => x.r.ok).map((x) => x.id);
-    this.report(op, failed.length ? 'flush failed on some agents' : 'flush done on every agent', failed, minVersion, acked, []);
+    this.report(op, failed.length ? 'flush failed on some agents' : 'flush done on every agent', { failed, waitingVersion: minVersion, acked });
     if (failed.length) throw new StepFailed(`flush failed: ${failed.join('; ')}`, failed);
   }
 
@@ -465,19 +344,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     const releasedAt = op.releasedAt || Date.now();
     const baseline = this.drainBaseline.get(op.id) ?? new Map<string, number>();
     let lastKey = '';
-    const compute = (): AgentDrainInfo[] =>
-      this.targets(op.excluded).map((id) => {
-        const a = this.o.registry.get(id);
-        const h = a?.health;
-        const q = h?.queues.filter((x) => x.match === op.match) ?? [];
-        const queued = q.reduce((n, x) => n + x.queued + x.deferred + x.held + x.inFlight, 0);
-        const oldestMs = Math.max(0, ...q.map((x) => x.oldestAgeSeconds * 1000));
-        const fresh = Boolean(a && a.healthAt > releasedAt);
-        const drained = fresh && (queued === 0 || a!.healthAt - oldestMs - HEALTH_SLACK_MS > releasedAt);
-        const now = h?.counters?.delivered ?? 0;
-        const base = baseline.get(id) ?? 0;
-        return { agentId: id, queued, delivered: now >= base ? now - base : now, drained };
-      });
+    const compute = () => drainState(this.targets(op.excluded), (id) => this.o.registry.get(id), op.match, releasedAt, baseline);
     await this.waitUntil(
       op,
       () => {
@@ -486,15 +353,11 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         if (key !== lastKey) {
           lastKey = key;
           const left = drain.filter((d) => !d.drained);
-          this.report(
-            op,
-            left.length ? `waiting for ${op.match} to drain on ${left.map((d) => d.agentId).join(', ')}` : `${op.match} drained on every agent`,
-            [],
-            0,
-            drain.filter((d) => d.drained).map((d) => d.agentId),
-            left.map((d) => d.agentId),
+          this.report(op, left.length ? `waiting for ${op.match} to drain on ${left.map((d) => d.agentId).join(', ')}` : `${op.match} drained on every agent`, {
+            acked: drain.filter((d) => d.drained).map((d) => d.agentId),
+            pending: left.map((d) => d.agentId),
             drain,
-          );
+          });
         }
         return drain.every((d) => d.drained);
       },
@@ -508,12 +371,8 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     this.drainBaseline.delete(op.id);
   }
 
-  private progressOf(op: OperationRecord, message: string, failed: string[] = [], waitingVersion = 0, acked: string[] = [], pending: string[] = [], drain: AgentDrainInfo[] = []): Progress {
-    return { operation: { ...op, excluded: [...op.excluded] }, message, waitingVersion, acked, pending, failed, drain };
-  }
-
-  private report(op: OperationRecord, message: string, failed: string[] = [], waitingVersion = 0, acked: string[] = [], pending: string[] = [], drain: AgentDrainInfo[] = []): void {
-    this.publish(this.progressOf(op, message, failed, waitingVersion, acked, pending, drain));
+  private report(op: OperationRecord, message: string, lists: ProgressLists = {}): void {
+    this.publish(progressOf(op, message, lists));
   }
 
   private publish(p: Progress): void {
