@@ -1,6 +1,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { status, type Metadata, type ServerErrorResponse, type ChannelOptions } from '@grpc/grpc-js';
-import { MxError, errorMessage } from '../shared/errors.js';
+import { MxError, errorMessage, type ErrorCode } from '../shared/errors.js';
+import { RouteError } from '../shared/routes.js';
 
 /** Constant-time comparison of `authorization: Bearer <token>` against the expected token. */
 export function bearerMatches(metadata: Metadata, token: string): boolean {
@@ -12,23 +13,30 @@ export function bearerMatches(metadata: Metadata, token: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-const CODES: Record<string, status> = {
+// Exhaustive: a new ErrorCode does not compile until it has a status here.
+const CODES: Record<ErrorCode, status> = {
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   USAGE: status.INVALID_ARGUMENT,
-  ROUTE: status.INVALID_ARGUMENT,
+  CONFIG: status.INVALID_ARGUMENT,
   NOT_FOUND: status.NOT_FOUND,
   VERSION_CONFLICT: status.ABORTED,
   FAILED_PRECONDITION: status.FAILED_PRECONDITION,
   AGENTS_DISCONNECTED: status.FAILED_PRECONDITION,
   OPERATION_RUNNING: status.FAILED_PRECONDITION,
+  STALE_VERSION: status.FAILED_PRECONDITION,
+  QUEUE_OPEN: status.FAILED_PRECONDITION,
+  QUEUE_FULL: status.RESOURCE_EXHAUSTED,
+  QUEUE_ERROR: status.INTERNAL,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   UNAVAILABLE: status.UNAVAILABLE,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  UNSUPPORTED: status.UNIMPLEMENTED,
+  CONTROLLER: status.UNAVAILABLE,
 };
 
-/** A typed error (MxError code) as a gRPC status; anything untyped is INTERNAL. */
+/** A typed error (MxError code, or a route syntax error) as a gRPC status; anything untyped is INTERNAL. */
 export function toServiceError(err: unknown): ServerErrorResponse {
-  const code = err instanceof MxError ? (CODES[err.code] ?? status.INTERNAL) : status.INTERNAL;
+  const code = err instanceof MxError ? CODES[err.code] : err instanceof RouteError ? status.INVALID_ARGUMENT : status.INTERNAL;
   return Object.assign(new Error(errorMessage(err)), { code, details: errorMessage(err) });
 }
 

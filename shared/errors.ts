@@ -1,7 +1,27 @@
+/** Every machine-readable error code (the admin API maps each to a gRPC status: see control/grpc-util.ts). */
+export type ErrorCode =
+  | 'INVALID_ARGUMENT'
+  | 'USAGE'
+  | 'CONFIG'
+  | 'NOT_FOUND'
+  | 'VERSION_CONFLICT'
+  | 'FAILED_PRECONDITION'
+  | 'AGENTS_DISCONNECTED'
+  | 'OPERATION_RUNNING'
+  | 'STALE_VERSION'
+  | 'QUEUE_OPEN'
+  | 'QUEUE_FULL'
+  | 'QUEUE_ERROR'
+  | 'UNAUTHENTICATED'
+  | 'UNAVAILABLE'
+  | 'DEADLINE_EXCEEDED'
+  | 'UNSUPPORTED'
+  | 'CONTROLLER';
+
 /** An error that carries a stable machine-readable code next to its human message. */
 export class MxError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
   ) {
     super(message);

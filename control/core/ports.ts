@@ -4,13 +4,14 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { Command } from '../../proto/gen/mxswitch/v1/agent.js';
+import type { ErrorCode } from '../../shared/errors.js';
 import type { Route } from '../../shared/routes.js';
 import type { OperationRecord, OpState, Progress } from './model.js';
 
 /** Error codes of route-store writes (mapped to gRPC statuses by the admin service). */
-export const INVALID_ARGUMENT = 'INVALID_ARGUMENT';
-export const NOT_FOUND = 'NOT_FOUND';
-export const VERSION_CONFLICT = 'VERSION_CONFLICT';
+export const INVALID_ARGUMENT = 'INVALID_ARGUMENT' satisfies ErrorCode;
+export const NOT_FOUND = 'NOT_FOUND' satisfies ErrorCode;
+export const VERSION_CONFLICT = 'VERSION_CONFLICT' satisfies ErrorCode;
 
 export interface WriteOptions {
   /** Apply only if the current version equals this; 0 or undefined = unconditional. */
