@@ -49,7 +49,7 @@ export class Ingress {
     applyVendorPatches();
     const smtp = deps.config.smtp;
     this.hostname = smtp.hostname ?? osHostname();
-    const patched: PatchedServerOptions = { greetPause: smtp.greetPause, commandTimeout: smtp.commandTimeout, minDataRate: smtp.minDataRate };
+    const patched: PatchedServerOptions = { greetPause: smtp.greetPause, commandTimeout: smtp.commandTimeout, minDataRate: smtp.minDataRate, dataTimeout: smtp.dataTimeout };
     this.server = new SMTPServer({
       ...patched,
       name: this.hostname,
@@ -186,7 +186,6 @@ export class Ingress {
       finished = true;
       this.finishData(session, failed, received.count, incoming, cb);
     };
-    const timer = setTimeout(() => stream.destroy(new SmtpReply(451, '4.4.2', 'DATA timeout')), this.deps.config.smtp.dataTimeout);
     controls.on('data', (c: Buffer) => {
       received.push(c);
       incoming.add(c);
@@ -194,7 +193,6 @@ export class Ingress {
     controls.on('end', finish);
     // A session that ends inside DATA (timeout, disconnect) leaves no parts behind.
     stream.on('close', () => {
-      clearTimeout(timer);
       if (!stream.readableEnded) incoming.drop();
     });
     const fail = (err: Error) => {
@@ -207,7 +205,6 @@ export class Ingress {
     lines.on('error', fail);
     controls.on('error', fail);
     stream.on('end', () => {
-      clearTimeout(timer);
       if (failed) return finish();
       lines.end();
     });

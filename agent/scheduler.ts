@@ -23,6 +23,9 @@ export interface DeliveryCounters {
   lastError: string;
 }
 
+/** An outcome to record for a claimed recipient. */
+type Rec = { row: ClaimedRecipient; route: string | null; outcome: Outcome };
+
 type Decision = { group: Omit<Group, 'rows'>; route: string } | { outcome: Outcome; route: string | null };
 
 const hopKey = (target: Target, tls: boolean) => `${target.mx ? target.host : `[${target.host}]`}:${target.port}${tls ? '+tls' : ''}`;
@@ -140,14 +143,14 @@ export class Scheduler {
     }
     if (rows.length === 0) return;
     this.claimed += rows.length;
-    const immediate: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
+    const immediate: Rec[] = [];
     const hops = new Set<string>();
     for (const row of rows) {
       const decision = this.decide(row, now);
       if ('outcome' in decision) immediate.push({ row, route: decision.route, outcome: decision.outcome });
       else hops.add(this.enqueue(row, decision));
     }
-    if (immediate.length) this.finish(immediate);
+    if (immediate.length) void this.finishDecided(immediate, now);
     for (const hop of hops) this.dispatch(hop);
     if (rows.length === room) this.kick();
   }
@@ -184,14 +187,14 @@ export class Scheduler {
       });
       if (stale.length) {
         group.rows = group.rows.filter((r) => !stale.includes(r));
-        const immediate: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
+        const immediate: Rec[] = [];
         const hops = new Set<string>();
         for (const row of stale) {
           const d = this.decide(row, now);
           if ('outcome' in d) immediate.push({ row, route: d.route, outcome: d.outcome });
           else hops.add(this.enqueue(row, d));
         }
-        if (immediate.length) this.finish(immediate);
+        if (immediate.length) void this.finishDecided(immediate, now);
         for (const h of hops) if (h !== hop) setImmediate(() => this.dispatch(h));
       }
       if (group.rows.length) void this.send(group);
@@ -230,24 +233,52 @@ export class Scheduler {
       else outcome = this.temporaryFailure(row, result.reply, now);
       return { row, route: row.route, outcome };
     });
+    if (records.some((r) => r.outcome.kind === 'bounced')) await this.notifyBounced(first, records, body, group.target.host, now);
+    this.finish(records);
+  }
+
+  /**
+   * Queues the DSN for the bounced records of one message (none for mail from <> or for a DSN). Without a
+   * committed DSN the recipients may not leave the queue: they are deferred instead, for another try.
+   */
+  private async notifyBounced(first: ClaimedRecipient, records: Rec[], body: Buffer, remoteMta: string | undefined, now: number): Promise<void> {
     const bounced = records.filter((r) => r.outcome.kind === 'bounced');
-    if (bounced.length && first.sender && !first.dsn) {
+    if (!bounced.length || !first.sender || first.dsn) return;
+    try {
+      const dsn = buildDsn({
+        reportingMta: this.hostname,
+        queueId: first.msgId,
+        sender: first.sender,
+        arrivedAt: first.arrivedAt,
+        failed: bounced.map((r) => ({ rcpt: r.row.rcpt, reply: r.outcome.reply, ...(remoteMta ? { remoteMta } : {}) })),
+        original: body,
+      });
+      const id = await this.queue.commit({ id: newQueueId(), sender: '', recipients: [first.sender], body: dsn, dsn: true });
+      this.log.info({ queueId: first.msgId, dsn: id, to: first.sender }, 'bounce notification queued');
+    } catch (err) {
+      this.log.error({ err, queueId: first.msgId }, 'cannot queue bounce notification; deferring instead');
+      for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
+    }
+  }
+
+  /**
+   * Outcomes decided without a send (held; no route). A recipient left without a route until retry.maxAge bounces
+   * here, and needs its DSN like any other bounce (without one its mail would be lost silently).
+   */
+  private async finishDecided(records: Rec[], now: number): Promise<void> {
+    const byMsg = new Map<string, Rec[]>();
+    for (const r of records) if (r.outcome.kind === 'bounced') byMsg.set(r.row.msgId, [...(byMsg.get(r.row.msgId) ?? []), r]);
+    for (const [msgId, bounced] of byMsg) {
+      const first = bounced[0]!.row;
+      if (!first.sender || first.dsn) continue;
+      let head: Buffer | undefined;
       try {
-        const dsn = buildDsn({
-          reportingMta: this.hostname,
-          queueId: first.msgId,
-          sender: first.sender,
-          arrivedAt: first.arrivedAt,
-          failed: bounced.map((r) => ({ rcpt: r.row.rcpt, reply: r.outcome.reply, remoteMta: group.target.host })),
-          original: body,
-        });
-        const id = await this.queue.commit({ id: newQueueId(), sender: '', recipients: [first.sender], body: dsn, dsn: true });
-        this.log.info({ queueId: first.msgId, dsn: id, to: first.sender }, 'bounce notification queued');
-      } catch (err) {
-        // Without a committed DSN the recipients may not leave the queue: keep them for another try.
-        this.log.error({ err, queueId: first.msgId }, 'cannot queue bounce notification; deferring instead');
-        for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
+        head = this.queue.forDelivery(msgId)?.head;
+      } catch {
+        head = undefined;
       }
+      if (head) await this.notifyBounced(first, bounced, head, undefined, now);
+      else for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
     }
     this.finish(records);
   }

@@ -15,7 +15,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.connectionRateLimit': 'New connections per client IP per minute (`421 4.7.0` above it); 0 = no limit',
     'smtp.maxRecipients': 'Recipients per message (at least 100); more get `452 4.5.3`',
     'smtp.idleTimeout': 'Idle session timeout (`421` and close)',
-    'smtp.dataTimeout': 'Longest time to receive one message\'s data',
+    'smtp.dataTimeout': 'Longest time to receive one message\'s data, however fast it comes (`421 4.4.2` and close)',
     'smtp.maxReceivedHeaders': 'Received headers that mean a loop (`554 5.4.6`)',
     'smtp.shutdownTimeout': 'On SIGTERM, how long open sessions may finish before `421`',
     'smtp.maxConnectionsPerClient': 'Concurrent connections from one client IP; above it `421 4.7.0` (Postfix `smtpd_client_connection_count_limit`)',

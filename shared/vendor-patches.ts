@@ -27,6 +27,8 @@ export interface PatchedServerOptions {
   commandTimeout?: number;
   /** In DATA the deadline grows by the time the bytes received so far take at this rate (bytes/s). */
   minDataRate?: number;
+  /** Longest time DATA may take, however fast the bytes come (ms). Absent = no limit. */
+  dataTimeout?: number;
 }
 
 interface ConnectionInternals {
@@ -110,26 +112,37 @@ function patchSmtpConnection(proto: ConnectionProto): void {
 }
 
 function armDeadline(c: ConnectionInternals, delayMs?: number): void {
-  const timeout = c._server.options.commandTimeout;
-  if (!timeout || c._closing || c._closed) return;
+  const { commandTimeout, dataTimeout } = c._server.options;
+  if (c._closing || c._closed) return;
+  const inData = c._parser && c._parser._dataMode;
+  const timeout = inData ? Math.min(commandTimeout || Infinity, dataTimeout || Infinity) : commandTimeout;
+  if (timeout === Infinity) return;
+  if (!timeout) return;
   clearTimeout(c.__mxDeadline);
   c.__mxDeadline = setTimeout(() => onDeadline(c), delayMs ?? timeout);
   c.__mxDeadline.unref();
 }
 
+/** In DATA: ms left before the minimum rate (after commandTimeout of grace) or dataTimeout is missed. */
+function dataTimeLeft(c: ConnectionInternals, parser: SMTPStream, dataStart: number): number {
+  const { commandTimeout = 0, minDataRate = 0, dataTimeout = 0 } = c._server.options;
+  const byRate = commandTimeout > 0 ? commandTimeout + (minDataRate > 0 ? (parser.dataBytes / minDataRate) * 1000 : Infinity) : Infinity;
+  return Math.min(byRate, dataTimeout > 0 ? dataTimeout : Infinity) - (Date.now() - dataStart);
+}
+
 function onDeadline(c: ConnectionInternals): void {
-  const { commandTimeout = 0, minDataRate = 0 } = c._server.options;
   if (c._closing || c._closed || !c._parser) return;
   // The client waits for us (a handler has not called back, the message is being committed): not its delay.
   if (c._handlerPending || !c._ready) return armDeadline(c);
   if (c._parser._dataMode && c.__mxDataStart !== undefined) {
-    const allowed = commandTimeout + (minDataRate > 0 ? (c._parser.dataBytes / minDataRate) * 1000 : Infinity);
-    const left = c.__mxDataStart + allowed - Date.now();
-    if (left > 0) return armDeadline(c, Math.min(left, commandTimeout));
+    const left = dataTimeLeft(c, c._parser, c.__mxDataStart);
+    // Re-checked at least every commandTimeout: the allowance grows with the bytes that arrive.
+    if (left > 0) return armDeadline(c, Math.min(left, c._server.options.commandTimeout || left));
   } else if (!c._parser._dataMode && (c as unknown as { _dataStream: unknown })._dataStream) {
     // DATA is over and onData has not decided yet.
     return armDeadline(c);
   }
+  // 421 closes the connection; a message cut off in DATA is dropped with its stream (ingress: on 'close').
   c.send(421, `4.4.2 ${c.name} Error: timeout exceeded`);
 }
 

@@ -24,6 +24,12 @@ export class CaptureServer {
   readonly messages: CapturedMessage[] = [];
   /** SMTP connections accepted so far (a held destination must see none, not only no message). */
   connections = 0;
+  /** TCP connections open right now. */
+  activeConnections = 0;
+  /** The most TCP connections that were open at the same time (a per-hop connection limit must bound it). */
+  maxConcurrentConnections = 0;
+  /** Milliseconds to wait before answering the final dot: a slow next hop. */
+  dataDelayMs = 0;
   port = 0;
   rcptPolicy: ((rcpt: string) => Reply | undefined) | undefined;
   dataReply: (() => Reply | undefined) | undefined;
@@ -53,20 +59,30 @@ export class CaptureServer {
         const chunks: Buffer[] = [];
         stream.on('data', (c: Buffer) => chunks.push(c));
         stream.on('end', () => {
-          const r = this.dataReply?.();
-          if (r) return cb(Object.assign(new Error(r.message), { responseCode: r.code }));
-          this.messages.push({
-            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-            to: session.envelope.rcptTo.map((x) => x.address),
-            data: Buffer.concat(chunks),
-            at: Date.now(),
-            tls: session.secure,
-          });
-          cb();
+          const finish = () => {
+            const r = this.dataReply?.();
+            if (r) return cb(Object.assign(new Error(r.message), { responseCode: r.code }));
+            this.messages.push({
+              from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+              to: session.envelope.rcptTo.map((x) => x.address),
+              data: Buffer.concat(chunks),
+              at: Date.now(),
+              tls: session.secure,
+            });
+            cb();
+          };
+          if (this.dataDelayMs > 0) setTimeout(finish, this.dataDelayMs);
+          else finish();
         });
       },
     });
     this.server.on('error', () => undefined);
+    // Counted at TCP level, so a connection that never gets as far as an SMTP session counts too.
+    (this.server as unknown as { server: NetServer }).server.on('connection', (socket) => {
+      this.activeConnections++;
+      this.maxConcurrentConnections = Math.max(this.maxConcurrentConnections, this.activeConnections);
+      socket.once('close', () => this.activeConnections--);
+    });
   }
 
   async start(port = 0, host = '127.0.0.1'): Promise<this> {

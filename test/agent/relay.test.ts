@@ -145,6 +145,7 @@ describe('relay: ingest, route, deliver', () => {
   test('hold keeps mail (never attempted); release delivers it; a route change re-points queued mail', async () => {
     sink.messages.length = 0;
     other.messages.length = 0;
+    const sinkConnections = sink.connections;
     const a = await startAgent({ routes: [{ match: 'example.com', target: sink.target, hold: true }] });
     try {
       const client = smtpClient(a.port);
@@ -160,47 +161,80 @@ describe('relay: ingest, route, deliver', () => {
       a.agent.reloadStaticRoutes([{ match: 'example.com', target: other.target }]);
       await waitFor('released to the new next hop', () => other.messages.length === 5);
       assert.equal(sink.messages.length, 0, 'mail reached the old next hop after the re-point');
+      // Not even a connection: a held (then re-pointed) destination never hears from us.
+      assert.equal(sink.connections, sinkConnections, 'the held next hop was connected to');
       await waitFor('empty queue', () => a.agent.queue.stats().total === 0);
     } finally {
       await a.cleanup();
     }
   });
 
-  test('hold time does not count toward expiry; expiry bounces with exactly one RFC 3464 DSN', async () => {
+  test('hold time does not count toward expiry: held longer than maxAge, released to a failing hop, bounced maxAge after the release', async () => {
     sink.messages.length = 0;
-    const dead = new Sink();
-    await dead.start();
-    const deadPort = dead.port;
-    await dead.stop();
+    // The next hop answers every DATA with 451: each attempt is counted (and timed) here.
+    const failing = await new Sink().start();
+    const attempts: number[] = [];
+    failing.dataReply = () => (attempts.push(Date.now()), { code: 451, message: '4.3.0 mailbox busy' });
+    const maxAge = 2000;
     const a = await startAgent({
-      retry: { intervals: ['100ms'], maxAge: '1500ms', jitter: 0 },
+      retry: { intervals: ['200ms'], maxAge: `${maxAge}ms`, jitter: 0 },
       routes: [
-        { match: 'example.com', target: `smtp:[127.0.0.1]:${deadPort}`, hold: true },
+        { match: 'example.com', target: failing.target, hold: true },
         { match: 'sender.test', target: sink.target },
       ],
     });
     try {
       const client = smtpClient(a.port);
-      await client.sendMail({ envelope: { from: 'sender@sender.test', to: ['x@example.com'] }, raw: testMessage(9) });
+      const info = await client.sendMail({ envelope: { from: 'sender@sender.test', to: ['x@example.com'] }, raw: testMessage(9) });
       client.close();
-      await new Promise((r) => setTimeout(r, 2000)); // longer than maxAge, but on hold
-      assert.equal(a.agent.queue.stats().total, 1, 'held mail expired');
+      const id = /queued as ([0-9A-Z]+)$/.exec(info.response)?.[1];
+      assert.ok(id, info.response);
+      await waitFor('held', () => a.agent.queue.stats().byState.held === 1);
+      await new Promise((r) => setTimeout(r, 1.5 * maxAge)); // on hold for longer than maxAge
+      assert.equal(a.agent.queue.stats().byState.held, 1, 'held mail expired or moved');
+      assert.equal(failing.connections, 0, 'held mail was attempted');
       assert.equal(sink.messages.length, 0);
+      const releasedAt = Date.now();
       a.agent.reloadStaticRoutes([
-        { match: 'example.com', target: `smtp:[127.0.0.1]:${deadPort}` },
+        { match: 'example.com', target: failing.target },
         { match: 'sender.test', target: sink.target },
       ]);
-      await waitFor('expiry DSN', () => sink.messages.length >= 1, 10_000);
-      await waitFor('empty queue', () => a.agent.queue.stats().total === 0);
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(sink.messages.length, 1, 'exactly one DSN');
+      // While it retries, the queue records every failed attempt with the next hop's reply.
+      let recorded = 0;
+      await waitFor(
+        'expiry DSN delivered, queue empty',
+        () => {
+          const row = a.agent.queue.recipientsOf(id)[0];
+          if (row && row.attempts > recorded) {
+            recorded = row.attempts;
+            assert.equal(row.state === 'deferred' || row.state === 'inflight', true, row.state);
+            assert.equal(row.lastReply, '451 4.3.0 mailbox busy');
+          }
+          return sink.messages.length >= 1 && a.agent.queue.stats().total === 0;
+        },
+        15_000,
+      );
       const dsn = sink.messages[0]!;
+      const afterRelease = dsn.at - releasedAt;
+      // Expiry counts from the release (plus the few ms before the hold began), not from arrival.
+      assert.ok(afterRelease >= maxAge - 150, `bounced ${afterRelease} ms after the release, sooner than maxAge (${maxAge} ms)`);
+      assert.ok(afterRelease < maxAge + 5000, `bounced ${afterRelease} ms after the release`);
+      assert.ok(attempts.length >= 5, `only ${attempts.length} attempts in maxAge at 200 ms intervals`);
+      assert.ok(attempts.every((t) => t >= releasedAt), 'attempted while held');
+      // The last attempt bounced instead of being recorded; the queue saw (nearly) all of the others.
+      assert.ok(recorded >= 4 && recorded <= attempts.length - 1, `queue recorded ${recorded} attempts of ${attempts.length}`);
+      assert.equal(sink.messages.length, 1, 'exactly one DSN');
       assert.equal(dsn.from, '');
       assert.deepEqual(dsn.to, ['sender@sender.test']);
-      assert.match(dsn.data.toString(), /Action: failed\r\nStatus: 5\.4\.7/);
-      assert.match(dsn.data.toString(), /Diagnostic-Code: smtp; 5\.4\.7 delivery time expired/);
+      const text = dsn.data.toString();
+      assert.match(text, /Final-Recipient: rfc822; x@example\.com\r\nOriginal-Recipient: rfc822; x@example\.com\r\nAction: failed\r\nStatus: 5\.4\.7\r\n/);
+      assert.match(text, /Diagnostic-Code: smtp; 5\.4\.7 delivery time expired; last reply: 451 4\.3\.0 mailbox busy\r\n/);
+      assert.match(text, new RegExp(`X-Mxswitch-Queue-ID: ${id}\r\n`));
+      assert.equal(a.agent.scheduler.counters.bounced, 1);
+      assert.equal(a.agent.scheduler.counters.deferred, attempts.length - 1);
     } finally {
       await a.cleanup();
+      await failing.stop();
     }
   });
 
