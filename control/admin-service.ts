@@ -23,7 +23,7 @@ import type { Access } from './access.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator } from './orchestrator/runner.js';
 import type { StartRequest } from './orchestrator/validate.js';
-import type { AgentInfo, Registry } from './registry.js';
+import type { AgentInfo, Registry } from './core/registry.js';
 import type { OperationRecord, Progress } from './core/model.js';
 import type { AgentCommander, CommandKind, RouteStoreApi } from './core/ports.js';
 

@@ -9,6 +9,7 @@ import { parseHostPort } from '../shared/units.js';
 import { AgentServiceService } from '../proto/gen/mxswitch/v1/agent.js';
 import { AdminServiceService } from '../proto/gen/mxswitch/v1/admin.js';
 import { Access } from './access.js';
+import { MemoryAgentDirectory, SqliteAgentDirectory } from './agent-directory.js';
 import { adminService } from './admin-service.js';
 import { openControllerDb, type Db } from './db.js';
 import { isLoopback, serverOptions } from './grpc-util.js';
@@ -16,7 +17,7 @@ import { controllerMetrics } from './metrics.js';
 import { NatsControlPlane } from './nats/plane.js';
 import { SqliteOperationStore } from './operation-store.js';
 import { Orchestrator } from './orchestrator/runner.js';
-import { Registry } from './registry.js';
+import { Registry } from './core/registry.js';
 import { RouteStore } from './route-store.js';
 import type { AgentCommander, OperationStore, RouteStoreApi } from './core/ports.js';
 import { Sessions } from './sessions.js';
@@ -84,7 +85,7 @@ export class Controller {
       this.store = this.nats.store;
       this.operations = this.nats.ops;
       this.commands = this.nats.commands;
-      this.registry = new Registry(undefined, config.expectedAgents, config.lostAfter, log);
+      this.registry = new Registry(new MemoryAgentDirectory(), config.expectedAgents, config.lostAfter, log);
       try {
         await this.nats.start(this.registry);
       } catch (err) {
@@ -104,7 +105,7 @@ export class Controller {
       const store = new RouteStore(db);
       this.store = store;
       this.operations = new SqliteOperationStore(db);
-      this.registry = new Registry(db, config.expectedAgents, config.lostAfter, log);
+      this.registry = new Registry(new SqliteAgentDirectory(db), config.expectedAgents, config.lostAfter, log);
       this.commands = this.sessions = new Sessions({
         store,
         registry: this.registry,

@@ -1,7 +1,7 @@
 import { Gauge, Registry as PromRegistry } from 'prom-client';
 import type { Orchestrator } from './orchestrator/runner.js';
 import type { RouteStoreApi } from './core/ports.js';
-import type { Registry } from './registry.js';
+import type { Registry } from './core/registry.js';
 
 /** Prometheus view of the controller, read from live state at scrape time (its own registry, not the global one). */
 export function controllerMetrics(store: RouteStoreApi, agents: Registry, orchestrator: Orchestrator): PromRegistry {

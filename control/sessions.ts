@@ -14,7 +14,7 @@ import { routeToWire } from '../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
 import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi, Snapshot } from './core/ports.js';
-import type { Registry } from './registry.js';
+import type { Registry } from './core/registry.js';
 
 export interface SessionsOptions {
   store: RouteStoreApi;

@@ -41,3 +41,35 @@ export interface Progress {
   failed: string[];
   drain: AgentDrainInfo[];
 }
+
+/** An agent introducing itself (a gRPC Hello, or the identity part of its NATS agents-bucket value). */
+export interface AgentHello {
+  agentId: string;
+  region: string;
+  hostname: string;
+  bootId: string;
+  appliedVersion: number;
+}
+
+/** One route's share of an agent's queue. */
+export interface RouteQueueHealth {
+  match: string;
+  queued: number;
+  deferred: number;
+  held: number;
+  inFlight: number;
+  oldestAgeSeconds: number;
+}
+
+/** An agent's last health report, as the controller keeps it (the wire's Health has this shape). */
+export interface AgentHealth {
+  appliedVersion: number;
+  queues: RouteQueueHealth[];
+  counters?: { accepted: number; delivered: number; deferred: number; bounced: number; rejected: number } | undefined;
+  lastDeliveryError: string;
+  diskFreeBytes: number;
+  totalQueued: number;
+  oldestAgeSeconds: number;
+  uptimeSeconds: number;
+  delivery?: { open: boolean; reason: string; sinceMs: number } | undefined;
+}

@@ -114,3 +114,20 @@ export interface AgentCommander {
   /** A missing agent or a timeout is an outcome ({ok: false}), never an exception. */
   command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
 }
+
+/** An agent as the directory keeps it. */
+export interface DirectoryEntry {
+  id: string;
+  region: string;
+  hostname: string;
+  bootId: string;
+  lastSeen: number;
+}
+
+/** Where the set of registered agents is kept: it is the expected fleet unless expectedAgents lists it. */
+export interface AgentDirectory {
+  load(): DirectoryEntry[];
+  has(id: string): boolean;
+  upsert(agent: Omit<DirectoryEntry, 'lastSeen'>, now: number): void;
+  delete(id: string): void;
+}

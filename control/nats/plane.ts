@@ -5,7 +5,7 @@ import type { KV } from '@nats-io/kv';
 import type { ControllerConfig } from '../../shared/config.js';
 import type { Logger } from '../../shared/logger.js';
 import { bucketNames, kvManager, natsConnect, natsOptions, watchStatus } from '../../shared/nats.js';
-import type { Registry } from '../registry.js';
+import type { Registry } from '../core/registry.js';
 import { NatsAgentFeed, NatsCommands } from './agents.js';
 import { NatsOperationStore } from './operation-store.js';
 import { NatsRouteStore } from './route-store.js';

@@ -1,5 +1,5 @@
 import type { AgentDrainInfo } from '../core/model.js';
-import type { AgentInfo } from '../registry.js';
+import type { AgentInfo } from '../core/registry.js';
 
 type Lookup = (id: string) => AgentInfo | undefined;
 

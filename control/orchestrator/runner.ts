@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../../shared/logger.js';
 import { MxError, errorMessage } from '../../shared/errors.js';
-import type { Registry } from '../registry.js';
+import type { Registry } from '../core/registry.js';
 import type { OpState, OperationRecord, Progress } from '../core/model.js';
 import { OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from '../core/ports.js';
 import { classifyAcks, describeAgent, drainState } from './acks.js';

@@ -2,7 +2,7 @@ import { errorMessage, MxError, quoteInput } from '../../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
 import type { OpKind, OperationRecord } from '../core/model.js';
 import type { RouteStoreApi } from '../core/ports.js';
-import type { Registry } from '../registry.js';
+import type { Registry } from '../core/registry.js';
 
 export interface StartRequest {
   kind: OpKind;

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../shared/logger.js';
-import { MxError, quoteInput } from '../shared/errors.js';
-import type { Health, Hello } from '../proto/gen/mxswitch/v1/agent.js';
-import type { Db } from './db.js';
+import type { Logger } from '../../shared/logger.js';
+import { MxError, quoteInput } from '../../shared/errors.js';
+import type { AgentHealth, AgentHello } from './model.js';
+import type { AgentDirectory } from './ports.js';
 
 export type AgentState = 'connected' | 'disconnected' | 'lost';
 
@@ -13,13 +13,13 @@ export interface AgentInfo {
   hostname: string;
   bootId: string;
   state: AgentState;
-  /** Table version the agent has acked (or reported in Hello when its session started). */
+  /** Table version the agent has acked (or reported in AgentHello when its session started). */
   appliedVersion: number;
   /** The last nack: the version the agent refused and why. */
   lastNack: { version: number; error: string } | undefined;
   /** Most recent problem (nack reason, stream error); cleared by a later successful ack. */
   lastError: string;
-  health: Health | undefined;
+  health: AgentHealth | undefined;
   /** When the last health report arrived (ms epoch), 0 if never. */
   healthAt: number;
   lastSeen: number;
@@ -34,20 +34,10 @@ export type RegistryEvents = {
   removed: [string];
 };
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS agents (
-  id TEXT PRIMARY KEY,
-  region TEXT NOT NULL,
-  hostname TEXT NOT NULL DEFAULT '',
-  boot_id TEXT NOT NULL DEFAULT '',
-  registered_at INTEGER NOT NULL,
-  last_seen INTEGER NOT NULL
-) WITHOUT ROWID;
-`;
 
 /**
  * Agents and their state. The set of registered agents is persisted (it defines the expected fleet when
- * `expectedAgents` is not configured); everything else is live state rebuilt from Hello/Ack/Health after a restart.
+ * `expectedAgents` is not configured); everything else is live state rebuilt from AgentHello/Ack/AgentHealth after a restart.
  * Without a database (NATS mode) nothing is persisted here: the agents bucket is the list, fed in with restore().
  */
 export class Registry extends EventEmitter<RegistryEvents> {
@@ -56,23 +46,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly db: Db | undefined,
+    private readonly directory: AgentDirectory,
     expectedAgents: readonly string[] | undefined,
     private readonly lostAfterMs: number,
     private readonly log: Logger,
   ) {
     super();
     this.setMaxListeners(0);
-    db?.exec(SCHEMA);
     this.configured = expectedAgents ? new Set(expectedAgents) : undefined;
-    const rows = (db?.prepare('SELECT id, region, hostname, boot_id, last_seen FROM agents').all() ?? []) as {
-      id: string;
-      region: string;
-      hostname: string;
-      boot_id: string;
-      last_seen: number;
-    }[];
-    for (const r of rows) this.agents.set(r.id, this.blank(r.id, r.region, r.hostname, r.boot_id, r.last_seen));
+    for (const r of directory.load()) this.agents.set(r.id, this.blank(r.id, r.region, r.hostname, r.bootId, r.lastSeen));
     for (const id of expectedAgents ?? []) if (!this.agents.has(id)) this.agents.set(id, this.blank(id, '', '', '', 0));
     for (const a of this.agents.values()) a.expected = this.isExpected(a.id);
   }
@@ -135,10 +117,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return this.agents.get(id);
   }
 
-  /** A session said Hello: the agent is (re)registered and connected. */
-  hello(hello: Hello, now = Date.now()): AgentInfo {
+  /** A session said AgentHello: the agent is (re)registered and connected. */
+  hello(hello: AgentHello, now = Date.now()): AgentInfo {
     let a = this.agents.get(hello.agentId);
-    const isNew = !a || !this.isPersisted(hello.agentId);
+    const isNew = !a || !this.directory.has(hello.agentId);
     if (!a) {
       a = this.blank(hello.agentId, hello.region, hello.hostname, hello.bootId, now);
       this.agents.set(a.id, a);
@@ -151,27 +133,18 @@ export class Registry extends EventEmitter<RegistryEvents> {
     a.appliedVersion = hello.appliedVersion;
     a.lastSeen = now;
     a.connectedAt = now;
-    this.db
-      ?.prepare(
-        `INSERT INTO agents (id, region, hostname, boot_id, registered_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT(id) DO UPDATE SET region = excluded.region, hostname = excluded.hostname, boot_id = excluded.boot_id, last_seen = excluded.last_seen`,
-      )
-      .run(a.id, a.region, a.hostname, a.bootId, now, now);
+    this.directory.upsert(a, now);
     a.expected = this.isExpected(a.id);
     if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent registered');
     this.changed(a);
     return a;
   }
 
-  private isPersisted(id: string): boolean {
-    return this.db ? this.db.prepare('SELECT 1 FROM agents WHERE id = ?').get(id) !== undefined : this.agents.has(id);
-  }
-
   /**
    * An agent known from a shared store (NATS agents bucket) whose last report is not fresh: registered, expected,
    * not connected; its last known version and health are kept for `status`.
    */
-  restore(hello: Hello, lastSeen: number, health?: Health): AgentInfo {
+  restore(hello: AgentHello, lastSeen: number, health?: AgentHealth): AgentInfo {
     let a = this.agents.get(hello.agentId);
     const isNew = !a;
     if (!a) {
@@ -192,6 +165,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       a.state = 'disconnected';
       a.connectedAt = 0;
     }
+    this.directory.upsert(a, lastSeen);
     if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent known (not reporting now)');
     this.changed(a);
     return a;
@@ -201,7 +175,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   forget(id: string): void {
     const a = this.agents.get(id);
     if (!a) return;
-    this.db?.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    this.directory.delete(id);
     if (this.configured?.has(id)) {
       // Listed in expectedAgents: still expected, only what was known about it goes.
       this.agents.set(id, this.blank(id, '', '', '', 0));
@@ -228,13 +202,13 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.changed(a);
   }
 
-  health(id: string, health: Health, now = Date.now()): void {
+  health(id: string, health: AgentHealth, now = Date.now()): void {
     const a = this.agents.get(id);
     if (!a) return;
     a.lastSeen = now;
     a.health = health;
     a.healthAt = now;
-    // Health does not move appliedVersion: only an ack (or Hello) says a table is in force with nothing in
+    // AgentHealth does not move appliedVersion: only an ack (or AgentHello) says a table is in force with nothing in
     // flight that it forbids.
     this.changed(a);
   }
@@ -267,7 +241,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (!a) throw new MxError('NOT_FOUND', `no agent ${quoteInput(id)}`);
     if (this.configured?.has(id)) throw new MxError('FAILED_PRECONDITION', `agent ${quoteInput(id)} is listed in expectedAgents; remove it from the controller config`);
     if (a.state === 'connected') throw new MxError('FAILED_PRECONDITION', `agent ${quoteInput(id)} is connected; stop it first`);
-    this.db?.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    this.directory.delete(id);
     this.agents.delete(id);
     this.log.info({ agent: id }, 'agent removed from the fleet');
     this.emit('removed', id);
