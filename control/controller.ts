@@ -8,19 +8,19 @@ import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { AgentServiceService } from '../proto/gen/mxswitch/v1/agent.js';
 import { AdminServiceService } from '../proto/gen/mxswitch/v1/admin.js';
-import { Access } from './access.js';
-import { MemoryAgentDirectory, SqliteAgentDirectory } from './agent-directory.js';
-import { adminService } from './admin-service.js';
-import { openControllerDb, type Db } from './db.js';
-import { isLoopback, serverOptions } from './grpc-util.js';
+import { Access } from './adapters/grpc/access.js';
+import { MemoryAgentDirectory, SqliteAgentDirectory } from './adapters/sqlite/agent-directory.js';
+import { adminService } from './adapters/grpc/admin-service.js';
+import { openControllerDb, type Db } from './adapters/sqlite/db.js';
+import { isLoopback, serverOptions } from './adapters/grpc/grpc-util.js';
 import { controllerMetrics } from './metrics.js';
-import { NatsControlPlane } from './nats/plane.js';
-import { SqliteOperationStore } from './operation-store.js';
+import { NatsControlPlane } from './adapters/nats/plane.js';
+import { SqliteOperationStore } from './adapters/sqlite/operation-store.js';
 import { Orchestrator } from './orchestrator/runner.js';
 import { Registry } from './core/registry.js';
-import { RouteStore } from './route-store.js';
+import { RouteStore } from './adapters/sqlite/route-store.js';
 import type { AgentCommander, OperationStore, RouteStoreApi } from './core/ports.js';
-import { Sessions } from './sessions.js';
+import { Sessions } from './adapters/grpc/sessions.js';
 
 /** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
 function credentials(config: ControllerConfig, host: string, log: Logger): ServerCredentials {

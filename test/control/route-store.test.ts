@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { test } from 'node:test';
-import { openControllerDb } from '../../control/db.js';
-import { RouteStore } from '../../control/route-store.js';
+import { openControllerDb } from '../../control/adapters/sqlite/db.js';
+import { RouteStore } from '../../control/adapters/sqlite/route-store.js';
 import { MxError } from '../../shared/errors.js';
 import { tempDir } from '../helpers/agent.js';
 

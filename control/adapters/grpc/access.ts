@@ -1,5 +1,5 @@
 import { Metadata, ResponderBuilder, ServerInterceptingCall, ServerListenerBuilder, status, type ServerInterceptor } from '@grpc/grpc-js';
-import type { ControllerConfig } from '../shared/config.js';
+import type { ControllerConfig } from '../../../shared/config.js';
 import { bearerMatches } from './grpc-util.js';
 
 /** Who an agent token says the caller is: any agent (the shared token) or one agent id (a per-agent token). */

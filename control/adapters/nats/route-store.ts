@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { errorMessage, MxError, quoteInput } from '../../shared/errors.js';
-import type { Logger } from '../../shared/logger.js';
-import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../shared/nats.js';
+import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../../shared/nats.js';
 import { unavailable } from './unavailable.js';
-import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../core/ports.js';
-import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../shared/routes.js';
+import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
+import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
 
 const auditKey = (version: number) => `audit.${String(version).padStart(12, '0')}`;
 const byMatch = (a: Route, b: Route) => (a.match < b.match ? -1 : a.match > b.match ? 1 : 0);

@@ -1,4 +1,4 @@
-import type { AgentDirectory, DirectoryEntry } from './core/ports.js';
+import type { AgentDirectory, DirectoryEntry } from '../../core/ports.js';
 import type { Db } from './db.js';
 
 const SCHEMA = `

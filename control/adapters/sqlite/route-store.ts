@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { MxError, errorMessage, quoteInput } from '../shared/errors.js';
-import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../shared/routes.js';
-import { routeFromWire } from '../shared/wire.js';
-import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from './core/ports.js';
+import { MxError, errorMessage, quoteInput } from '../../../shared/errors.js';
+import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
+import { routeFromWire } from '../../../shared/wire.js';
+import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
 import type { Db } from './db.js';
 
 const SCHEMA = `

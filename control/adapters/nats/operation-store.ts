@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { errorMessage, MxError } from '../../shared/errors.js';
-import type { Logger } from '../../shared/logger.js';
-import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, readAll } from '../../shared/nats.js';
+import { errorMessage, MxError } from '../../../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, readAll } from '../../../shared/nats.js';
 import { unavailable } from './unavailable.js';
-import type { OpState, OperationRecord, Progress } from '../core/model.js';
-import { OwnershipLost, type OperationStore, type OperationStoreEvents } from '../core/ports.js';
+import type { OpState, OperationRecord, Progress } from '../../core/model.js';
+import { OwnershipLost, type OperationStore, type OperationStoreEvents } from '../../core/ports.js';
 
 /** The value under `<fleet>-ops` / `op.<id>`. */
 export interface OpValue {

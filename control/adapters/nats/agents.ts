@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { errorMessage } from '../../shared/errors.js';
-import type { Logger } from '../../shared/logger.js';
-import { commandSubject, KvFollower, parseAgentValue, readAll, type AgentValue } from '../../shared/nats.js';
-import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
-import type { Registry } from '../core/registry.js';
-import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi } from '../core/ports.js';
+import { errorMessage } from '../../../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import { commandSubject, KvFollower, parseAgentValue, readAll, type AgentValue } from '../../../shared/nats.js';
+import { Command, CommandResult, Health } from '../../../proto/gen/mxswitch/v1/agent.js';
+import type { Registry } from '../../core/registry.js';
+import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi } from '../../core/ports.js';
 
 /** A report older than this many health intervals (and at least minStaleMs) means the agent is not connected. */
 const STALE_INTERVALS = 3;

@@ -1,20 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
-import type { Logger } from '../shared/logger.js';
-import { errorMessage, quoteInput } from '../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import { errorMessage, quoteInput } from '../../../shared/errors.js';
 import {
   Command,
   RouteTable as RouteTableMsg,
   SessionResponse,
   type Hello,
   type SessionRequest,
-} from '../proto/gen/mxswitch/v1/agent.js';
-import { Outbox } from '../shared/outbox.js';
-import { routeToWire } from '../shared/wire.js';
+} from '../../../proto/gen/mxswitch/v1/agent.js';
+import { Outbox } from '../../../shared/outbox.js';
+import { routeToWire } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi, Snapshot } from './core/ports.js';
-import type { Registry } from './core/registry.js';
+import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { Registry } from '../../core/registry.js';
 
 export interface SessionsOptions {
   store: RouteStoreApi;

@@ -1,4 +1,4 @@
-import { errorMessage, MxError } from '../../shared/errors.js';
+import { errorMessage, MxError } from '../../../shared/errors.js';
 
 /** Any failure to talk to NATS, as the admin API reports it. */
 export function unavailable(err: unknown): MxError {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Db } from './db.js';
-import type { OpKind, OpState, OperationRecord, Progress } from './core/model.js';
-import type { OperationStore, OperationStoreEvents } from './core/ports.js';
+import type { OpKind, OpState, OperationRecord, Progress } from '../../core/model.js';
+import type { OperationStore, OperationStoreEvents } from '../../core/ports.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS operations (

@@ -4,9 +4,9 @@ import type {
   ServerWritableStream,
   handleServerStreamingCall,
 } from '@grpc/grpc-js';
-import type { Logger } from '../shared/logger.js';
-import { errorMessage, MxError, quoteInput } from '../shared/errors.js';
-import { Outbox } from '../shared/outbox.js';
+import type { Logger } from '../../../shared/logger.js';
+import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
+import { Outbox } from '../../../shared/outbox.js';
 import {
   AgentCommandResult,
   AgentStatus,
@@ -16,16 +16,16 @@ import {
   type AdminServiceServer,
   type FollowResponse,
   type QueueCommandRequest,
-} from '../proto/gen/mxswitch/v1/admin.js';
-import type { Route } from '../shared/routes.js';
-import { routeToWire } from '../shared/wire.js';
+} from '../../../proto/gen/mxswitch/v1/admin.js';
+import type { Route } from '../../../shared/routes.js';
+import { routeToWire } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
-import type { Orchestrator } from './orchestrator/runner.js';
-import type { StartRequest } from './orchestrator/validate.js';
-import type { AgentInfo, Registry } from './core/registry.js';
-import type { OperationRecord, Progress } from './core/model.js';
-import type { AgentCommander, CommandKind, RouteStoreApi } from './core/ports.js';
+import type { Orchestrator } from '../../orchestrator/runner.js';
+import type { StartRequest } from '../../orchestrator/validate.js';
+import type { AgentInfo, Registry } from '../../core/registry.js';
+import type { OperationRecord, Progress } from '../../core/model.js';
+import type { AgentCommander, CommandKind, RouteStoreApi } from '../../core/ports.js';
 
 export interface AdminDeps {
   store: RouteStoreApi;

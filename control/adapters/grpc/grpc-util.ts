@@ -1,7 +1,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { status, type Metadata, type ServerErrorResponse, type ChannelOptions } from '@grpc/grpc-js';
-import { MxError, errorMessage, type ErrorCode } from '../shared/errors.js';
-import { RouteError } from '../shared/routes.js';
+import { MxError, errorMessage, type ErrorCode } from '../../../shared/errors.js';
+import { RouteError } from '../../../shared/routes.js';
 
 /** Constant-time comparison of `authorization: Bearer <token>` against the expected token. */
 export function bearerMatches(metadata: Metadata, token: string): boolean {
