@@ -211,7 +211,7 @@ class GrpcControlChannel implements ControlChannel {
   }
 
   private onCommand(call: ClientDuplexStream<SessionRequest, SessionResponse>, command: Command): void {
-    void this.session.command(command.minVersion, () => commandFromWire(command)).then((result) => {
+    void this.session.command(command.minVersion, () => commandFromWire(command.kind)).then((result) => {
       this.send(call, SessionRequest.fromPartial({ body: { $case: 'commandResult', value: { commandId: command.commandId, ...result } } }));
       this.sendHealth();
     });

@@ -217,7 +217,7 @@ class NatsControlChannel implements ControlChannel {
       msg.respond(CommandResult.encode({ commandId: '', ok: false, error: `undecodable command: ${errorMessage(err)}`, json: '' }).finish());
       return;
     }
-    void this.session.command(command.minVersion, () => commandFromWire(command)).then((result) => {
+    void this.session.command(command.minVersion, () => commandFromWire(command.kind)).then((result) => {
       msg.respond(CommandResult.encode({ commandId: command.commandId, ...result }).finish());
       void this.report();
     });

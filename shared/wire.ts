@@ -24,8 +24,7 @@ export type AgentCommand =
   | { kind: 'queueRemove'; id: string }
   | { kind: 'queueRetry'; id: string; all: boolean };
 
-export function commandFromWire(c: Command): AgentCommand {
-  const k = c.kind;
+export function commandFromWire(k: Command['kind']): AgentCommand {
   switch (k?.$case) {
     case 'flush':
       return { kind: 'flush', match: k.value.match };
@@ -39,5 +38,20 @@ export function commandFromWire(c: Command): AgentCommand {
       return { kind: 'queueRetry', id: k.value.id, all: k.value.all };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
+  }
+}
+
+export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
+  switch (c.kind) {
+    case 'flush':
+      return { $case: 'flush', value: { match: c.match } };
+    case 'queueList':
+      return { $case: 'queueList', value: { match: c.match, state: c.state, limit: c.limit } };
+    case 'queueShow':
+      return { $case: 'queueShow', value: { id: c.id } };
+    case 'queueRemove':
+      return { $case: 'queueRemove', value: { id: c.id } };
+    case 'queueRetry':
+      return { $case: 'queueRetry', value: { id: c.id, all: c.all } };
   }
 }

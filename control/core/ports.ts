@@ -3,9 +3,9 @@
  * KV) and from the agents' transport (gRPC sessions or NATS request/reply). The adapters implement them.
  */
 import type { EventEmitter } from 'node:events';
-import type { Command } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { ErrorCode } from '../../shared/errors.js';
 import type { Route } from '../../shared/routes.js';
+import type { AgentCommand } from '../../shared/wire.js';
 import type { OperationRecord, OpState, Progress } from './model.js';
 
 /** Error codes of route-store writes (mapped to gRPC statuses by the admin service). */
@@ -107,12 +107,11 @@ export interface CommandOutcome {
   json: string;
 }
 
-export type CommandKind = NonNullable<Command['kind']>;
 
 /** Runs a command on one agent, whatever the transport (gRPC session, NATS request/reply). */
 export interface AgentCommander {
   /** A missing agent or a timeout is an outcome ({ok: false}), never an exception. */
-  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
+  command(agentId: string, command: AgentCommand, minVersion: number, timeoutMs: number): Promise<CommandOutcome>;
 }
 
 /** An agent as the directory keeps it. */

@@ -326,7 +326,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     const ids = this.targets(op.excluded);
     this.report(op, `flush ${op.match || '(all routes)'} on ${ids.length} agents (requires version ${minVersion})`, { waitingVersion: minVersion, pending: ids });
     const results = await Promise.all(
-      ids.map(async (id) => ({ id, r: await this.o.commands.command(id, { $case: 'flush', value: { match: op.match } }, minVersion, op.timeoutMs) })),
+      ids.map(async (id) => ({ id, r: await this.o.commands.command(id, { kind: 'flush', match: op.match }, minVersion, op.timeoutMs) })),
     );
     if (this.stopping || this.abandoned.has(op.id)) throw new Stopping();
     const failed = results.filter((x) => !x.r.ok).map((x) => `${x.id}: ${x.r.error}`);

@@ -121,10 +121,10 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     await assert.rejects(api.queueCommand({ agentId: 'ghost', kind: { $case: 'queueList', value: { match: '', state: '', limit: 0 } } }), isCode(status.NOT_FOUND));
 
     // Directly through the session: a flush needing a version the agent does not have is refused (STALE_VERSION).
-    const stale = await ctl.controller.commands.command('c1', { $case: 'flush', value: { match: 'example.com' } }, 99, 5000);
+    const stale = await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 99, 5000);
     assert.equal(stale.ok, false);
     assert.match(stale.error, /STALE_VERSION: command needs route table version 99, this agent has 1/);
-    assert.deepEqual(await ctl.controller.commands.command('c1', { $case: 'flush', value: { match: 'example.com' } }, 1, 5000), { ok: true, error: '', json: '{"due":0}' });
+    assert.deepEqual(await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 1, 5000), { ok: true, error: '', json: '{"due":0}' });
     // A flush operation requires the controller's current version: an agent behind it refuses, and the op fails.
     mkdirSync(join(b.config.dataDir, 'routes.json.tmp'));
     await api.setRoute('example.net', OLD);

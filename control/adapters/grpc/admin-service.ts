@@ -18,14 +18,14 @@ import {
   type QueueCommandRequest,
 } from '../../../proto/gen/mxswitch/v1/admin.js';
 import type { Route } from '../../../shared/routes.js';
-import { routeToWire } from '../../../shared/wire.js';
+import { commandFromWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator } from '../../orchestrator/runner.js';
 import type { StartRequest } from '../../orchestrator/validate.js';
 import type { AgentInfo, Registry } from '../../core/registry.js';
 import type { OperationRecord, Progress } from '../../core/model.js';
-import type { AgentCommander, CommandKind, RouteStoreApi } from '../../core/ports.js';
+import type { AgentCommander, RouteStoreApi } from '../../core/ports.js';
 
 export interface AdminDeps {
   store: RouteStoreApi;
@@ -183,9 +183,9 @@ export function adminService(d: AdminDeps): AdminServiceServer {
     };
   }
 
-  const queueKind = (req: QueueCommandRequest): CommandKind => {
+  const queueCommand = (req: QueueCommandRequest): AgentCommand => {
     if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove or queue_retry)');
-    return req.kind;
+    return commandFromWire(req.kind);
   };
 
   return {
@@ -281,7 +281,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
     },
 
     queueCommand: unary('QueueCommand', async (req) => {
-      const kind = queueKind(req);
+      const command = queueCommand(req);
       let ids: string[];
       if (req.agentId) {
         if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);
@@ -290,11 +290,11 @@ export function adminService(d: AdminDeps): AdminServiceServer {
         ids = registry.expectedIds();
       }
       // A flush must not deliver by a table older than the one in force here.
-      const minVersion = kind.$case === 'flush' ? store.version : 0;
+      const minVersion = command.kind === 'flush' ? store.version : 0;
       const timeoutMs = req.timeoutMs || d.commandTimeoutMs;
       const results = await Promise.all(
         ids.map(async (id) => {
-          const r = await commands.command(id, kind, minVersion, timeoutMs);
+          const r = await commands.command(id, command, minVersion, timeoutMs);
           return AgentCommandResult.fromPartial({ agentId: id, ok: r.ok, error: r.error, json: r.json });
         }),
       );

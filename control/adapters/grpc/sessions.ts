@@ -10,10 +10,10 @@ import {
   type SessionRequest,
 } from '../../../proto/gen/mxswitch/v1/agent.js';
 import { Outbox } from '../../../shared/outbox.js';
-import { routeToWire } from '../../../shared/wire.js';
+import { commandToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
 import type { Registry } from '../../core/registry.js';
 
 export interface SessionsOptions {
@@ -71,7 +71,7 @@ class AgentSession {
     this.outbox.send(msg);
   }
 
-  command(kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
+  command(command: AgentCommand, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
     if (this.closed) return Promise.resolve({ ok: false, error: 'agent disconnected', json: '' });
     const commandId = randomUUID();
     return new Promise((resolve) => {
@@ -80,7 +80,7 @@ class AgentSession {
         resolve({ ok: false, error: `no result within ${timeoutMs} ms`, json: '' });
       }, timeoutMs);
       this.pending.set(commandId, { resolve, timer });
-      this.send(SessionResponse.fromPartial({ body: { $case: 'command', value: Command.fromPartial({ commandId, minVersion, kind }) } }));
+      this.send(SessionResponse.fromPartial({ body: { $case: 'command', value: Command.fromPartial({ commandId, minVersion, kind: commandToWire(command) }) } }));
     });
   }
 
@@ -147,10 +147,10 @@ export class Sessions implements AgentCommander {
   }
 
   /** Runs a command on one agent; a missing session or timeout is an outcome, not an exception. */
-  command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
+  command(agentId: string, command: AgentCommand, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
     const s = this.live.get(agentId);
     if (!s) return Promise.resolve({ ok: false, error: 'agent not connected', json: '' });
-    return s.command(kind, minVersion, timeoutMs);
+    return s.command(command, minVersion, timeoutMs);
   }
 
   /** The grpc-js handler for AgentService.Session. */

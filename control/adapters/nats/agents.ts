@@ -6,7 +6,8 @@ import type { Logger } from '../../../shared/logger.js';
 import { commandSubject, KvFollower, parseAgentValue, readAll, type AgentValue } from '../../../shared/nats.js';
 import { Command, CommandResult, Health } from '../../../proto/gen/mxswitch/v1/agent.js';
 import type { Registry } from '../../core/registry.js';
-import type { AgentCommander, CommandKind, CommandOutcome, RouteStoreApi } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RouteStoreApi } from '../../core/ports.js';
+import { commandToWire, type AgentCommand } from '../../../shared/wire.js';
 
 /** A report older than this many health intervals (and at least minStaleMs) means the agent is not connected. */
 const STALE_INTERVALS = 3;
@@ -129,8 +130,8 @@ export class NatsCommands implements AgentCommander {
     private readonly fleet: string,
   ) {}
 
-  async command(agentId: string, kind: CommandKind, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
-    const data = Command.encode(Command.fromPartial({ commandId: randomUUID(), minVersion, kind })).finish();
+  async command(agentId: string, command: AgentCommand, minVersion: number, timeoutMs: number): Promise<CommandOutcome> {
+    const data = Command.encode(Command.fromPartial({ commandId: randomUUID(), minVersion, kind: commandToWire(command) })).finish();
     try {
       const reply = await this.nc.request(commandSubject(this.fleet, agentId), data, { timeout: timeoutMs });
       const r = CommandResult.decode(reply.data);
