@@ -6,10 +6,10 @@ import { join } from 'node:path';
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 export const CLI_ENTRY = join(REPO_ROOT, 'control', 'cli', 'main.ts');
 
-/** A loopback port that was free a moment ago. */
-export async function freePort(): Promise<number> {
+/** A TCP port on `address` (default 127.0.0.1) that was free a moment ago: bound, then closed, so nothing listens on it. */
+export async function freePort(address = '127.0.0.1'): Promise<number> {
   const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => srv.listen(0, address, () => r()));
   const addr = srv.address();
   await new Promise<void>((r) => srv.close(() => r()));
   return typeof addr === 'object' && addr ? addr.port : 0;
@@ -26,6 +26,68 @@ export function portOpen(port: number): Promise<boolean> {
   });
 }
 
+/** Children that are still running: SIGKILLed when this process exits (see reapOnExit). */
+const live = new Set<ChildProcess>();
+
+function reapAll(): void {
+  for (const child of live) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+}
+
+/**
+ * A SIGTERM's default action ends this process without 'exit' (node --test SIGTERMs a test file that runs over
+ * --test-timeout): while children are registered and nobody else handles SIGTERM, exit through process.exit.
+ */
+function exitOnSigterm(): void {
+  if (process.listenerCount('SIGTERM') === 1) process.exit(128 + 15);
+}
+
+/**
+ * Registers `child` to be SIGKILLed if it is still running when this process exits (normally, by process.exit or
+ * by SIGTERM): a failed or timed-out test, or an interrupted demo, leaves no orphan behind. Returns `child`.
+ */
+export function reapOnExit<T extends ChildProcess>(child: T): T {
+  if (live.size === 0) {
+    process.on('exit', reapAll);
+    process.on('SIGTERM', exitOnSigterm);
+  }
+  live.add(child);
+  let forgotten = false;
+  const forget = () => {
+    if (forgotten) return;
+    forgotten = true;
+    live.delete(child);
+    if (live.size > 0) return;
+    process.off('exit', reapAll);
+    process.off('SIGTERM', exitOnSigterm);
+  };
+  child.once('exit', forget);
+  child.once('error', forget);
+  return child;
+}
+
+/** SIGKILLs `child` (by PID) and resolves once it is gone; a child that already exited resolves at once. */
+export function killHard(child: ChildProcess, timeoutMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    try {
+      process.kill(child.pid!, 'SIGKILL');
+    } catch {
+      // ESRCH: it died on its own in the meantime
+    }
+  });
+}
+
 /** A child `mxswitch` process (agent or controller), ready once `readyPort` accepts connections. */
 export class MxProcess {
   child: ChildProcess | undefined;
@@ -34,16 +96,23 @@ export class MxProcess {
   constructor(
     readonly args: readonly string[],
     readonly readyPort: number,
-    private readonly opts: { env?: NodeJS.ProcessEnv; logFile?: string } = {},
+    /** `env` is merged over this process's environment, or is the whole environment with `inheritEnv: false`. */
+    private readonly opts: { env?: NodeJS.ProcessEnv; logFile?: string; inheritEnv?: boolean } = {},
   ) {}
 
+  /**
+   * Spawns the process and resolves once `readyPort` accepts connections. Rejects when the process exits (or
+   * dies of a signal) first or is not ready within `timeoutMs`; it is SIGKILLed and gone before the rejection.
+   */
   async start(timeoutMs = 20_000): Promise<this> {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...this.args], {
       cwd: REPO_ROOT,
-      env: { ...process.env, ...this.opts.env },
+      env: this.opts.inheritEnv === false ? { ...this.opts.env } : { ...process.env, ...this.opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child = child;
+    this.child = reapOnExit(child);
+    let spawnError: Error | undefined;
+    child.once('error', (err) => (spawnError = err));
     const log = this.opts.logFile ? createWriteStream(this.opts.logFile, { flags: 'a' }) : undefined;
     const keep = (d: Buffer) => {
       log?.write(d);
@@ -52,13 +121,22 @@ export class MxProcess {
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
+    const name = `mxswitch ${this.args[0]}`;
+    const lastLine = () => this.output.trim().split('\n').at(-1) ?? '';
     const deadline = Date.now() + timeoutMs;
+    let failure: string | undefined;
     while (!(await portOpen(this.readyPort))) {
-      if (child.exitCode !== null) throw new Error(`mxswitch ${this.args[0]} exited with ${child.exitCode}: ${this.output.trim().split('\n').at(-1)}`);
-      if (Date.now() > deadline) throw new Error(`mxswitch ${this.args[0]} not ready on port ${this.readyPort}`);
+      if (spawnError) failure = `${name} could not be started: ${spawnError.message}`;
+      else if (child.exitCode !== null) failure = `${name} exited with ${child.exitCode}: ${lastLine()}`;
+      else if (child.signalCode !== null) failure = `${name} was killed by ${child.signalCode} during start-up: ${lastLine()}`;
+      else if (Date.now() > deadline) failure = `${name} not ready on port ${this.readyPort} within ${timeoutMs} ms (killed): ${lastLine()}`;
+      if (failure) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    return this;
+    if (failure === undefined) return this;
+    // Never leave a half-started child behind: it would hold its ports and data dir after the test gave up.
+    await killHard(child);
+    throw new Error(failure);
   }
 
   get running(): boolean {

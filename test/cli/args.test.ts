@@ -2,7 +2,7 @@
 // nothing sent), an unreachable controller (exit 1) and every command's --help.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { closedPort, runCli, type CliResult } from './run-cli.js';
+import { freePort, runCli, type CliResult } from '../helpers/process.js';
 
 /** Runs `jobs` at most `n` at a time (spawning tsx is CPU-heavy). */
 async function pool<T, R>(items: readonly T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -54,7 +54,7 @@ describe('argument checks (exit 2 before contacting the controller)', () => {
   ];
 
   test('bad MATCH / TARGET / durations / ids: exit 2 with one line naming the argument', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const results = await pool(cases, 2, (c) => runCli(c.raw || c.args.includes('--controller') ? c.args : [...c.args, '--controller', `127.0.0.1:${port}`]));
     for (const [i, c] of cases.entries()) {
       const r = results[i]!;
@@ -68,7 +68,7 @@ describe('argument checks (exit 2 before contacting the controller)', () => {
 
 describe('unreachable controller', () => {
   test('exit 1 with "cannot reach controller at HOST:PORT" on one line', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const address = `127.0.0.1:${port}`;
     const commands = [['route', 'ls'], ['status', '--json'], ['hold', 'example.com'], ['queue', 'ls']];
     const results = await pool(commands, 2, (args) => runCli([...args, '--controller', address], { MXSWITCH_TOKEN: 'some-token' }));
@@ -79,7 +79,7 @@ describe('unreachable controller', () => {
   });
 
   test('MXSWITCH_CONTROLLER is the default address', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const r = await runCli(['route', 'ls'], { MXSWITCH_CONTROLLER: `127.0.0.1:${port}` });
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`cannot reach controller at 127\\.0\\.0\\.1:${port}`));

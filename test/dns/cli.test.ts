@@ -1,42 +1,18 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { resolversFrom } from '../../control/cli/dns-command.js';
+import { collect, spawnCli, type CliResult } from '../helpers/process.js';
 import { ZoneServer } from './zone-server.js';
 
-const ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'cli-entry.ts');
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `mxswitch dns ...` as a child process (asynchronously, so the DNS servers in this process keep answering). */
-function dnsCli(args: string[], onStdout?: (text: string) => void): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MXSWITCH_')) env[k] = v;
-    const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, 'dns', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      onStdout?.(stdout);
-    });
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`dns CLI did not exit; stdout: ${stdout}; stderr: ${stderr}`));
-    }, 20_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+/** Runs the real `mxswitch dns ...` as a child process (asynchronously, so the DNS servers in this process keep answering). */
+function dnsCli(args: string[], onStdout?: (text: string) => void): Promise<CliResult> {
+  const child = spawnCli(['dns', ...args]);
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    onStdout?.(stdout);
   });
+  return collect(child, 30_000);
 }
 
 function zone(z: ZoneServer): ZoneServer {

@@ -6,7 +6,8 @@ import { MxResolver } from '../../agent/mx-resolver.js';
 import { agentConfigSchema, parseConfig } from '../../shared/config.js';
 import { silentLogger } from '../../shared/logger.js';
 import { parseTarget } from '../../shared/routes.js';
-import { blackhole, freeTcpPort, ZoneServer } from './zone-server.js';
+import { freePort } from '../helpers/process.js';
+import { blackhole, ZoneServer } from './zone-server.js';
 
 // MX-based delivery against a real DNS server on 127.0.0.1 and real SMTP servers on the loopback aliases
 // 127.0.0.2 and 127.0.0.3, all on one port (an MX target carries one port for every MX host). 127.0.0.4
@@ -59,7 +60,7 @@ describe('MX-based delivery', () => {
   const send = (domain: string, rcpt = `user@${domain}`) => delivery.send(parseTarget(`smtp:${domain}:${port}`), false, { from: 'sender@sender.test', to: [rcpt] }, Buffer.from('Subject: t\r\n\r\nhello\r\n'));
 
   before(async () => {
-    port = await freeTcpPort('127.0.0.2');
+    port = await freePort('127.0.0.2');
     await a.start(port);
     await b.start(port);
     await dns.start();

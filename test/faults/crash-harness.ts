@@ -26,7 +26,11 @@ export interface CrashOptions {
   /** Up-time before the SIGKILL, drawn uniformly from [minUpMs, maxUpMs] after the agent is ready. */
   minUpMs?: number;
   maxUpMs?: number;
-  /** Share of cycles whose SIGKILL strikes during start-up (before the SMTP port is open). */
+  /**
+   * Share of cycles whose SIGKILL is meant to strike during start-up (before the SMTP port is open), spread evenly
+   * over the run (0.2: cycles 5, 10, 15, ...). An attempt that finds the agent already up counts as an ordinary
+   * kill and the next cycle tries again, so a run long enough has earlyKills > 0 for sure.
+   */
   earlyKillShare?: number;
   /** Share of final-dot replies the sink answers with 451 (so deferred rows and retries are crashed too). */
   sinkTempFailShare?: number;
@@ -44,7 +48,10 @@ export interface CrashOptions {
 
 export interface CrashReport {
   cycles: number;
+  /** SIGKILLs that struck during start-up: start() saw the child die before its SMTP port opened. */
   earlyKills: number;
+  /** Attempts at an early kill that came too late (the agent was already up): ordinary kills. */
+  earlyMisses: number;
   /** (message, recipient) pairs a client got a 250 for. */
   acknowledged: number;
   /** Acknowledged pairs found at the sink. */
@@ -166,6 +173,8 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
   let seq = 0;
   let cycles = 0;
   let earlyKills = 0;
+  let earlyMisses = 0;
+  let earlyDue = false;
   let lastStartupMs = 1500;
   let agent: CliProcess | undefined;
   const owed = () => [...acked].filter((k) => !sink.seen.has(k));
@@ -222,6 +231,7 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
     return {
       cycles,
       earlyKills,
+      earlyMisses,
       acknowledged: acked.size,
       delivered,
       lost: lostKeys.length,
@@ -244,20 +254,36 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
       (opts.durationMs === undefined || Date.now() - cycleStart < opts.durationMs) &&
       !opts.signal?.aborted
     ) {
-      const early = cycles > 0 && Math.random() < earlyShare;
+      // Evenly spread: due whenever cycles * share passes a whole number (never the first cycle), and again
+      // after an attempt that came too late.
+      earlyDue ||= cycles > 0 && Math.floor((cycles + 1) * earlyShare) > Math.floor(cycles * earlyShare);
       const proc = new CliProcess(['agent', '--config', config], port);
       agent = proc;
       const t0 = Date.now();
-      if (early) {
-        // Kill somewhere in the second half of a typical start-up: opening the queue, recovering in-flight rows.
-        const at = lastStartupMs * (0.5 + Math.random() * 0.5);
-        // Not awaited: a SIGKILLed child never reports an exit code, so start() would only time out.
-        proc.start(at + 5_000).catch(() => undefined);
+      if (earlyDue) {
+        // Kill in the later part of a typical start-up: opening the queue, recovering in-flight rows.
+        const at = lastStartupMs * (0.4 + Math.random() * 0.5);
+        // start() rejects once the child dies before its port opens ("killed by SIGKILL during start-up").
+        let readyAt = 0;
+        const outcome = proc.start(60_000).then(
+          () => ((readyAt = Date.now()), 'up' as const),
+          (err: Error) => (/killed by SIGKILL during start-up/.test(err.message) ? ('killed during start-up' as const) : err),
+        );
         await sleep(at);
         await proc.kill('SIGKILL');
-        earlyKills++;
+        const result = await outcome;
+        if (result instanceof Error) throw result;
         cycles++;
-        log(`cycle ${cycles}: SIGKILL ${Math.round(at)} ms after spawn (start-up takes ~${lastStartupMs} ms); acknowledged ${acked.size}, at sink ${sink.seen.size}`);
+        if (result === 'up') {
+          // This start-up was quicker than the last one: aim by it next time.
+          lastStartupMs = readyAt - t0;
+          earlyMisses++;
+          log(`cycle ${cycles}: SIGKILL ${Math.round(at)} ms after spawn came too late (already up); an early kill is still due`);
+          continue;
+        }
+        earlyDue = false;
+        earlyKills++;
+        log(`cycle ${cycles}: SIGKILL ${Math.round(at)} ms after spawn, during start-up (~${lastStartupMs} ms); acknowledged ${acked.size}, at sink ${sink.seen.size}`);
         continue;
       }
       await proc.start(60_000);
@@ -302,7 +328,7 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
 /** The report as one line of key=value pairs (the test prints it as a `# ` diagnostic). */
 export function formatReport(r: CrashReport): string {
   return (
-    `cycles=${r.cycles} (early=${r.earlyKills}) acknowledged=${r.acknowledged} delivered=${r.delivered} lost=${r.lost} duplicated=${r.duplicated} ` +
+    `cycles=${r.cycles} (early=${r.earlyKills}, early_too_late=${r.earlyMisses}) acknowledged=${r.acknowledged} delivered=${r.delivered} lost=${r.lost} duplicated=${r.duplicated} ` +
     `delivered_unacknowledged=${r.deliveredUnacknowledged} refused_or_cut=${r.unacknowledgedAttempts} sink_451=${r.sinkDeferrals} ` +
     `left_in_queue=${r.leftInQueue} integrity=${r.integrity} drain=${(r.drainMs / 1000).toFixed(1)}s elapsed=${(r.elapsedMs / 1000).toFixed(1)}s`
   );

@@ -60,9 +60,32 @@ export function testMessage(n: number, to = 'user@example.com', extraBody = ''):
   );
 }
 
+/** `promise`, or a rejection naming `what` when it has not settled within `timeoutMs` (the promise is left to itself). */
+export function within<T>(what: string, promise: Promise<T>, timeoutMs = 15_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms: ${what}`)), timeoutMs);
+  });
+  promise.catch(() => undefined); // a late rejection after the time limit is nobody's business
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `cond` every 25 ms until it is true; throws after `timeoutMs`, also when one call of `cond` itself hangs. */
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
+  // A check still running at the deadline gets one more second, then counts as false (and is left to itself).
+  const check = async (): Promise<boolean> => {
+    const result = Promise.resolve().then(cond);
+    let timer: NodeJS.Timeout | undefined;
+    const hung = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()) + 1_000)));
+    try {
+      return await Promise.race([result, hung]);
+    } finally {
+      clearTimeout(timer);
+      result.catch(() => undefined);
+    }
+  };
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }

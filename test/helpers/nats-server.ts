@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort } from '../../control/demo/processes.js';
+import { freePort, killHard, reapOnExit } from '../../control/demo/processes.js';
 import { tempDir } from './agent.js';
 
 /** Debian's binary, or whatever `nats-server` is on PATH (.ci/run installs the Debian package when missing). */
@@ -46,10 +46,15 @@ export class NatsServer {
 
   private spawn(): Promise<void> {
     this.output = '';
-    const proc = spawn(NATS_SERVER, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = reapOnExit(spawn(NATS_SERVER, this.args(), { stdio: ['ignore', 'pipe', 'pipe'] }));
     this.proc = proc;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`nats-server not ready in 10 s:\n${this.output}`)), 10_000);
+      // Not ready in time: killed before the rejection, so no server outlives the test that gave up on it.
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        void killHard(proc).then(() => reject(new Error(`nats-server not ready in 10 s (killed):\n${this.output}`)));
+      }, 10_000);
       const onData = (d: Buffer) => {
         this.output = (this.output + d.toString()).slice(-20_000);
         if (this.output.includes('Server is ready')) {
@@ -65,7 +70,7 @@ export class NatsServer {
       });
       proc.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`nats-server exited (${code}):\n${this.output}`));
+        if (!timedOut) reject(new Error(`nats-server exited (${code}):\n${this.output}`));
       });
     });
   }
