@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { messageIds, startAgent, waitFor } from '../helpers/agent.js';
+import { startAgent } from '../helpers/agent.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { Sink } from '../helpers/sink.js';
 
@@ -95,52 +95,4 @@ describe('ingress: relay control, limits and SMTP smuggling', () => {
     assert.match(await c.command('RSET'), /^250/);
     c.close();
   });
-
-  // The published SMTP smuggling end-of-data variants; each is followed by a smuggled transaction.
-  const variants: Record<string, string> = {
-    'LF.LF': '\n.\n',
-    'LF.CRLF': '\n.\r\n',
-    'CRLF.LF': '\r\n.\n',
-    'CR.CR': '\r.\r',
-    'CR.CRLF': '\r.\r\n',
-    'CRLF.CR': '\r\n.\r',
-    'LF.CR': '\n.\r',
-    'CRLF.NULCRLF': '\r\n.\x00\r\n',
-  };
-  for (const mode of ['normalize', 'reject'] as const) {
-    test(`smuggling (${mode}): the smuggled message never exists`, async () => {
-      const agent = await startAgent({ smtp: { bareNewline: mode }, routes: [{ match: 'example.com', target: sink.target }] });
-      try {
-        for (const [name, eod] of Object.entries(variants)) {
-          sink.messages.length = 0;
-          const before = agent.agent.scheduler.counters.delivered;
-          const c = await RawSmtp.open(agent.port);
-          await c.command('EHLO attacker.test');
-          await c.command('MAIL FROM:<a@sender.test>');
-          await c.command('RCPT TO:<user@example.com>');
-          assert.match(await c.command('DATA'), /^354/);
-          const smuggled = `MAIL FROM:<admin@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nMessage-ID: <smuggled-${name}@x>\r\n\r\nsmuggled\r\n`;
-          c.write(`Message-ID: <outer-${name}@x>\r\n\r\nhello${eod}${smuggled}.\r\n`);
-          const reply = await c.reply();
-          c.close();
-          if (mode === 'reject') {
-            assert.match(reply, name === 'CRLF.NULCRLF' ? /^550 5\.6\.0 Error: NUL in message data/ : /^550 5\.5\.2 /, `${name}: ${reply}`);
-            assert.equal(agent.agent.queue.stats().total, 0, `${name}: something was queued in reject mode`);
-            continue;
-          }
-          assert.match(reply, /^250 /, `${name}: ${reply}`);
-          await waitFor(`${name} delivered`, () => agent.agent.scheduler.counters.delivered > before && agent.agent.queue.stats().total === 0);
-          assert.equal(sink.messages.length, 1, `${name}: expected exactly one message`);
-          const m = sink.messages[0]!;
-          assert.deepEqual(m.to, ['user@example.com'], name);
-          assert.deepEqual(messageIds([m.data]), [`outer-${name}@x`]);
-          // The would-be terminator is plain content now, with proper CRLF line ends only.
-          assert.doesNotMatch(m.data.toString('latin1'), /[^\r]\n|\r[^\n]/, `${name}: bare CR/LF relayed`);
-          assert.match(m.data.toString('latin1'), /smuggled\r\n$/, name);
-        }
-      } finally {
-        await agent.cleanup();
-      }
-    });
-  }
 });

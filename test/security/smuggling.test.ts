@@ -109,6 +109,8 @@ describe('smuggling through a control-dropping next hop', () => {
           assert.deepEqual(m.to, ['user@example.com'], name);
           assert.deepEqual(messageIds([m.data]), ['outer@x'], name);
           assert.match(m.data.toString('latin1'), /smuggled\r\n$/, `${name}: the would-be smuggled part is not the message's content`);
+          // What the sender's would-be terminator became is plain content with CRLF line ends only.
+          assert.doesNotMatch(m.data.toString('latin1'), /[^\r]\n|\r[^\n]/, `${name}: bare CR/LF relayed`);
         }
         assert.equal(sink.messages.filter((m) => m.to.includes('victim@example.com')).length, 0);
       } finally {
