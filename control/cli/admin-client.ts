@@ -13,14 +13,18 @@ import {
 import { Command, Option } from 'commander';
 import {
   AdminServiceClient,
+  FlushRequest,
   FollowRequest,
   GetOperationRequest,
+  HoldRequest,
   ListRoutesRequest,
   QueueCommandRequest,
+  ReleaseRequest,
   RemoveAgentRequest,
   RemoveRouteRequest,
   SetRouteRequest,
   StatusRequest,
+  SwitchoverRequest,
   WatchRequest,
   type FollowResponse,
   type GetOperationResponse,
@@ -34,6 +38,9 @@ import {
 } from '../../proto/gen/mxswitch/v1/admin.js';
 import { errorMessage, MxError, UsageError } from '../../shared/errors.js';
 import { parseHostPort } from '../../shared/units.js';
+
+// The message types the commands render: the generated code stays behind this module.
+export type { AgentCommandResult, AgentStatus, Operation, OperationProgress, StatusResponse, WatchResponse } from '../../proto/gen/mxswitch/v1/admin.js';
 
 /** How an operator command reaches the controller (flags and their environment variables). */
 export interface ConnectionOptions {
@@ -130,6 +137,11 @@ export function actor(): string {
   return `${user}@${hostname()}`;
 }
 
+/** The coordinated operations; switchover's request adds `target` and `waitDrained`. */
+export type OperationKind = 'hold' | 'release' | 'switchover' | 'flush';
+/** What a queue command asks the agents to do (list, show, remove, retry). */
+export type QueueCommandKind = NonNullable<QueueCommandRequest['kind']>;
+
 type Callback<Res> = (err: ServiceError | null, res: Res) => void;
 type UnaryInvoke<Res> = (md: Metadata, opts: Partial<CallOptions>, cb: Callback<Res>) => ClientUnaryCall;
 
@@ -213,9 +225,9 @@ export class AdminConnection {
     this.client.close();
   }
 
-  private unary<Res>(invoke: UnaryInvoke<Res>): Promise<Res> {
+  private unary<Res>(invoke: UnaryInvoke<Res>, deadlineMs = this.deadlineMs): Promise<Res> {
     return new Promise((resolve, reject) => {
-      invoke(this.metadata(), { deadline: Date.now() + this.deadlineMs }, (err, res) => {
+      invoke(this.metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
         if (err) reject(mapGrpcError(err, this.address, this.tls));
         else resolve(res);
       });
@@ -256,12 +268,16 @@ export class AdminConnection {
   }
   /** A queue command waits for agents: the deadline covers the agents' timeout plus a margin. */
   queueCommand(req: Partial<QueueCommandRequest>, timeoutMs: number): Promise<QueueCommandResponse> {
-    return new Promise((resolve, reject) => {
-      this.client.queueCommand(QueueCommandRequest.fromPartial(req), this.metadata(), { deadline: Date.now() + timeoutMs + this.deadlineMs }, (err, res) => {
-        if (err) reject(mapGrpcError(err, this.address, this.tls));
-        else resolve(res);
-      });
-    });
+    return this.unary((md, o, cb) => this.client.queueCommand(QueueCommandRequest.fromPartial(req), md, o, cb), timeoutMs + this.deadlineMs);
+  }
+  /** Starts a coordinated operation; the stream carries its progress and is bounded by `deadlineMs` (undefined: no deadline). */
+  startOperation(kind: OperationKind, req: Partial<SwitchoverRequest>, deadlineMs?: number): ClientReadableStream<FollowResponse> {
+    return this.openStream<FollowResponse>((md, o) => {
+      if (kind === 'hold') return this.client.hold(HoldRequest.fromPartial(req), md, o);
+      if (kind === 'release') return this.client.release(ReleaseRequest.fromPartial(req), md, o);
+      if (kind === 'flush') return this.client.flush(FlushRequest.fromPartial(req), md, o);
+      return this.client.switchover(SwitchoverRequest.fromPartial(req), md, o);
+    }, deadlineMs);
   }
   watch(): ClientReadableStream<WatchResponse> {
     return this.openStream((md, o) => this.client.watch(WatchRequest.fromPartial({}), md, o));

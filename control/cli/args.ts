@@ -1,3 +1,4 @@
+import type { RecipientState } from '../../agent/queue.js';
 import { errorMessage, UsageError } from '../../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
 import { parseDuration } from '../../shared/units.js';
@@ -48,11 +49,23 @@ export function checkVersion(flag: string, text: string | undefined): number {
   return Number(text);
 }
 
+/** A whole number above 0; undefined when the flag was not given. */
 export function checkPositiveInt(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
   if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${flag} ${text}: expected a positive integer`);
   return n;
+}
+
+/** The recipient states `queue ls --state` filters by. */
+export const QUEUE_STATES = ['queued', 'deferred', 'inflight', 'held'] as const satisfies readonly RecipientState[];
+
+/** `queue ls --state/--limit`, checked alike on the local queue file and through the controller. */
+export function checkListFilter(opts: { state?: string; limit?: string }): { state?: RecipientState; limit?: number } {
+  const limit = checkPositiveInt('--limit', opts.limit);
+  const state = QUEUE_STATES.find((s) => s === opts.state);
+  if (opts.state !== undefined && !state) throw new UsageError(`--state ${opts.state}: expected one of ${QUEUE_STATES.join(', ')}`);
+  return { ...(state ? { state } : {}), ...(limit ? { limit } : {}) };
 }
 
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;

@@ -1,7 +1,6 @@
 import type { ClientReadableStream } from '@grpc/grpc-js';
-import type { Operation, OperationProgress } from '../../proto/gen/mxswitch/v1/admin.js';
 import { formatDuration } from '../../shared/units.js';
-import { ControllerError, type AdminConnection } from './admin-client.js';
+import { ControllerError, type AdminConnection, type Operation, type OperationProgress } from './admin-client.js';
 import { table } from './output.js';
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { fleetProblems, renderStatus } from '../../control/cli/fleet.js';
+import { fleetProblems, renderStatus } from '../../control/cli/commands/fleet-status.js';
 import { StatusResponse } from '../../proto/gen/mxswitch/v1/admin.js';
 
 const reason = "waiting to apply the controller's route table v4 (have v3)";

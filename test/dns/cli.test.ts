@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { resolversFrom } from '../../control/cli/dns-command.js';
+import { resolversFrom } from '../../control/cli/commands/dns.js';
 import { collect, spawnCli, type CliResult } from '../helpers/process.js';
 import { ZoneServer } from './zone-server.js';
 

@@ -1,9 +1,9 @@
 import { Command, Option } from 'commander';
-import { checkMx, parseExpect, type MxCheck, type ResolverAnswer } from '../../shared/dns/check.js';
-import { formatServer, parseServer, PUBLIC_RESOLVERS, systemResolvers, type Resolver } from '../../shared/dns/query.js';
-import { errorMessage, UsageError } from '../../shared/errors.js';
-import { formatDuration, parseDuration } from '../../shared/units.js';
-import { action, emit, table } from './output.js';
+import { checkMx, parseExpect, type MxCheck, type ResolverAnswer } from '../../../shared/dns/check.js';
+import { formatServer, parseServer, PUBLIC_RESOLVERS, systemResolvers, type Resolver } from '../../../shared/dns/query.js';
+import { errorMessage, UsageError } from '../../../shared/errors.js';
+import { formatDuration, parseDuration } from '../../../shared/units.js';
+import { action, emit, table } from '../output.js';
 
 /**
  * `mxswitch dns check DOMAIN --expect HOST...`: has an MX change reached the world, and from when on can no

@@ -1,6 +1,6 @@
-import type { QueueEntry } from '../../agent/queue-ops.js';
-import { formatDuration } from '../../shared/units.js';
-import { table } from './output.js';
+import type { QueueEntry } from '../../../agent/queue-ops.js';
+import { formatDuration } from '../../../shared/units.js';
+import { table } from '../output.js';
 
 /** Human table of queue entries; shared by the local (--data-dir) and fleet-wide (--agent) queue commands. */
 export function renderEntries(entries: readonly QueueEntry[]): string {

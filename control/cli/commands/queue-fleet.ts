@@ -1,0 +1,73 @@
+import type { MessageDetail, QueueEntry } from '../../../agent/queue-ops.js';
+import { UsageError } from '../../../shared/errors.js';
+import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
+import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
+import { emit } from '../output.js';
+import type { QueueBackend, QueueOptions } from './queue.js';
+import { renderEntries } from './queue-render.js';
+
+/** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
+
+const DEFAULT_WAIT_MS = 30_000;
+
+interface AgentResult<T> {
+  agent: string;
+  ok: boolean;
+  error?: string;
+  result?: T;
+}
+
+function parseResults<T>(results: readonly AgentCommandResult[]): AgentResult<T>[] {
+  return results.map((r) => {
+    if (!r.ok) return { agent: r.agentId, ok: false, error: r.error || 'failed' };
+    try {
+      return { agent: r.agentId, ok: true, result: (r.json ? JSON.parse(r.json) : null) as T };
+    } catch {
+      return { agent: r.agentId, ok: false, error: 'agent answered with invalid JSON' };
+    }
+  });
+}
+
+async function runQueueCommand<T>(what: string, kind: QueueCommandKind, opts: QueueOptions, render: (r: AgentResult<T>) => string): Promise<void> {
+  const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
+  const timeoutMs = checkDuration('--timeout', opts.timeout) ?? 0;
+  const res = await withAdmin(opts, (a) => a.queueCommand({ agentId, kind, timeoutMs }, timeoutMs || DEFAULT_WAIT_MS));
+  const results = parseResults<T>(res.results);
+  if (results.length === 0 && agentId) throw new ControllerError(`${what}: agent ${agentId} did not answer`);
+  emit(opts, { results }, ({ results: rs }) =>
+    rs.length === 0 ? 'no expected agents to ask' : rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`)).join('\n'),
+  );
+  const failed = results.filter((r) => !r.ok);
+  if (failed.length) throw new ControllerError(`${what} failed on ${failed.map((r) => `${r.agent}: ${r.error}`).join('; ')}`);
+}
+
+function needAgent(opts: QueueOptions, cmd: string): void {
+  if (opts.agent === undefined) throw new UsageError(`queue ${cmd}: give --agent ID (queue ids are per agent) or --data-dir DIR for the local queue`);
+}
+
+export const fleetQueue: QueueBackend = {
+  async ls(opts) {
+    const match = opts.match === undefined ? '' : checkMatch(opts.match, '--match');
+    const { state = '', limit = 0 } = checkListFilter(opts);
+    await runQueueCommand<QueueEntry[]>('queue ls', { $case: 'queueList', value: { match, state, limit } }, opts, (r) => {
+      const entries = r.result ?? [];
+      return `== ${r.agent}: ${entries.length} message(s)\n${renderEntries(entries)}`;
+    });
+  },
+  async show(id, opts) {
+    needAgent(opts, 'show');
+    await runQueueCommand<MessageDetail>('queue show', { $case: 'queueShow', value: { id } }, opts, (r) =>
+      r.result ? `== ${r.agent}\n${renderEntries([r.result])}\n\n${r.result.headers}` : `== ${r.agent}: no details`,
+    );
+  },
+  async rm(id, opts) {
+    needAgent(opts, 'rm');
+    await runQueueCommand<{ removed: string }>('queue rm', { $case: 'queueRemove', value: { id } }, opts, (r) => `${r.agent}: removed ${id}`);
+  },
+  async retry(id, opts) {
+    if (!id && !opts.all) throw new UsageError('queue retry: give a queue ID or --all');
+    if (id && opts.all) throw new UsageError('queue retry: give a queue ID or --all, not both');
+    if (id) needAgent(opts, 'retry ID');
+    await runQueueCommand<{ due: number }>('queue retry', { $case: 'queueRetry', value: { id: id ?? '', all: !id } }, opts, (r) => `${r.agent}: ${r.result?.due ?? 0} recipient(s) due now`);
+  },
+};

@@ -1,0 +1,125 @@
+import { Option, type Command } from 'commander';
+import { formatDuration } from '../../../shared/units.js';
+import { actor, ControllerError, withAdmin, type AdminConnection } from '../admin-client.js';
+import { checkDuration, checkMatch, checkTarget, checkVersion } from '../args.js';
+import { action, emit, table } from '../output.js';
+import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
+
+/** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
+
+type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string };
+type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may' };
+
+const DEFAULT_WAIT_MS = 30_000;
+
+/** Adds the `route` group. */
+export function registerRoutes(program: Command): void {
+  const route = program.command('route').description('Read and change the routing table on the controller (every agent applies it).').addHelpText('after', GROUP_HELP);
+
+  operator(route, 'ls', 'List the routing table: MATCH, TARGET, hold flag, TLS policy, and the table version.', exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached')).action(
+    action(routeLs),
+  );
+
+  const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it.';
+  changeOptions(
+    operator(
+      route,
+      'set',
+      'Create or replace the route for MATCH: deliver its mail to TARGET (smtp:[host]:port = no MX lookup, smtp:host:port = MX lookup).',
+      exitHelp(
+        waits,
+        'stored (and with --wait applied by every expected agent)',
+        'the version did not match --expect-version, or (--wait) an agent did not apply it in time, or the controller refused or could not be reached',
+      ),
+    )
+      .argument('<match>', 'address (alice@example.com), domain (example.com) or domain with subdomains (.example.com)')
+      .argument('<target>', 'smtp:[host]:port or smtp:host:port')
+      .option('--hold', 'accept and keep mail for MATCH, do not deliver it')
+      .addOption(new Option('--tls <policy>', 'delivery TLS: required (never plaintext) or may (opportunistic STARTTLS)').choices(['required', 'may']).default('may')),
+  ).action(action(routeSet));
+
+  changeOptions(
+    operator(
+      route,
+      'rm',
+      'Remove the route for MATCH: its recipients are then refused (550 5.7.1) unless a less specific route covers them.',
+      exitHelp(
+        waits,
+        'removed (and with --wait applied by every expected agent)',
+        'no such route, version mismatch, (--wait) an agent did not apply it in time, or the controller refused or could not be reached',
+      ),
+    ).argument('<match>', 'the route\'s MATCH'),
+  ).action(action(routeRm));
+}
+
+/** --expect-version, --wait and --timeout of the commands that change the table. */
+function changeOptions(cmd: Command): Command {
+  return cmd
+    .option('--expect-version <n>', 'compare-and-set: only change the table if it is still at this version')
+    .option('--wait', 'wait until every expected agent has applied the new version')
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)');
+}
+
+async function routeLs(opts: CommonOptions): Promise<void> {
+  const res = await withAdmin(opts, (a) => a.listRoutes());
+  const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may' }));
+  emit(opts, { version: res.version, routes }, (v) =>
+    [
+      `route table version ${v.version}`,
+      v.routes.length ? table(['MATCH', 'TARGET', 'HOLD', 'TLS'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls])) : 'no routes: every recipient is refused (550 5.7.1)',
+    ].join('\n'),
+  );
+}
+
+async function routeSet(matchText: string, targetText: string, opts: RouteSetOptions): Promise<void> {
+  const match = checkMatch(matchText);
+  const target = checkTarget(targetText);
+  const change = changeParams(opts);
+  const tls = opts.tls === 'required' ? 'required' : '';
+  await withAdmin(opts, async (a) => {
+    const res = await a.setRoute({ match, target, hold: opts.hold ?? false, tls, expectedVersion: change.expectedVersion, actor: actor() });
+    const applied = await change.applied(a, res.version);
+    emit(opts, { match, target, hold: opts.hold ?? false, tls: tls || 'may', version: res.version, ...(applied ? { appliedBy: applied } : {}) }, (v) =>
+      `route ${v.match} -> ${v.target}${v.hold ? ' (held)' : ''}${v.tls === 'required' ? ' (TLS required)' : ''} set: table version ${v.version}` +
+      (applied ? appliedText(applied) : ' (agents apply it within seconds; `mxswitch status` shows their versions)'),
+    );
+  });
+}
+
+async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
+  const match = checkMatch(matchText);
+  const change = changeParams(opts);
+  await withAdmin(opts, async (a) => {
+    const res = await a.removeRoute({ match, expectedVersion: change.expectedVersion, actor: actor() });
+    const applied = await change.applied(a, res.version);
+    emit(opts, { match, removed: true, version: res.version, ...(applied ? { appliedBy: applied } : {}) }, (v) =>
+      `route ${v.match} removed: table version ${v.version}${applied ? appliedText(applied) : ''}`,
+    );
+  });
+}
+
+/** Checks --expect-version and --timeout; `applied` waits (with --wait) for the agents to apply a stored version. */
+function changeParams(opts: ChangeOptions) {
+  const expectedVersion = checkVersion('--expect-version', opts.expectVersion);
+  const waitMs = checkDuration('--timeout', opts.timeout) ?? DEFAULT_WAIT_MS;
+  return { expectedVersion, applied: (a: AdminConnection, version: number) => (opts.wait ? waitApplied(a, version, waitMs) : Promise.resolve(undefined)) };
+}
+
+const appliedText = (agents: readonly string[]) => `, applied by ${agents.length ? agents.join(', ') : 'no agents (none expected)'}`;
+
+/** Polls Status until every expected agent has applied `version`; throws naming the laggards. */
+async function waitApplied(a: AdminConnection, version: number, timeoutMs: number): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await a.status();
+    const expected = s.agents.filter((x) => x.expected);
+    const behind = expected.filter((x) => x.appliedVersion < version);
+    if (behind.length === 0) return expected.map((x) => x.id);
+    if (Date.now() > deadline) {
+      throw new ControllerError(
+        `table version ${version} is stored but not applied within ${formatDuration(timeoutMs)} by ${behind.map((x) => `${x.id} (${x.state}, at v${x.appliedVersion})`).join(', ')}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
