@@ -71,6 +71,8 @@ test(`long partition (${SECONDS} s twice): a real agent relays on its last table
     return n;
   };
 
+  // A fresh agent has no routes until the controller's table arrives (it refuses example.com until then).
+  await waitFor('the agent applied the controller table', async () => (await status())?.appliedVersion === v1, 15_000);
   for (let i = 0; i < 5; i++) await relay('base@example.com');
   await waitFor('baseline health at the controller', () => reported(v1, 5, 5), 15_000);
 
