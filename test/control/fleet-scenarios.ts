@@ -80,7 +80,8 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     await waitFor('both at version 1', () => agentsAt(api, 1, 2));
     // routes.json.tmp as a directory: the agent's temp-file write fails (EISDIR), even as root.
     mkdirSync(join(broken.config.dataDir, 'routes.json.tmp'));
-    const end = last(await api.hold('example.com', { timeoutMs: 5000 }));
+    // A generous step timeout: the nack, not the timeout, must end the step (the report says which it was).
+    const end = last(await api.hold('example.com', { timeoutMs: 30_000 }));
     assert.equal(end.operation?.state, 'failed');
     assert.match(end.operation!.error, /broken: .*EISDIR/);
     assert.match(end.operation!.error, /example\.com is held/);
@@ -121,15 +122,16 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     await assert.rejects(api.queueCommand({ agentId: 'ghost', kind: { $case: 'queueList', value: { match: '', state: '', limit: 0 } } }), isCode(status.NOT_FOUND));
 
     // Directly through the session: a flush needing a version the agent does not have is refused (STALE_VERSION).
-    const stale = await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 99, 5000);
+    // Command timeouts only bound the wait for the agent's answer (generous: the answer ends the wait).
+    const stale = await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 99, 30_000);
     assert.equal(stale.ok, false);
     assert.match(stale.error, /STALE_VERSION: command needs route table version 99, this agent has 1/);
-    assert.deepEqual(await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 1, 5000), { ok: true, error: '', json: '{"due":0}' });
+    assert.deepEqual(await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 1, 30_000), { ok: true, error: '', json: '{"due":0}' });
     // A flush operation requires the controller's current version: an agent behind it refuses, and the op fails.
     mkdirSync(join(b.config.dataDir, 'routes.json.tmp'));
     await api.setRoute('example.net', OLD);
     await waitFor('c1 at version 2', () => a.agent.appliedVersion === 2);
-    const end = last(await api.flush('', { timeoutMs: 3000 }));
+    const end = last(await api.flush('', { timeoutMs: 30_000 }));
     assert.equal(end.operation?.state, 'failed');
     assert.deepEqual(end.failed.map((f) => f.split(':')[0]), ['c2']);
     assert.match(end.failed[0]!, /STALE_VERSION/);
@@ -148,6 +150,6 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     await waitFor('l1 connected', () => agentsAt(api, 0, 1));
     await a.cleanup();
     await waitFor('l1 disconnected or lost', async () => (await api.status()).agents[0]!.state !== 'connected');
-    await waitFor('l1 lost', async () => (await api.status()).agents[0]!.state === 'lost', 3000);
+    await waitFor('l1 lost', async () => (await api.status()).agents[0]!.state === 'lost', 30_000);
   });
 }

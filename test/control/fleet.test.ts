@@ -3,8 +3,9 @@ import { test, type TestContext } from 'node:test';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
 import { waitFor } from '../helpers/agent.js';
-import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController } from '../helpers/controller.js';
 import { grpcTransport } from '../helpers/transport.js';
+import { startLoggedFleetAgent } from '../helpers/wait.js';
 import { fleetScenarios } from './fleet-scenarios.js';
 
 const OLD = 'smtp:[127.0.0.1]:2';
@@ -40,11 +41,14 @@ test('auth: wrong or missing agent token -> UNAUTHENTICATED; the controller keep
   assert.equal((await tryToken('wrong-token')).code, status.UNAUTHENTICATED);
   assert.equal((await tryToken(undefined)).code, status.UNAUTHENTICATED);
   assert.equal((await tryToken(ADMIN_TOKEN)).code, status.UNAUTHENTICATED, 'the admin token is not an agent token');
-  // An in-process agent with a wrong token keeps retrying (and relaying); it never registers.
-  const bad = await startFleetAgent(ctl.address, 'bad-token-agent', {}, 'not-the-token');
+  // An in-process agent with a wrong token keeps retrying (and relaying); it never registers. Proven by the
+  // refusals themselves: its control channel logs this only for UNAUTHENTICATED, and once it has seen the
+  // second one, the controller has answered (and refused) two complete attempts.
+  const bad = await startLoggedFleetAgent(ctl.address, 'bad-token-agent', {}, 'not-the-token');
   defer(() => bad.cleanup());
-  await new Promise((r) => setTimeout(r, 300));
+  await bad.log.waitFor('two UNAUTHENTICATED refusals', (r) => /the controller refused our token/.test(r.msg), 2);
   assert.deepEqual((await api.status()).agents.map((a) => a.id), [], 'nobody registered');
+  assert.equal(bad.agent.health().controllerConnected, false);
 });
 
 test('auth: wrong or missing admin token -> UNAUTHENTICATED for unary and streaming calls', async (t) => {

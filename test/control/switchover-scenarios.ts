@@ -3,13 +3,16 @@ import { test } from 'node:test';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import type { Transporter } from 'nodemailer';
 import { messageIds, smtpClient, testMessage, waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer, last } from '../helpers/controller.js';
+import { adminApi, agentsAt, deferrer, last, type AdminApi } from '../helpers/controller.js';
 import { Sink } from '../helpers/sink.js';
 import type { Transport } from '../helpers/transport.js';
+import { recordAcks, type Applied } from '../helpers/wait.js';
 
 /** Sends distinct messages round-robin to the agents until stopped; records what each agent accepted (250). */
 class Traffic {
   readonly accepted: string[] = [];
+  /** Message-ID -> index (in the ports given) of the agent that accepted it. */
+  readonly acceptedBy = new Map<string, number>();
   readonly refused: string[] = [];
   private running = true;
   private readonly loops: Promise<void>[];
@@ -18,15 +21,16 @@ class Traffic {
 
   constructor(ports: number[]) {
     this.clients = ports.map((p) => smtpClient(p, { pool: true, maxConnections: 1 }));
-    this.loops = this.clients.map((c) => this.loop(c));
+    this.loops = this.clients.map((c, i) => this.loop(c, i));
   }
 
-  private async loop(client: Transporter): Promise<void> {
+  private async loop(client: Transporter, agent: number): Promise<void> {
     while (this.running) {
       const n = ++this.n;
       try {
         await client.sendMail({ envelope: { from: 'sender@sender.test', to: [`user${n % 5}@example.com`] }, raw: testMessage(n, `user${n % 5}@example.com`) });
         this.accepted.push(`msg-${n}@sender.test`);
+        this.acceptedBy.set(`msg-${n}@sender.test`, agent);
       } catch (err) {
         this.refused.push(`msg-${n}: ${(err as Error).message}`);
       }
@@ -39,6 +43,16 @@ class Traffic {
     await Promise.all(this.loops);
     for (const c of this.clients) c.close();
   }
+}
+
+/** An agent's state in the controller's registry. */
+async function agentState(api: AdminApi, id: string): Promise<{ state: string; appliedVersion: number } | undefined> {
+  return (await api.status()).agents.find((a) => a.id === id);
+}
+
+/** The first table an agent acked in which `match` is held. */
+function heldAck(applied: readonly Applied[], match: string): Applied | undefined {
+  return applied.find((a) => a.error === undefined && a.routes.some((r) => r.match === match && r.hold));
 }
 
 /**
@@ -62,6 +76,9 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     const agents = await Promise.all(['mx-1', 'mx-2', 'mx-3'].map((id) => tr().startAgent(ctl, id)));
     defer(() => Promise.all(agents.map((a) => a.cleanup())));
     await waitFor('3 agents at version 1', () => agentsAt(api, 1, 3));
+    // When each agent acked each table, and how many connections the old sink had accepted at that moment.
+    const oldConnectionsAtAck = new Map<Applied, number>();
+    const acks = agents.map((a) => recordAcks(a.agent, (applied) => oldConnectionsAtAck.set(applied, oldSink.connections)));
 
     const traffic = new Traffic(agents.map((a) => a.port));
     let stopped = false;
@@ -72,11 +89,29 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     const holdEnd = last(hold);
     assert.equal(holdEnd.operation?.state, 'done', holdEnd.operation?.error);
     assert.deepEqual(holdEnd.acked, ['mx-1', 'mx-2', 'mx-3']);
-    const oldAtHold = oldSink.messages.length;
+    // Nothing reached old after the agent that sent it acked the hold (the ack promises that nothing in flight
+    // still goes there), and old accepted no connection at all once every agent had acked it. Measured against
+    // each agent's own ack, not against the moment the client saw "done" (later by a round trip or more).
+    const holdAcks = agents.map((a, i) => {
+      const h = heldAck(acks[i]!, 'example.com');
+      assert.ok(h, `${a.agent.agentId} acked a table holding example.com`);
+      return h;
+    });
+    const lastAck = holdAcks.reduce((x, y) => (y.at > x.at ? y : x));
+    const nothingAtOldSinceTheAcks = (when: string) => {
+      const ids = messageIds(oldSink.messages.map((m) => m.data));
+      for (const [k, m] of oldSink.messages.entries()) {
+        const i = traffic.acceptedBy.get(ids[k]!);
+        assert.ok(i !== undefined, `${ids[k]} at old was accepted by one of the agents`);
+        assert.ok(m.at <= holdAcks[i]!.at, `${when}: ${ids[k]} reached old ${m.at - holdAcks[i]!.at} ms after ${agents[i]!.agent.agentId} acked the hold`);
+      }
+      assert.equal(oldSink.connections, oldConnectionsAtAck.get(lastAck), `${when}: old accepted a connection after every agent had acked the hold`);
+    };
     // Held mail accumulates while traffic goes on.
     const acceptedAtHold = traffic.accepted.length;
     await waitFor('mail accepted while held', () => traffic.accepted.length >= acceptedAtHold + 30);
     assert.equal(newSink.messages.length, 0);
+    nothingAtOldSinceTheAcks('while held');
 
     const progress = await api.switchover('example.com', newSink.target, { waitDrained: true, timeoutMs: 15_000 });
     const end = last(progress);
@@ -95,7 +130,7 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     await waitFor('every accepted message delivered', () => oldSink.messages.length + newSink.messages.length >= accepted.length, 20_000);
     const atOld = messageIds(oldSink.messages.map((m) => m.data));
     const atNew = messageIds(newSink.messages.map((m) => m.data));
-    assert.equal(oldSink.messages.length, oldAtHold, 'nothing reached old after the hold completed');
+    nothingAtOldSinceTheAcks('after the switchover');
     const all = [...atOld, ...atNew];
     assert.equal(new Set(all).size, all.length, 'no message delivered twice');
     assert.deepEqual(new Set(all), new Set(accepted), 'every accepted message at exactly one sink');
@@ -163,6 +198,12 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     await waitFor('both at version 1', () => agentsAt(api, 1, 2));
     // s2 stops applying tables (but stays connected): its apply never completes.
     b.agent.applyTable = () => new Promise(() => undefined);
+    // The hold is in the table, and acked by s1, before the switchover starts: its hold step finds the route
+    // held and waits for that version, which only s2 lacks. So the step timeout races nothing (when the
+    // switchover wrote the hold itself, s1 had to ack within the timeout for the report to name s2 alone).
+    // The switchover writing the hold itself is the first scenario's.
+    await api.setRoute('example.com', sink.target, { hold: true });
+    await waitFor('s1 acked version 2', async () => (await agentState(api, 's1'))?.appliedVersion === 2, 30_000);
     const end = last(await api.switchover('example.com', 'smtp:[127.0.0.1]:9', { timeoutMs: 700 }));
     assert.equal(end.operation?.state, 'failed');
     assert.equal(end.operation?.step, '1/4 hold');
@@ -187,11 +228,23 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     let b = await tr().startAgent(ctl, 'd2');
     defer(() => Promise.all([a.cleanup(), b.cleanup()]));
     await waitFor('both at version 1', () => agentsAt(api, 1, 2));
+    // As in the step-timeout scenario: the hold is in force and acked by d1 before the switchover, which then
+    // waits for d2 alone.
     b.agent.applyTable = () => new Promise(() => undefined);
-    const run = api.switchover('example.com', 'smtp:[127.0.0.1]:9', { timeoutMs: 1000 });
-    await waitFor('d1 acked the hold', () => a.agent.appliedVersion === 2);
+    await api.setRoute('example.com', sink.target, { hold: true });
+    await waitFor('d1 acked version 2', async () => (await agentState(api, 'd1'))?.appliedVersion === 2, 30_000);
+    // A disconnected agent may come back within the step and ack, so only the step timeout ends this step: the
+    // test lasts that long. It only has to outlast stopping d2 and the controller noticing, which the test waits
+    // for and checks happened while the switchover was still waiting.
+    const stepTimeoutMs = 10_000;
+    const run = api.switchover('example.com', 'smtp:[127.0.0.1]:9', { timeoutMs: stepTimeoutMs });
+    run.catch(() => undefined); // awaited below
+    await waitFor('the switchover waiting for d2', async () => (await api.status()).operations[0]?.state === 'running', 30_000);
     const dataDir = b.config.dataDir;
     await b.cleanup(true);
+    await waitFor('d2 shown disconnected', async () => (await agentState(api, 'd2'))?.state === 'disconnected', 30_000);
+    const op = (await api.status()).operations[0];
+    assert.equal(op?.state, 'running', `the switchover ended before d2's disconnect was seen (${op?.error}); the ${stepTimeoutMs} ms step timeout is too short here`);
     const end = last(await run);
     assert.equal(end.operation?.state, 'failed');
     assert.match(end.operation!.error, /d2 \(disconnected, at version 1\)/);

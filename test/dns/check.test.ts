@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { within } from '../helpers/agent.js';
 import { after, before, describe, test } from 'node:test';
 import { checkMx, parseExpect } from '../../shared/dns/check.js';
 import { parseServer, query, type Resolver } from '../../shared/dns/query.js';
@@ -33,7 +34,11 @@ describe('dns check', () => {
   const down = common(new ZoneServer());
   const auth = common(new ZoneServer()).mx('example.test', NEW, 3600);
   const servers = [fresh, fresh2, stale, down, auth];
-  const opts = () => ({ timeoutMs: 400, authoritativePort: auth.port });
+  // Every server here answers at once except `down`: a generous budget costs nothing where they answer (the
+  // answer ends the wait) and keeps a loaded machine's slow answer from counting as a timeout.
+  const opts = () => ({ timeoutMs: 10_000, authoritativePort: auth.port });
+  // With `down` in the set, its budget is what the check waits for: short, yet twice 500 ms for the others.
+  const withDown = () => ({ ...opts(), timeoutMs: 1000 });
 
   before(async () => {
     for (const s of servers) await s.start();
@@ -92,9 +97,9 @@ describe('dns check', () => {
   });
 
   test('a resolver that never answers is a timeout, not a mismatch; it waits a full authoritative TTL', async () => {
-    const started = Date.now();
-    const c = await checkMx('example.test', EXPECT, [asResolver(fresh, 'a'), asResolver(down, 'dead')], opts());
-    assert.ok(Date.now() - started < 3000, 'bounded by the timeout');
+    // Behaviour: the check gives up on a silent resolver by itself, after its tries (asserted below), and never
+    // hangs: a generous bound. How close to its budget it ends is a timing target, not asserted here.
+    const c = await within('the check to give up on the silent resolver', checkMx('example.test', EXPECT, [asResolver(fresh, 'a'), asResolver(down, 'dead')], withDown()), 30_000);
     const dead = c.resolvers[1]!;
     assert.equal(dead.status, 'timeout');
     assert.equal(dead.matches, false);
@@ -106,10 +111,10 @@ describe('dns check', () => {
     assert.equal(c.safeInSeconds, 3600, 'its cache may hold the old set for the authoritative TTL');
     assert.ok(down.queries.filter((q) => q.type === 'MX').length >= 2, 'retried');
 
-    const noAuth = await checkMx('example.test', EXPECT, [asResolver(fresh, 'a'), asResolver(down, 'dead')], { ...opts(), authoritative: false });
+    const noAuth = await checkMx('example.test', EXPECT, [asResolver(fresh, 'a'), asResolver(down, 'dead')], { ...withDown(), authoritative: false });
     assert.equal(noAuth.safeInSeconds, 300, 'without the authoritative TTL, the largest TTL seen stands in');
 
-    const allDown = await checkMx('example.test', EXPECT, [asResolver(down, 'dead')], { ...opts(), authoritative: false });
+    const allDown = await checkMx('example.test', EXPECT, [asResolver(down, 'dead')], { ...withDown(), authoritative: false });
     assert.equal(allDown.verdict, 'not-propagated', 'no answer at all is not propagation');
   });
 

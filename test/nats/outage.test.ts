@@ -33,8 +33,11 @@ test('nats-server killed (SIGKILL) and restarted on its store mid-run: agents ke
   // Every agent's applied version, sampled throughout: it must never decrease.
   const { seen, stop: stopSampling } = sampleAppliedVersions(agents, defer);
 
+  // The nats-server is the file's: a failure while it is down must not leave it down for the next tests.
+  let restarted = false;
+  defer(() => (restarted ? undefined : server.restart()));
   await server.kill('SIGKILL');
-  await waitFor('agents notice NATS is gone', () => agents.every((a) => !a.agent.health().controllerConnected), 5000);
+  await waitFor('agents notice NATS is gone', () => agents.every((a) => !a.agent.health().controllerConnected), 30_000);
   // Static stability: mail is accepted and delivered by the last applied table while NATS is down.
   for (const [i, a] of agents.entries()) {
     const client = smtpClient(a.port);
@@ -44,10 +47,11 @@ test('nats-server killed (SIGKILL) and restarted on its store mid-run: agents ke
   await waitFor('delivered while NATS is down', () => sink.messages.length === 3);
   // The table cannot change meanwhile: refused at once, not buffered with an unknown outcome.
   await assert.rejects(api.setRoute('example.org', sink.target), (e: ServiceError) => e.code === status.UNAVAILABLE && /NATS/.test(e.details));
-  await waitFor('status shows the agents disconnected', async () => (await api.status()).agents.every((a) => a.state !== 'connected'), 5000);
+  await waitFor('status shows the agents disconnected', async () => (await api.status()).agents.every((a) => a.state !== 'connected'), 30_000);
 
   await server.restart();
-  await waitFor('3 agents back at version 2', () => agentsAt(api, 2, 3), 15_000);
+  restarted = true;
+  await waitFor('3 agents back at version 2', () => agentsAt(api, 2, 3), 30_000);
   assert.equal(ctl.controller.store.version, 2, 'the table survived in the JetStream store');
   await api.setRoute('example.org', sink.target);
   await waitFor('converged on version 3', () => agentsAt(api, 3, 3));
@@ -81,17 +85,22 @@ test('an agent that starts while NATS is down relays with its persisted table an
   const dataDir = a.config.dataDir;
   await a.cleanup(true);
 
+  let restarted = false;
+  defer(() => (restarted ? undefined : server.restart()));
   await server.kill('SIGKILL');
-  a = await tr.startAgent(ctl, 'cold', { dataDir });
+  // A returning agent delivers once NATS has been unreachable for controller.startupGrace (its persisted table
+  // may be stale: test/control/returning-agent.test.ts): a short grace here, and a generous wait for it.
+  a = await tr.startAgent(ctl, 'cold', { dataDir, controller: { nats: { servers: [server.url], fleet: ctl.config.nats!.fleet }, healthInterval: '200ms', startupGrace: '1s' } });
   defer(() => a.cleanup());
   assert.equal(a.agent.appliedVersion, 1, 'started from the persisted table');
   const client = smtpClient(a.port);
   await client.sendMail({ envelope: { from: 'a@sender.test', to: ['y@example.com'] }, raw: testMessage(1, 'y@example.com') });
   client.close();
-  await waitFor('delivered with NATS down since the agent started', () => sink.messages.length === 1);
+  await waitFor('delivered with NATS down since the agent started', () => sink.messages.length === 1, 30_000);
 
   await server.restart();
-  await waitFor('cold connected at version 1', () => agentsAt(api, 1, 1), 15_000);
+  restarted = true;
+  await waitFor('cold connected at version 1', () => agentsAt(api, 1, 1), 30_000);
   await api.setRoute('example.net', sink.target);
   await waitFor('cold at version 2', () => a.agent.appliedVersion === 2);
 });

@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect } from '@nats-io/transport-node';
 import { agentInboxPrefix, bucketNames, commandSubject, encodeJson, kvManager, TABLE_KEY } from '../../shared/nats.js';
-import { waitFor } from '../helpers/agent.js';
+import { waitFor, within } from '../helpers/agent.js';
 import { adminApi, agentsAt, deferrer, last, startController } from '../helpers/controller.js';
 import { NatsServer } from '../helpers/nats-server.js';
 import { REPO } from '../helpers/process.js';
 import { startNatsAgent } from '../helpers/transport.js';
+import { startLoggedNatsAgent } from '../helpers/wait.js';
 
 // The documented account layout, verbatim: fleet "mxswitch", a controller user and one user per agent.
 const ACCOUNTS = readFileSync(join(REPO, 'examples/nats/mxswitch-accounts.conf'), 'utf8');
@@ -34,6 +35,8 @@ test('NATS accounts: agents read routes and write only their own state; an agent
 
   // What the layout allows is enough for the whole protocol: watch the table, ack, health, commands, operations.
   await waitFor('both agents at version 1', () => agentsAt(api, 1, 2));
+  // Each agent could read the table's current version too, so it delivers (a refused read would keep it waiting).
+  await waitFor('both agents delivering', async () => (await api.status()).agents.every((a) => a.health?.delivery?.open === true), 30_000);
   const list = await api.queueCommand({ kind: { $case: 'queueList', value: { match: '', state: '', limit: 5 } } });
   assert.deepEqual(list.results.map((r) => [r.agentId, r.ok]), [
     ['mx-eu-1', true],
@@ -55,7 +58,12 @@ test('NATS accounts: agents read routes and write only their own state; an agent
   await assert.rejects(routes.update(TABLE_KEY, forged, 1), /Permissions Violation/);
   await assert.rejects(routes.delete(TABLE_KEY), /Permissions Violation/);
   await assert.rejects(agentsKv.put('mx-us-1', encodeJson({ agentId: 'mx-us-1', appliedVersion: 99 })), /Permissions Violation for Publish to "\$KV\.mxswitch-agents\.mx-us-1"/);
-  await assert.rejects(nc.request(commandSubject(FLEET, 'mx-us-1'), new Uint8Array(), { timeout: 1000 }), /Permissions Violation|no responders|timeout/i);
+  // Sending mx-us-1 a command: the server's refusal of the publish, which the client matches to the request.
+  // Not a timeout or "no responders" (those would also follow from nobody listening): the timeout is generous.
+  await assert.rejects(nc.request(commandSubject(FLEET, 'mx-us-1'), new Uint8Array(), { timeout: 30_000 }), (e: Error) => e.message === 'Permissions Violation for Publish to "mxswitch.cmd.mx-us-1"');
+  // Receiving mx-us-1's commands: the subscription is refused (it ends with the server's violation).
+  const snoop = nc.subscribe(commandSubject(FLEET, 'mx-us-1'));
+  assert.match(String(await within('the subscription to end', snoop.closed, 30_000)), /Permissions Violation for Subscription to "mxswitch\.cmd\.mx-us-1"/);
   // Its own key it may write (that is how it acks).
   assert.ok((await agentsKv.put('mx-eu-1', encodeJson({ agentId: 'mx-eu-1', probe: true }))) > 0);
 
@@ -73,9 +81,10 @@ test('NATS accounts: an agent with a wrong password never registers and keeps re
   defer(() => ctl.cleanup());
   const api = adminApi(ctl.address);
   defer(() => api.close());
-  const intruder = await startNatsAgent(server, FLEET, 'mx-eu-1', { routes: [{ match: 'example.org', target: 'smtp:[127.0.0.1]:2' }] }, { user: 'mx-eu-1', password: 'wrong' });
+  const intruder = await startLoggedNatsAgent(server, FLEET, 'mx-eu-1', { routes: [{ match: 'example.org', target: 'smtp:[127.0.0.1]:2' }] }, { user: 'mx-eu-1', password: 'wrong' });
   defer(() => intruder.cleanup());
-  await new Promise((r) => setTimeout(r, 500));
+  // Refused by the server, twice (it retries), as its control channel reports: not merely not connected yet.
+  await intruder.log.waitFor('two NATS authorization violations', (r) => /cannot connect to NATS/.test(r.msg) && r.error === 'Authorization Violation', 2);
   assert.equal(intruder.agent.health().controllerConnected, false);
   assert.equal(intruder.agent.router.table.get('example.org')?.target, 'smtp:[127.0.0.1]:2', 'bootstrap table in force');
   assert.deepEqual((await api.status()).agents.filter((a) => a.state === 'connected'), []);

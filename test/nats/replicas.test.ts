@@ -92,7 +92,11 @@ test('two controller replicas on one NATS: a change through either reaches the a
     return apply(v, routes);
   };
   const racing = [apiA.hold('example.net'), apiB.hold('example.net')].map((p) => p.then((r) => last(r).operation?.state ?? '', (e: Error) => e.message));
-  setTimeout(open2, 300);
+  // The gate stays shut until one of the two has its answer: the winner's hold cannot finish before the slow
+  // agent applies it, so the loser is refused while the winner is still running however long either takes.
+  // (If both started, neither answers before the step timeout, and both fail: the assertions below say so.)
+  await Promise.race(racing);
+  open2();
   const outcomes = await Promise.all(racing);
   assert.equal(outcomes.filter((o) => o === 'done').length, 1, outcomes.join(' | '));
   assert.equal(outcomes.filter((o) => /still running on example\.net|another operation is starting/.test(o)).length, 1, outcomes.join(' | '));

@@ -5,15 +5,28 @@ import { tempDir, waitFor } from '../helpers/agent.js';
 import { makePki, type TestPki } from '../helpers/certs.js';
 import { adminApi, agentsAt, deferrer, startController } from '../helpers/controller.js';
 import { NatsServer } from '../helpers/nats-server.js';
+import { freePort } from '../helpers/process.js';
 import { startNatsAgent } from '../helpers/transport.js';
 
 let server: NatsServer;
 let pki: TestPki;
+let monitorPort: number;
 before(async () => {
   pki = makePki(tempDir('mxs-natspki-'));
-  // TLS required, and client certificates signed by our CA (verify).
-  server = await NatsServer.start({ config: `tls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}", ca_file: "${pki.ca}", verify: true, timeout: 2 }` });
+  monitorPort = await freePort();
+  // TLS required, and client certificates signed by our CA (verify). The monitoring port lists closed
+  // connections with the server's reason: how the test sees a refusal (the client only retries, silently).
+  server = await NatsServer.start({
+    config: `http: "127.0.0.1:${monitorPort}"\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}", ca_file: "${pki.ca}", verify: true, timeout: 2 }`,
+  });
 });
+
+/** Client connections the server closed because their TLS handshake failed (nats-server /connz). */
+async function tlsRefusals(): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${monitorPort}/connz?state=closed&limit=1024`);
+  const body = (await res.json()) as { connections?: { reason?: string }[] };
+  return (body.connections ?? []).filter((c) => c.reason === 'TLS Handshake Failure').length;
+}
 after(async () => {
   await server.stop();
   rmSync(pki.dir, { recursive: true, force: true });
@@ -28,10 +41,14 @@ test('NATS over TLS with client certificates: controller and agent connect; a ce
   defer(() => api.close());
   await api.setRoute('example.com', 'smtp:[127.0.0.1]:2');
   const good = await startNatsAgent(server, 'tls', 'tls-1', {}, { tls });
-  const stranger = await startNatsAgent(server, 'tls', 'tls-2', {}, { tls: { ca: pki.ca, cert: pki.strangerCert, key: pki.strangerKey } });
-  defer(() => Promise.all([good.cleanup(), stranger.cleanup()]));
+  defer(() => good.cleanup());
   await waitFor('tls-1 at version 1', () => agentsAt(api, 1, 1));
-  await new Promise((r) => setTimeout(r, 300));
+  // Out because refused: the server closed its connections in the TLS handshake (twice: it retries). The
+  // controller and tls-1 present our CA's certificate, so these refusals are tls-2's.
+  assert.equal(await tlsRefusals(), 0, 'nothing refused before tls-2 started');
+  const stranger = await startNatsAgent(server, 'tls', 'tls-2', {}, { tls: { ca: pki.ca, cert: pki.strangerCert, key: pki.strangerKey } });
+  defer(() => stranger.cleanup());
+  await waitFor('tls-2 refused twice in the TLS handshake', async () => (await tlsRefusals()) >= 2, 30_000);
   assert.deepEqual((await api.status()).agents.map((a) => a.id), ['tls-1'], 'the agent with a foreign certificate never got in');
   assert.equal(stranger.agent.health().controllerConnected, false);
 });
