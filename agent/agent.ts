@@ -10,13 +10,13 @@ import type { AgentCommand } from '../shared/wire.js';
 import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
 import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './delivery-gate.js';
-import { diskFree, queueByRoute, type HealthSnapshot } from './health.js';
+import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry } from './metrics.js';
-import { Queue } from './queue.js';
 import { loadRouteState, saveRouteState } from './route-state.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
+import { Spool } from './spool/spool.js';
 
 /** What a control channel needs from the agent; the channel owns the transport, the agent owns the state. */
 export interface ControlHandler {
@@ -43,7 +43,7 @@ export type ControlChannelFactory = (handler: ControlHandler, config: NonNullabl
 /** Composition root of a relay agent: queue, router, ingress, scheduler, HTTP and the control channel. */
 export class Agent implements ControlHandler {
   readonly bootId = randomUUID();
-  readonly queue: Queue;
+  readonly queue: Spool;
   readonly router: Router;
   readonly ingress: Ingress;
   readonly scheduler: Scheduler;
@@ -64,7 +64,7 @@ export class Agent implements ControlHandler {
     private readonly log: Logger,
     private readonly controlFactory?: ControlChannelFactory,
   ) {
-    this.queue = new Queue(config.dataDir);
+    this.queue = new Spool(config.dataDir);
     const persisted = loadRouteState(config.dataDir);
     this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
     if (persisted) log.info({ version: persisted.version, routes: persisted.routes.length }, 'starting with the last applied route table');
@@ -88,7 +88,7 @@ export class Agent implements ControlHandler {
   }
 
   async start(): Promise<void> {
-    const recovered = this.queue.recoverInFlight();
+    const recovered = await this.queue.recoverInFlight();
     if (recovered) this.log.warn({ recovered }, 'recipients left in flight by a previous run are due again');
     // Mail is accepted from the first moment; delivery starts when the gate opens (at once without a controller).
     if (this.gate) this.gate.start();
@@ -119,7 +119,7 @@ export class Agent implements ControlHandler {
     await this.scheduler.stop();
     this.delivery.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
-    this.queue.close();
+    await this.queue.close();
   }
 
   /** SIGHUP in static mode: the config's routes replace the table (mail already queued follows them). */
@@ -154,6 +154,12 @@ export class Agent implements ControlHandler {
     if (version !== current.version || JSON.stringify(current.routes) !== JSON.stringify(table.routes)) {
       this.router.apply(table);
       this.log.info({ version, routes: routes.length }, 'route table applied');
+      // Acked only once the queue's route holds follow the table (a hold is in the queue before its ack).
+      try {
+        await this.scheduler.holdsReconciled();
+      } catch (err) {
+        return errorMessage(err);
+      }
     }
     // The ack promises that nothing in flight still goes where this table no longer sends mail.
     await this.scheduler.settle(table);
@@ -161,13 +167,13 @@ export class Agent implements ControlHandler {
     return undefined;
   }
 
-  runCommand(minVersion: number, command: AgentCommand): unknown {
+  async runCommand(minVersion: number, command: AgentCommand): Promise<unknown> {
     if (this.appliedVersion < minVersion) {
       throw new MxError('STALE_VERSION', `command needs route table version ${minVersion}, this agent has ${this.appliedVersion}`);
     }
     switch (command.kind) {
       case 'flush':
-        return { due: this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
+        return { due: await this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
       case 'queueList':
         return listQueue(this.queue, {
           ...(command.match ? { match: command.match } : {}),
@@ -177,10 +183,10 @@ export class Agent implements ControlHandler {
       case 'queueShow':
         return showMessage(this.queue, command.id);
       case 'queueRemove':
-        removeMessage(this.queue, command.id);
+        await removeMessage(this.queue, command.id);
         return { removed: command.id };
       case 'queueRetry': {
-        const due = retryMessages(this.queue, command.all ? { all: true } : { id: command.id });
+        const due = await retryMessages(this.queue, command.all ? { all: true } : { id: command.id });
         this.scheduler.kick();
         return { due };
       }
@@ -215,7 +221,7 @@ export class Agent implements ControlHandler {
       routes: queueByRoute(this.queue, this.router.table, now),
       counters: { ...this.ingress.counters, delivered: d.delivered, deferred: d.deferred, bounced: d.bounced },
       lastDeliveryError: d.lastError,
-      diskFreeBytes: diskFree(this.config.dataDir),
+      diskFreeBytes: this.queue.diskFreeBytes(),
       uptimeSeconds: (now - this.startedAt) / 1000,
     };
   }

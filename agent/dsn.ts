@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import type { Logger } from '../shared/logger.js';
+import { newQueueId, type ClaimedRecipient, type Outcome, type Spool } from './spool/spool.js';
 
 export interface FailedRecipient {
   rcpt: string;
@@ -92,4 +94,54 @@ export function buildDsn(opts: {
     '',
   ];
   return Buffer.from(lines.join('\r\n'), 'latin1');
+}
+
+/** A claimed recipient with the outcome decided for it; a bounce may become a deferral here. */
+export interface Decided {
+  row: ClaimedRecipient;
+  outcome: Outcome;
+}
+
+/**
+ * Bounce notifications: the DSN for the bounced recipients of one message, queued to its envelope sender (none
+ * for mail from <> or for a DSN). Without a committed DSN the recipients may not leave the queue (their mail
+ * would be lost silently): their outcomes become deferrals, for another try after `retryMs`.
+ */
+export class BounceNotices {
+  constructor(
+    private readonly queue: Spool,
+    private readonly hostname: string,
+    private readonly log: Logger,
+    private readonly retryMs: number,
+  ) {}
+
+  /**
+   * `records` are of one message; `sent` is what a delivery attempt had (the message's head, the next hop),
+   * otherwise the head is read from the queue.
+   */
+  async notify(records: readonly Decided[], now: number, sent?: { head: Buffer; remoteMta: string }): Promise<void> {
+    const bounced = records.filter((r) => r.outcome.kind === 'bounced');
+    const first = bounced[0]?.row;
+    if (!first?.sender || first.dsn) return;
+    const defer = () => {
+      for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.retryMs };
+    };
+    const head = sent?.head ?? (await this.queue.forDelivery(first.msgId).then((b) => b?.head, () => undefined));
+    if (!head) return defer();
+    try {
+      const dsn = buildDsn({
+        reportingMta: this.hostname,
+        queueId: first.msgId,
+        sender: first.sender,
+        arrivedAt: first.arrivedAt,
+        failed: bounced.map((r) => ({ rcpt: r.row.rcpt, reply: r.outcome.reply, ...(sent?.remoteMta ? { remoteMta: sent.remoteMta } : {}) })),
+        original: head,
+      });
+      const id = await this.queue.commit({ id: newQueueId(), sender: '', recipients: [first.sender], body: dsn, dsn: true });
+      this.log.info({ queueId: first.msgId, dsn: id, to: first.sender }, 'bounce notification queued');
+    } catch (err) {
+      this.log.error({ err, queueId: first.msgId }, 'cannot queue bounce notification; deferring instead');
+      defer();
+    }
+  }
 }

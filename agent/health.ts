@@ -1,8 +1,7 @@
-import { statfsSync } from 'node:fs';
 import { addressKey, normalizeDomain } from '../shared/address.js';
 import type { RouteTable } from '../shared/routes.js';
 import type { DeliveryState } from './delivery-gate.js';
-import type { Queue, RecipientState } from './queue.js';
+import type { RecipientState, Spool } from './spool/spool.js';
 
 export interface RouteQueueHealth {
   match: string;
@@ -34,10 +33,10 @@ const NO_ROUTE = '(no route)';
  * second or more of one pass over the queue) it is reused for 20x as long as it took, so health reports every
  * few seconds never keep the event loop busy more than ~5% of the time. A small queue is counted every time.
  */
-const lastBreakdown = new WeakMap<Queue, { table: RouteTable; at: number; until: number; routes: RouteQueueHealth[] }>();
+const lastBreakdown = new WeakMap<Spool, { table: RouteTable; at: number; until: number; routes: RouteQueueHealth[] }>();
 
 /** Queue depth per route match (the route in force now), so `status` can show what waits for which switchover. */
-export function queueByRoute(queue: Queue, table: RouteTable, now: number): RouteQueueHealth[] {
+export function queueByRoute(queue: Spool, table: RouteTable, now: number): RouteQueueHealth[] {
   const last = lastBreakdown.get(queue);
   if (last && last.table === table && Date.now() < last.until) {
     const aged = (now - last.at) / 1000;
@@ -50,7 +49,7 @@ export function queueByRoute(queue: Queue, table: RouteTable, now: number): Rout
   return routes;
 }
 
-function countByRoute(queue: Queue, table: RouteTable, now: number): RouteQueueHealth[] {
+function countByRoute(queue: Spool, table: RouteTable, now: number): RouteQueueHealth[] {
   const byMatch = new Map<string, RouteQueueHealth>();
   // Rows are grouped by domain in SQL; only recipients with an address route of their own come one by one.
   const addresses = table.routes.filter((r) => r.match.includes('@')).map((r) => r.match.toLowerCase());
@@ -65,13 +64,4 @@ function countByRoute(queue: Queue, table: RouteTable, now: number): RouteQueueH
     h.oldestAgeSeconds = Math.max(h.oldestAgeSeconds, (now - row.oldest) / 1000);
   }
   return [...byMatch.values()].sort((a, b) => a.match.localeCompare(b.match));
-}
-
-export function diskFree(dir: string): number {
-  try {
-    const s = statfsSync(dir);
-    return s.bavail * s.bsize;
-  } catch {
-    return 0;
-  }
 }

@@ -8,7 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { applyVendorPatches, type PatchedServerOptions } from '../shared/vendor-patches.js';
 import { BareNewlineError, ControlCharError, ControlCharGuard, LineEndingGuard, ReceivedHeaderCounter } from './message-data.js';
-import { newQueueId, PART_BYTES, QueueStorageError, type Queue } from './queue.js';
+import { newQueueId, PART_BYTES, QueueStorageError, type Spool } from './spool/spool.js';
 import type { Router } from './router.js';
 
 /** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
@@ -29,7 +29,7 @@ export interface IngressCounters {
 
 export interface IngressDeps {
   config: AgentConfig;
-  queue: Queue;
+  queue: Spool;
   router: Router;
   log: Logger;
   /** Called after a message is committed so delivery can start at once. */
@@ -140,7 +140,7 @@ export class Ingress {
     if (declared > this.deps.config.smtp.maxMessageSize) {
       return cb(new SmtpReply(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.maxMessageSize} bytes`));
     }
-    // Low on storage: refuse before the data is sent (Postfix: 452 4.3.1 at MAIL FROM), see Queue.hasRoomFor.
+    // Low on storage: refuse before the data is sent (Postfix: 452 4.3.1 at MAIL FROM), see SpaceAccount.
     if (!this.deps.queue.hasRoomFor(declared || 0)) return cb(this.insufficientStorage());
     cb();
   }
@@ -233,7 +233,18 @@ export class Ingress {
     if (failed instanceof BareNewlineError) return reject(new SmtpReply(550, '5.5.2', 'Error: bare <CR> or <LF> received in message data'));
     if (failed instanceof ControlCharError) return reject(new SmtpReply(550, '5.6.0', `Error: ${failed.message}`));
     if (failed) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
-    const stored = incoming.finish();
+    void incoming.finish().then((stored) => this.store(session, stored, receivedHeaders, incoming, reject, cb));
+  }
+
+  /** Commits a message whose data is all in (in memory, or staged in parts); the 250 only once it is on disk. */
+  private store(
+    session: SMTPServerSession,
+    stored: StoredData,
+    receivedHeaders: number,
+    incoming: IncomingData,
+    reject: (reply: SmtpReply) => void,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     if (stored instanceof Error) {
       incoming.drop();
       this.deps.log.error({ err: stored }, 'cannot store message data');
@@ -241,7 +252,7 @@ export class Ingress {
     }
     const id = incoming.id;
     const received = Buffer.from(this.receivedHeader(session, id));
-    const total = received.length + size;
+    const total = received.length + incoming.size;
     // A small message: our Received header and the data in one buffer. A large one was written to the queue in
     // parts as it arrived (see IncomingData): only the header is left to commit.
     const body = 'staged' in stored ? received : Buffer.concat([received, ...stored.chunks], total);
@@ -279,11 +290,15 @@ export class Ingress {
   }
 }
 
+/** A message's data once all in: in memory (a small message), staged in parts (a large one), or the write's error. */
+type StoredData = { chunks: Buffer[] } | { staged: number } | Error;
+
 /**
  * The data of one message as it arrives. Up to PART_BYTES it stays in memory; past that it goes to the queue in
- * parts of about PART_BYTES as it comes (Queue.stagePart: no fsync, the message's commit syncs them before the
+ * parts of about PART_BYTES as it comes (Spool.stagePart: no fsync, the message's commit syncs them before the
  * 250), so a 50 MB message is never held whole. Parts of a message that is then refused, fails or is never
- * finished are dropped again (and at the next start, those of a run that stopped meanwhile).
+ * finished are dropped again (and at the next start, those of a run that stopped meanwhile). The writes go one
+ * after another: `finish` waits for them, a drop runs after them.
  */
 class IncomingData {
   private chunks: Buffer[] = [];
@@ -291,9 +306,11 @@ class IncomingData {
   private seq = 0;
   private staged = 0;
   private error: Error | undefined;
+  /** The part writes (and a drop) so far, in order; never rejects (a failed write sets `error`). */
+  private writes: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly queue: Queue,
+    private readonly queue: Spool,
     readonly id: string,
   ) {}
 
@@ -312,28 +329,34 @@ class IncomingData {
     this.chunks = [];
     this.held = 0;
     if (this.error) return;
-    try {
-      this.queue.stagePart(this.id, this.seq++, part);
-      this.staged += part.length;
-    } catch (err) {
-      this.error = err as Error;
-    }
+    const seq = this.seq++;
+    this.staged += part.length;
+    this.writes = this.writes.then(async () => {
+      if (this.error) return;
+      try {
+        await this.queue.stagePart(this.id, seq, part);
+      } catch (err) {
+        this.error = err as Error;
+      }
+    });
   }
 
-  /** The data in memory (a small message), or what was staged (a large one, its tail staged now). */
-  finish(): { chunks: Buffer[] } | { staged: number } | Error {
+  /** The data in memory (a small message), or what was staged (a large one, its tail staged now) once written. */
+  async finish(): Promise<StoredData> {
     if (this.seq === 0 && !this.error) return { chunks: this.chunks };
     if (this.held) this.stage();
+    await this.writes;
     return this.error ?? { staged: this.staged };
   }
 
+  /** Removes what was staged, after the writes still under way. */
   drop(): void {
     if (this.seq === 0) return;
     this.seq = 0;
-    try {
-      this.queue.dropParts(this.id);
-    } catch {
-      // removed at the next start instead
-    }
+    this.writes = this.writes.then(() =>
+      this.queue.dropParts(this.id).catch(() => {
+        // removed at the next start instead
+      }),
+    );
   }
 }

@@ -1,7 +1,7 @@
 import { addressKey } from '../shared/address.js';
 import { MxError } from '../shared/errors.js';
 import { normalizeMatch, RouteTable } from '../shared/routes.js';
-import type { Queue, RecipientRow, RecipientState } from './queue.js';
+import type { RecipientRow, RecipientState, Spool } from './spool/spool.js';
 
 /** Operator views and surgery on a queue, shared by the local CLI (`--data-dir`) and controller commands. */
 
@@ -35,7 +35,7 @@ export function coversMatch(match: string): (address: string) => boolean {
   return (address) => RouteTable.covers(key, address);
 }
 
-function entry(queue: Queue, id: string, rows: RecipientRow[], now: number): QueueEntry | undefined {
+function entry(queue: Spool, id: string, rows: RecipientRow[], now: number): QueueEntry | undefined {
   const msg = queue.message(id);
   if (!msg) return undefined;
   return {
@@ -48,7 +48,7 @@ function entry(queue: Queue, id: string, rows: RecipientRow[], now: number): Que
   };
 }
 
-export function listQueue(queue: Queue, filter: QueueFilter = {}, now = Date.now()): QueueEntry[] {
+export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now()): QueueEntry[] {
   const covers = filter.match ? coversMatch(filter.match) : undefined;
   const byMsg = new Map<string, RecipientRow[]>();
   for (const row of queue.allRecipients()) {
@@ -71,7 +71,7 @@ export interface MessageDetail extends QueueEntry {
   headers: string;
 }
 
-export function showMessage(queue: Queue, id: string, now = Date.now()): MessageDetail {
+export function showMessage(queue: Spool, id: string, now = Date.now()): MessageDetail {
   const e = entry(queue, id, queue.recipientsOf(id), now);
   const body = queue.body(id);
   if (!e || !body) throw new MxError('NOT_FOUND', `no message ${id} in the queue`);
@@ -79,12 +79,12 @@ export function showMessage(queue: Queue, id: string, now = Date.now()): Message
   return { ...e, headers: body.subarray(0, end === -1 ? body.length : end).toString('utf8') };
 }
 
-export function removeMessage(queue: Queue, id: string): void {
-  if (!queue.remove(id)) throw new MxError('NOT_FOUND', `no message ${id} in the queue`);
+export async function removeMessage(queue: Spool, id: string): Promise<void> {
+  if (!(await queue.remove(id))) throw new MxError('NOT_FOUND', `no message ${id} in the queue`);
 }
 
 /** Makes one message (or all deferred mail) due now. Returns the number of recipients made due. */
-export function retryMessages(queue: Queue, target: { id: string } | { all: true }): number {
+export async function retryMessages(queue: Spool, target: { id: string } | { all: true }): Promise<number> {
   if ('id' in target) {
     if (!queue.message(target.id)) throw new MxError('NOT_FOUND', `no message ${target.id} in the queue`);
     return queue.retryWhere((row) => row.msgId === target.id);
@@ -93,12 +93,12 @@ export function retryMessages(queue: Queue, target: { id: string } | { all: true
 }
 
 /** Operator hold (postsuper -h): recipients under MATCH stay until `releaseMatch`, whatever the routes say. */
-export function holdMatch(queue: Queue, match: string): number {
+export function holdMatch(queue: Spool, match: string): Promise<number> {
   const covers = coversMatch(match);
   return queue.holdWhere((row) => covers(addressKey(row.rcpt)), 'operator', 'held by operator');
 }
 
-export function releaseMatch(queue: Queue, match: string): number {
+export function releaseMatch(queue: Spool, match: string): Promise<number> {
   const covers = coversMatch(match);
   return queue.releaseWhere((row) => row.holdKind === 'operator' && covers(addressKey(row.rcpt)));
 }

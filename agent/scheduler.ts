@@ -3,8 +3,8 @@ import { addressKey } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTarget, type Route, type RouteTable, type Target } from '../shared/routes.js';
 import type { Delivery, RecipientResult } from './delivery.js';
-import { buildDsn } from './dsn.js';
-import { newQueueId, type ClaimedRecipient, type Outcome, type Queue, type RecipientRow } from './queue.js';
+import { BounceNotices } from './dsn.js';
+import type { ClaimedRecipient, Outcome, RecipientRow, Spool } from './spool/spool.js';
 import type { Router } from './router.js';
 
 /** Recipients of one message that share a next hop: they go in one SMTP transaction. */
@@ -43,22 +43,32 @@ export class Scheduler {
   private claimed = 0;
   private timer: NodeJS.Timeout | undefined;
   private kickPending = false;
+  /** The claim (and dispatch) in progress: one at a time, so no recipient is claimed twice. */
+  private ticking: Promise<void> | undefined;
+  /** A tick was asked for while one ran: run another as soon as it is done. */
+  private retick = false;
+  /** Route table changes reconcile holds one after another, in the order the tables were applied. */
+  private reconciling: Promise<void> = Promise.resolve();
+  /** The reconciliation with the last table applied (rejected when it failed). */
+  private lastReconcile: Promise<void> = Promise.resolve();
   private stopped = true;
   private settleWaiters: { affected: (g: Group) => boolean; resolve: () => void }[] = [];
   private readonly maxClaimed: number;
   /** Outcomes the queue could not record (disk full, I/O error): retried every tick until they are written. */
   private unrecorded: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[] = [];
   private storageErrorLoggedAt = 0;
+  private readonly notices: BounceNotices;
 
   constructor(
-    private readonly queue: Queue,
+    private readonly queue: Spool,
     private readonly router: Router,
     private readonly delivery: Delivery,
     private readonly config: Pick<AgentConfig, 'retry' | 'delivery'>,
-    private readonly hostname: string,
+    hostname: string,
     private readonly log: Logger,
   ) {
     this.maxClaimed = config.delivery.connectionsPerHop * 50;
+    this.notices = new BounceNotices(queue, hostname, log, config.retry.intervals[0]!);
     router.on('change', (table) => this.reconcileHolds(table));
   }
 
@@ -75,9 +85,10 @@ export class Scheduler {
     this.stopped = true;
     clearInterval(this.timer);
     const deadline = Date.now() + timeoutMs;
+    await Promise.all([this.ticking, this.reconciling]);
     while (this.inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     // Outcomes kept after a storage error: a last try, otherwise their rows are due again at the next start.
-    if (this.unrecorded.length) this.recordPending();
+    if (this.unrecorded.length) await this.recordPending();
   }
 
   kick(): void {
@@ -90,8 +101,8 @@ export class Scheduler {
   }
 
   /** Makes deferred mail (all, or under `covers`) due now and starts delivering it. */
-  flush(covers?: (address: string) => boolean): number {
-    const n = covers ? this.queue.retryWhere((row) => covers(addressKey(row.rcpt))) : this.queue.retryWhere();
+  async flush(covers?: (address: string) => boolean): Promise<number> {
+    const n = await (covers ? this.queue.retryWhere((row) => covers(addressKey(row.rcpt))) : this.queue.retryWhere());
     this.kick();
     return n;
   }
@@ -118,24 +129,52 @@ export class Scheduler {
     return { match: '', target: `smtp:${address.slice(address.lastIndexOf('@') + 1)}:25` };
   }
 
-  private reconcileHolds(table: RouteTable): void {
-    const heldByRoute = (row: RecipientRow) => Boolean(table.lookup(addressKey(row.rcpt))?.hold);
-    const released = this.queue.releaseWhere((row) => row.holdKind === 'route' && !heldByRoute(row));
-    // Without a held route there is nothing to hold: no pass over every waiting recipient.
-    const held = table.routes.some((r) => r.hold) ? this.queue.holdWhere(heldByRoute, 'route', 'held by route') : 0;
-    if (released || held) this.log.info({ released, held, version: table.version }, 'holds reconciled with route table');
-    this.kick();
+  /** Resolves once the queue's route holds match the last table applied; rejects when that could not be written. */
+  holdsReconciled(): Promise<void> {
+    return this.lastReconcile;
   }
 
+  /**
+   * Releases route holds `table` no longer has and holds what it holds. Chained: a release and hold decided on
+   * one table never interleave with those of the next (a hold by the older table would otherwise stay).
+   */
+  private reconcileHolds(table: RouteTable): void {
+    const run = this.reconciling.then(async () => {
+      const heldByRoute = (row: RecipientRow) => Boolean(table.lookup(addressKey(row.rcpt))?.hold);
+      const released = await this.queue.releaseWhere((row) => row.holdKind === 'route' && !heldByRoute(row));
+      // Without a held route there is nothing to hold: no pass over every waiting recipient.
+      const held = table.routes.some((r) => r.hold) ? await this.queue.holdWhere(heldByRoute, 'route', 'held by route') : 0;
+      if (released || held) this.log.info({ released, held, version: table.version }, 'holds reconciled with route table');
+      this.kick();
+    });
+    this.lastReconcile = run;
+    this.reconciling = run.catch((err: unknown) => this.log.error({ err, version: table.version }, 'cannot reconcile holds with the route table'));
+  }
+
+  /** Starts a claim-and-dispatch round unless one is in flight (then another follows it). */
   private tick(): void {
     if (this.stopped) return;
-    if (this.unrecorded.length && !this.recordPending()) return;
+    if (this.ticking) {
+      this.retick = true;
+      return;
+    }
+    this.ticking = this.claimAndDispatch().finally(() => {
+      this.ticking = undefined;
+      if (this.retick) {
+        this.retick = false;
+        this.kick();
+      }
+    });
+  }
+
+  private async claimAndDispatch(): Promise<void> {
+    if (this.unrecorded.length && !(await this.recordPending())) return;
     const room = Math.min(this.config.delivery.batchSize, this.maxClaimed - this.claimed);
     if (room <= 0) return;
     const now = Date.now();
     let rows: ClaimedRecipient[];
     try {
-      rows = this.queue.claimDue(now, room);
+      rows = await this.queue.claimDue(now, room);
     } catch (err) {
       // Logged once a minute: this runs every pollInterval while the disk is full.
       this.storageError(err, 'cannot claim due work from the queue; retrying');
@@ -143,6 +182,15 @@ export class Scheduler {
     }
     if (rows.length === 0) return;
     this.claimed += rows.length;
+    for (const hop of this.place(rows, now)) this.dispatch(hop);
+    if (rows.length === room) this.retick = true;
+  }
+
+  /**
+   * Decides where each row goes now: rows with an outcome already (held, no route) are finished, the others wait
+   * for a slot at their next hop. Returns the hops that got rows.
+   */
+  private place(rows: readonly ClaimedRecipient[], now: number): Set<string> {
     const immediate: Rec[] = [];
     const hops = new Set<string>();
     for (const row of rows) {
@@ -151,8 +199,7 @@ export class Scheduler {
       else hops.add(this.enqueue(row, decision));
     }
     if (immediate.length) void this.finishDecided(immediate, now);
-    for (const hop of hops) this.dispatch(hop);
-    if (rows.length === room) this.kick();
+    return hops;
   }
 
   private decide(row: ClaimedRecipient, now: number): Decision {
@@ -187,15 +234,7 @@ export class Scheduler {
       });
       if (stale.length) {
         group.rows = group.rows.filter((r) => !stale.includes(r));
-        const immediate: Rec[] = [];
-        const hops = new Set<string>();
-        for (const row of stale) {
-          const d = this.decide(row, now);
-          if ('outcome' in d) immediate.push({ row, route: d.route, outcome: d.outcome });
-          else hops.add(this.enqueue(row, d));
-        }
-        if (immediate.length) void this.finishDecided(immediate, now);
-        for (const h of hops) if (h !== hop) setImmediate(() => this.dispatch(h));
+        for (const h of this.place(stale, now)) if (h !== hop) setImmediate(() => this.dispatch(h));
       }
       if (group.rows.length) void this.send(group);
     }
@@ -206,7 +245,7 @@ export class Scheduler {
     this.inflight.add(group);
     const first = group.rows[0]!;
     // A large message comes as a stream of its stored parts, never whole in memory.
-    const body = this.queue.forDelivery(first.msgId);
+    const body = await this.queue.forDelivery(first.msgId);
     let results: RecipientResult[] = [];
     if (body) {
       results = await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body.raw);
@@ -222,9 +261,8 @@ export class Scheduler {
     this.kick();
   }
 
-  private async recordResults(group: Group, results: readonly RecipientResult[], body: Buffer): Promise<void> {
+  private async recordResults(group: Group, results: readonly RecipientResult[], head: Buffer): Promise<void> {
     const now = Date.now();
-    const first = group.rows[0]!;
     const records = group.rows.map((row, i) => {
       const result = results[i]!;
       let outcome: Outcome;
@@ -233,32 +271,8 @@ export class Scheduler {
       else outcome = this.temporaryFailure(row, result.reply, now);
       return { row, route: row.route, outcome };
     });
-    if (records.some((r) => r.outcome.kind === 'bounced')) await this.notifyBounced(first, records, body, group.target.host, now);
+    if (records.some((r) => r.outcome.kind === 'bounced')) await this.notices.notify(records, now, { head, remoteMta: group.target.host });
     this.finish(records);
-  }
-
-  /**
-   * Queues the DSN for the bounced records of one message (none for mail from <> or for a DSN). Without a
-   * committed DSN the recipients may not leave the queue: they are deferred instead, for another try.
-   */
-  private async notifyBounced(first: ClaimedRecipient, records: Rec[], body: Buffer, remoteMta: string | undefined, now: number): Promise<void> {
-    const bounced = records.filter((r) => r.outcome.kind === 'bounced');
-    if (!bounced.length || !first.sender || first.dsn) return;
-    try {
-      const dsn = buildDsn({
-        reportingMta: this.hostname,
-        queueId: first.msgId,
-        sender: first.sender,
-        arrivedAt: first.arrivedAt,
-        failed: bounced.map((r) => ({ rcpt: r.row.rcpt, reply: r.outcome.reply, ...(remoteMta ? { remoteMta } : {}) })),
-        original: body,
-      });
-      const id = await this.queue.commit({ id: newQueueId(), sender: '', recipients: [first.sender], body: dsn, dsn: true });
-      this.log.info({ queueId: first.msgId, dsn: id, to: first.sender }, 'bounce notification queued');
-    } catch (err) {
-      this.log.error({ err, queueId: first.msgId }, 'cannot queue bounce notification; deferring instead');
-      for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
-    }
   }
 
   /**
@@ -268,18 +282,7 @@ export class Scheduler {
   private async finishDecided(records: Rec[], now: number): Promise<void> {
     const byMsg = new Map<string, Rec[]>();
     for (const r of records) if (r.outcome.kind === 'bounced') byMsg.set(r.row.msgId, [...(byMsg.get(r.row.msgId) ?? []), r]);
-    for (const [msgId, bounced] of byMsg) {
-      const first = bounced[0]!.row;
-      if (!first.sender || first.dsn) continue;
-      let head: Buffer | undefined;
-      try {
-        head = this.queue.forDelivery(msgId)?.head;
-      } catch {
-        head = undefined;
-      }
-      if (head) await this.notifyBounced(first, bounced, head, undefined, now);
-      else for (const r of bounced) r.outcome = { kind: 'deferred', reply: r.outcome.reply, dueAt: now + this.config.retry.intervals[0]! };
-    }
+    for (const bounced of byMsg.values()) await this.notices.notify(bounced, now);
     this.finish(records);
   }
 
@@ -304,7 +307,7 @@ export class Scheduler {
     }
     // Group commit: outcomes are written with everything else committed in this event-loop turn (one fsync);
     // until then their rows stay in flight, as if the sends were still going on.
-    this.queue.recordSoon(records, (err) => {
+    this.queue.recordSoon(records).catch((err: unknown) => {
       // Found by the fault suite (disk full): the rows stayed in flight until the next restart, delivered mail
       // then went out twice and deferred mail waited for a restart. Keep the outcomes and write them later.
       this.storageError(err, 'cannot record delivery outcomes; keeping them to retry');
@@ -315,13 +318,15 @@ export class Scheduler {
   }
 
   /** Writes outcomes kept after a failed record; true when none are left. */
-  private recordPending(): boolean {
+  private async recordPending(): Promise<boolean> {
+    const records = this.unrecorded;
+    this.unrecorded = [];
     try {
-      this.queue.record(this.unrecorded);
-      this.log.info({ count: this.unrecorded.length }, 'delivery outcomes recorded after a storage error');
-      this.unrecorded = [];
+      await this.queue.record(records);
+      this.log.info({ count: records.length }, 'delivery outcomes recorded after a storage error');
       return true;
     } catch (err) {
+      this.unrecorded = [...records, ...this.unrecorded];
       this.storageError(err, 'still cannot record delivery outcomes');
       return false;
     }

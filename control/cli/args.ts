@@ -1,4 +1,4 @@
-import type { RecipientState } from '../../agent/queue.js';
+import type { RecipientState } from '../../agent/spool/spool.js';
 import { errorMessage, UsageError } from '../../shared/errors.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
 import { parseDuration } from '../../shared/units.js';

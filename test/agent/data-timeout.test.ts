@@ -33,8 +33,8 @@ for (const [name, partial] of [
       assert.ok(after >= DATA_TIMEOUT - 100, `timed out after ${after} ms, before smtp.dataTimeout`);
       assert.equal(await c.reply(10_000), '(closed)', 'the session stayed open after the DATA timeout');
       assert.equal(a.agent.queue.stats().total, 0, 'a stalled message was queued');
-      assert.equal(a.agent.queue.db.prepare('SELECT COUNT(*) FROM messages').pluck().get(), 0);
-      await waitFor('staged parts dropped', () => a.agent.queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get() === 0, 5_000);
+      assert.equal(a.agent.queue.inspect.counts().messages, 0);
+      await waitFor('staged parts dropped', () => a.agent.queue.inspect.counts().bodyParts === 0, 5_000);
       // The agent goes on: a message after it is accepted and delivered, and it is the only one at the sink.
       const client = smtpClient(a.port);
       const info = await client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(61) });

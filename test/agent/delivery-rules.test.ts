@@ -33,7 +33,7 @@ async function waitForQueue(a: Started, what: string, cond: () => boolean, timeo
   });
 }
 
-const messageCount = (a: Started) => a.agent.queue.db.prepare('SELECT COUNT(*) FROM messages').pluck().get() as number;
+const messageCount = (a: Started) => a.agent.queue.inspect.counts().messages;
 
 describe('delivery rules: bounces, unrouted mail, per-hop connections', () => {
   let sink: Sink;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { test } from 'node:test';
-import { PART_BYTES, Queue } from '../../agent/queue.js';
+import { PART_BYTES, Spool } from '../../agent/spool/spool.js';
 import { smtpClient, startAgent, tempDir, waitFor } from '../helpers/agent.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { Sink } from '../helpers/sink.js';
@@ -15,7 +15,7 @@ async function readAll(stream: Readable): Promise<Buffer> {
 
 test('queue: a large message is stored in parts, read back whole or streamed, and its parts leave with it', async () => {
   const dir = tempDir('mxs-parts-');
-  const q = new Queue(dir);
+  const q = new Spool(dir);
   try {
     const header = Buffer.from('Subject: big\r\n\r\n');
     const pieces = [header, ...Array.from({ length: 70 }, (_, i) => Buffer.alloc(64 * 1024 - 7, String.fromCharCode(97 + (i % 26))))];
@@ -23,38 +23,38 @@ test('queue: a large message is stored in parts, read back whole or streamed, an
     assert.ok(whole.length > 4 * PART_BYTES);
     await q.commit({ id: 'BIG1', sender: 's@sender.test', recipients: ['a@example.com', 'b@example.com'], body: pieces });
     await q.commit({ id: 'SMALL1', sender: 's@sender.test', recipients: ['c@example.com'], body: [Buffer.from('Subject: small\r\n\r\n'), Buffer.from('hi\r\n')] });
-    const parts = () => q.db.prepare("SELECT COUNT(*) FROM body_parts WHERE msg_id = 'BIG1'").pluck().get() as number;
+    const parts = () => q.inspect.counts('BIG1').bodyParts;
     assert.ok(parts() >= 4 && parts() <= Math.ceil(whole.length / PART_BYTES), `${parts()} parts`);
-    assert.equal(q.db.prepare("SELECT COUNT(*) FROM body_parts WHERE msg_id = 'SMALL1'").pluck().get(), 0);
+    assert.equal(q.inspect.counts('SMALL1').bodyParts, 0);
     assert.ok(q.body('BIG1')!.equals(whole));
     assert.equal(q.message('BIG1')!.size, whole.length);
     assert.equal(q.body('SMALL1')!.toString(), 'Subject: small\r\n\r\nhi\r\n');
 
-    const d = q.forDelivery('BIG1')!;
+    const d = (await q.forDelivery('BIG1'))!;
     assert.equal(typeof d.raw, 'function');
     const make = d.raw as () => Readable;
     assert.ok((await readAll(make())).equals(whole));
     assert.ok((await readAll(make())).equals(whole), 'a second attempt streams the message again');
     assert.equal(d.head.subarray(0, header.length).toString('latin1'), header.toString('latin1'));
-    assert.ok(Buffer.isBuffer(q.forDelivery('SMALL1')!.raw));
+    assert.ok(Buffer.isBuffer((await q.forDelivery('SMALL1'))!.raw));
 
     // Removed while a stream is open: the stream fails rather than ending early (no truncated message).
     const open = make();
     await new Promise((resolve) => open.once('readable', resolve));
     const first = open.read() as Buffer;
     assert.ok(first.length >= PART_BYTES && first.length < whole.length, 'the stream has read some parts, not all');
-    const rows = q.claimDue(Date.now() + 1000, 10).filter((r) => r.msgId === 'BIG1');
+    const rows = (await q.claimDue(Date.now() + 1000, 10)).filter((r) => r.msgId === 'BIG1');
     assert.equal(rows.length, 2);
-    q.record(rows.map((row) => ({ row, route: 'example.com', outcome: { kind: 'delivered' as const, reply: '250 ok' } })));
+    await q.record(rows.map((row) => ({ row, route: 'example.com', outcome: { kind: 'delivered' as const, reply: '250 ok' } })));
     assert.equal(q.message('BIG1'), undefined);
     assert.equal(parts(), 0);
     await assert.rejects(readAll(open), /lost its part/);
 
     await q.commit({ id: 'BIG2', sender: 's@sender.test', recipients: ['a@example.com'], body: pieces });
-    assert.ok(q.remove('BIG2'));
-    assert.equal(q.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get(), 0);
+    assert.ok(await q.remove('BIG2'));
+    assert.equal(q.inspect.counts().bodyParts, 0);
   } finally {
-    q.close();
+    await q.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -75,7 +75,7 @@ test('relay: a large message is received in parts, relayed byte for byte, and le
     assert.match(got.subarray(0, 200).toString('latin1'), /^Received: from /);
     assert.ok(got.subarray(got.length - raw.length).equals(raw));
     await waitFor('queue empty', () => a.agent.queue.stats().total === 0);
-    assert.equal(a.agent.queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get(), 0);
+    assert.equal(a.agent.queue.inspect.counts().bodyParts, 0);
 
     // A client that goes away in the middle of a large DATA leaves nothing behind either.
     const s = await RawSmtp.open(a.port);
@@ -84,9 +84,9 @@ test('relay: a large message is received in parts, relayed byte for byte, and le
     await s.command('RCPT TO:<a@example.com>');
     await s.command('DATA');
     s.write(Buffer.from(`Subject: cut\r\n\r\n${line.repeat(40_000)}`));
-    await waitFor('parts staged', () => (a.agent.queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get() as number) > 0);
+    await waitFor('parts staged', () => a.agent.queue.inspect.counts().bodyParts > 0);
     s.close();
-    await waitFor('parts dropped', () => a.agent.queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get() === 0);
+    await waitFor('parts dropped', () => a.agent.queue.inspect.counts().bodyParts === 0);
     assert.equal(a.agent.queue.stats().total, 0);
   } finally {
     await a.cleanup();

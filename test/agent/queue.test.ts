@@ -78,8 +78,7 @@ describe('queue: local operator commands and storage trouble', () => {
   });
 
   test('queue full -> 452 4.3.1, never a 250; accepting resumes when space returns', async () => {
-    const pages = a.agent.queue.db.pragma('page_count', { simple: true }) as number;
-    a.agent.queue.db.pragma(`max_page_count = ${pages}`);
+    a.agent.queue.inspect.limitPages(a.agent.queue.inspect.pages().count);
     const c = await RawSmtp.open(a.port);
     await c.command('EHLO client.test');
     await c.command('MAIL FROM:<s@sender.test>');
@@ -88,7 +87,7 @@ describe('queue: local operator commands and storage trouble', () => {
     c.write(`Subject: full\r\n\r\n${'y'.repeat(900)}\r\n`.repeat(1000) + '.\r\n');
     assert.match(await c.reply(), /^452 4\.3\.1 /);
     assert.equal(a.agent.queue.stats().total, 0);
-    a.agent.queue.db.pragma('max_page_count = 1073741823');
+    a.agent.queue.inspect.limitPages();
     await c.command('MAIL FROM:<s@sender.test>');
     await c.command('RCPT TO:<full@example.com>');
     await c.command('DATA');

@@ -48,7 +48,7 @@ describe('relay: ingest, route, deliver', () => {
         assert.equal(m.from, 'sender@sender.test');
       }
       await waitFor('empty queue', () => a.agent.queue.stats().total === 0);
-      assert.equal(a.agent.queue.db.prepare('SELECT COUNT(*) FROM messages').pluck().get(), 0);
+      assert.equal(a.agent.queue.inspect.counts().messages, 0);
     } finally {
       await a.cleanup();
     }

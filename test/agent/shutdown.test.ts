@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { test } from 'node:test';
-import { Queue } from '../../agent/queue.js';
+import { Spool } from '../../agent/spool/spool.js';
 import { smtpClient, startAgent, testMessage, waitFor } from '../helpers/agent.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 
@@ -37,7 +37,7 @@ test('smtp.shutdownTimeout: sessions still open when it passes get 421 4.4.2 and
     assert.match(await data.command('DATA'), /^354/);
     // Past PART_BYTES (1 MiB) the ingress writes the data to the queue in parts as it arrives.
     data.write(`Subject: never finished\r\n\r\n${`${'x'.repeat(998)}\r\n`.repeat(1536)}`);
-    await waitFor('the first part of the unfinished message staged', () => a.agent.queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get() === 1);
+    await waitFor('the first part of the unfinished message staged', () => a.agent.queue.inspect.counts().bodyParts === 1);
 
     const stopping = Date.now();
     let stoppedAt = 0;
@@ -55,18 +55,18 @@ test('smtp.shutdownTimeout: sessions still open when it passes get 421 4.4.2 and
     // The queue on disk: the committed message with its recipient, nothing of the unfinished transactions. The
     // staged part of the message cut off in DATA may outlive the stop (the queue closes before that session's
     // stream does); the next start removes it, as Agent.start does with recoverInFlight.
-    const queue = new Queue(a.config.dataDir);
+    const queue = new Spool(a.config.dataDir);
     try {
-      queue.recoverInFlight();
+      await queue.recoverInFlight();
       assert.deepEqual(
         queue.allRecipients().map((r) => ({ msgId: r.msgId, rcpt: r.rcpt })),
         [{ msgId: committed, rcpt: 'committed@example.com' }],
       );
       assert.ok(queue.body(committed)?.toString('latin1').includes('Message-ID: <msg-71@sender.test>'));
-      assert.equal(queue.db.prepare('SELECT COUNT(*) FROM messages').pluck().get(), 1);
-      assert.equal(queue.db.prepare('SELECT COUNT(*) FROM body_parts').pluck().get(), 0, 'parts of the unfinished message left behind');
+      assert.equal(queue.inspect.counts().messages, 1);
+      assert.equal(queue.inspect.counts().bodyParts, 0, 'parts of the unfinished message left behind');
     } finally {
-      queue.close();
+      await queue.close();
     }
   } finally {
     for (const s of sessions) s.close();

@@ -2,12 +2,17 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { retryMessages } from '../../agent/queue-ops.js';
-import { Queue } from '../../agent/queue.js';
+import { Spool } from '../../agent/spool/spool.js';
 import { CLI_ENTRY, portOpen } from '../../control/demo/processes.js';
 import { tempDir } from '../helpers/agent.js';
 import { freePort, REPO, writeYaml } from '../helpers/process.js';
 
 export type PeerName = 'mxswitch' | 'postfix';
+
+export interface QueueCounts {
+  waiting: number;
+  deferred: number;
+}
 
 export interface PeerOptions {
   /** Loopback port of the next hop (the sink); it may be down. */
@@ -27,9 +32,9 @@ export interface PeerInstance {
   /** The process whose RSS is the relay's (mxswitch: the agent). */
   readonly pid: number | undefined;
   /** Recipients still queued: waiting = not yet attempted or in flight, deferred = waiting for a retry. */
-  queued(): { waiting: number; deferred: number };
+  queued(): QueueCounts | Promise<QueueCounts>;
   /** "Deliver now" (mxswitch: `queue retry --all` on the agent's queue; Postfix: `postqueue -f`). */
-  flush(): void;
+  flush(): void | Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -50,12 +55,12 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
     ...opts.agent,
   });
   const agent = await startAgentProcess(config, port);
-  const withQueue = <T>(fn: (q: Queue) => T): T => {
-    const q = new Queue(dataDir, { mustExist: true, skipCheck: true });
+  const withQueue = async <T>(fn: (q: Spool) => T | Promise<T>): Promise<T> => {
+    const q = new Spool(dataDir, { mustExist: true, skipCheck: true });
     try {
-      return fn(q);
+      return await fn(q);
     } finally {
-      q.close();
+      await q.close();
     }
   };
   return {
@@ -68,7 +73,7 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
         return { waiting: s.queued + s.inflight, deferred: s.deferred };
       }),
     // What `mxswitch queue retry --all --data-dir DIR` does; the agent takes the due mail at its next poll (100 ms).
-    flush: () => void withQueue((q) => retryMessages(q, { all: true })),
+    flush: async () => void (await withQueue((q) => retryMessages(q, { all: true }))),
     async stop() {
       await agent.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -109,9 +114,14 @@ async function startAgentProcess(config: string, port: number): Promise<{ pid: n
 
 const POSTFIX = '/usr/sbin/postfix';
 
-/** Debian's postfix when missing (root only); a system instance the package may have started is stopped. */
+/**
+ * Debian's postfix when missing (root only; it brings smtp-source and smtp-sink too). The package must not leave
+ * a system instance listening on port 25: the install runs under a policy-rc.d that refuses every service start
+ * (unless the machine already has one, as Docker images do), and a master the package started anyway is stopped
+ * by its PID.
+ */
 export function ensurePostfix(log: (s: string) => void): void {
-  if (existsSync(POSTFIX)) return;
+  if (existsSync(POSTFIX) && existsSync('/usr/sbin/smtp-source')) return;
   if (process.getuid?.() !== 0) throw new Error('postfix is not installed and this is not root: apt-get install postfix first');
   log('installing Debian postfix (apt-get install -y --no-install-recommends postfix)');
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -119,14 +129,30 @@ export function ensurePostfix(log: (s: string) => void): void {
     const r = spawnSync('apt-get', args, { env, encoding: 'utf8', timeout: 600_000 });
     if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`);
   };
-  run(['update', '-qq']);
-  run(['install', '-y', '-qq', '--no-install-recommends', 'postfix']);
-  // The package may start the system instance (port 25): that is not ours to leave running.
-  if (spawnSync(POSTFIX, ['status'], { stdio: 'ignore' }).status === 0) {
-    log('stopping the system postfix the package started');
-    spawnSync(POSTFIX, ['stop'], { stdio: 'ignore' });
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !existsSync(policy);
+  if (ownPolicy) writeFileSync(policy, '#!/bin/sh\n# mxswitch bench: no service starts while postfix installs\nexit 101\n', { mode: 0o755 });
+  try {
+    run(['update', '-qq']);
+    run(['install', '-y', '-qq', '--no-install-recommends', 'postfix']);
+  } finally {
+    if (ownPolicy) rmSync(policy, { force: true });
   }
-  spawnSync('sh', ['-c', 'systemctl disable --now postfix >/dev/null 2>&1 || true']);
+  // Belt and braces: a system master the package started anyway (port 25) is not ours to leave running.
+  const systemPid = Number(readIfExists('/var/spool/postfix/pid/master.pid').trim());
+  if (systemPid > 0 && pidAlive(systemPid)) {
+    log(`stopping the system postfix master the package started (pid ${systemPid})`);
+    process.kill(systemPid, 'SIGTERM');
+  }
+  spawnSync('sh', ['-c', 'systemctl disable postfix >/dev/null 2>&1 || true']);
+}
+
+function readIfExists(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 function countFiles(dir: string): number {

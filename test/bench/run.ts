@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix]`
+ * `npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix] [-- --generator both] [-- --reps 3]`
  *
  * Scenarios (each bounded in time, each printed as a table and included in --json):
  *   ingest       S sessions x M messages x size into a real agent process, durable; msgs/s, 250 latency p50/p99
@@ -10,25 +10,35 @@
  *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
  * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
  * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
+ * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
+ * Postfix's smtp-source (new connection per message, and -d: connections reused), or both (the default when
+ * /usr/sbin/smtp-source exists). Each ingest shape runs --reps times (3; 1 with --quick) per peer, interleaved;
+ * medians are printed. --connections new|reused|both picks smtp-source's connection modes (both by default).
+ * Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under `node --cpu-prof`; `tsx test/bench/profile-top.ts
+ * DIR/*.cpuprofile` lists the top self-time functions.
  * Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
  */
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { convergence, type ConvergenceResult } from './convergence.js';
 import { ensurePostfix, type PeerName } from './peers.js';
 import {
   drain,
-  ingest,
+  ingestRounds,
   large,
   queueScale,
-  GENERATOR,
+  GENERATORS,
   type DrainResult,
   type EndToEndResult,
+  type GeneratorName,
   type IngestResult,
   type LargeResult,
+  type LoadSpec,
   type QueueScaleResult,
   type Shape,
 } from './scenarios.js';
 import { sinkKind } from './sink.js';
+import { SMTP_SOURCE, smtpSourceInstalled } from './smtp-source.js';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +46,10 @@ const { values } = parseArgs({
     json: { type: 'boolean' },
     scenario: { type: 'string' },
     peer: { type: 'string' },
+    generator: { type: 'string' },
+    // smtp-source only: new (a connection per message), reused (-d) or both (the default).
+    connections: { type: 'string' },
+    reps: { type: 'string' },
     // Overrides for one-off runs (profiling): --shape 20x1000x4096, --queued 10000 (drain and queue-scale), --size BYTES (large).
     shape: { type: 'string' },
     queued: { type: 'string' },
@@ -51,21 +65,47 @@ const quick = Boolean(values.quick);
 const peers: PeerName[] = values.peer ? ['mxswitch', 'postfix'] : ['mxswitch'];
 const progress = (s: string) => process.stderr.write(`bench: ${s}\n`);
 if (values.peer) ensurePostfix(progress);
+const generatorArg = values.generator ?? (smtpSourceInstalled() ? 'both' : 'builtin');
+if (!['builtin', 'smtp-source', 'both'].includes(generatorArg)) throw new Error(`--generator ${generatorArg}: one of builtin, smtp-source, both`);
+if (generatorArg !== 'builtin' && !smtpSourceInstalled()) throw new Error(`--generator ${generatorArg}: ${SMTP_SOURCE} is not installed (Debian's postfix package; --peer postfix installs it)`);
+const generators: GeneratorName[] = generatorArg === 'both' ? ['builtin', 'smtp-source'] : [generatorArg as GeneratorName];
+const connectionsArg = values.connections ?? 'both';
+if (!['new', 'reused', 'both'].includes(connectionsArg)) throw new Error(`--connections ${connectionsArg}: one of new, reused, both`);
+const connectionModes = (['new', 'reused'] as const).filter((c) => connectionsArg === 'both' || connectionsArg === c);
+const reps = values.reps ? Number(values.reps) : quick ? 1 : 3;
+if (!(Number.isInteger(reps) && reps >= 1)) throw new Error(`--reps ${values.reps}: a whole number >= 1`);
 
+// Shapes are sessions x messages per session x size; sized so that reps x peers x shapes stays within minutes.
 const shapeArg = values.shape?.split('x').map(Number);
-const shapes: Shape[] = shapeArg
+const builtinShapes: Shape[] = shapeArg
   ? [{ sessions: shapeArg[0]!, messages: shapeArg[1]!, size: shapeArg[2]! }]
   : quick
   ? [{ sessions: 4, messages: 50, size: 4096 }]
   : [
-      { sessions: 20, messages: 5000, size: 4096 },
+      { sessions: 20, messages: 500, size: 4096 },
       { sessions: 1, messages: 1000, size: 4096 },
-      { sessions: 20, messages: 1000, size: 100 * 1024 },
+      { sessions: 20, messages: 100, size: 100 * 1024 },
     ];
+// smtp-source: the same message total is spread over -s sessions (its -m counts all of them).
+const sourceShapes: { shape: Shape; connections: 'new' | 'reused' }[] = shapeArg
+  ? connectionModes.map((connections) => ({ shape: builtinShapes[0]!, connections }))
+  : quick
+  ? connectionModes.slice(0, 1).map((connections) => ({ shape: { sessions: 4, messages: 25, size: 4096 }, connections }))
+  : connectionModes.flatMap((connections) => [
+      { shape: { sessions: 20, messages: connections === 'new' ? 150 : 250, size: 4096 }, connections },
+      { shape: { sessions: 1, messages: 1000, size: 4096 }, connections },
+      { shape: { sessions: 20, messages: 50, size: 100 * 1024 }, connections },
+      { shape: { sessions: 1, messages: 500, size: 100 * 1024 }, connections },
+    ]);
+const specs: LoadSpec[] = [
+  ...(generators.includes('builtin') ? builtinShapes.map((shape): LoadSpec => ({ generator: 'builtin', shape, connections: 'reused' })) : []),
+  ...(generators.includes('smtp-source') ? sourceShapes.map(({ shape, connections }): LoadSpec => ({ generator: 'smtp-source', shape, connections })) : []),
+];
 const drains = values.queued ? [Number(values.queued)] : quick ? [300] : [10_000, 100_000];
 const scales = values.queued ? [Number(values.queued)] : quick ? [2000] : [10_000, 100_000, 1_000_000];
 const largeSize = values.size ? Number(values.size) : quick ? 2 * 1024 * 1024 : 50 * 1024 * 1024;
 
+const loadBefore = loadavg()[0]!;
 const ingested: IngestResult[] = [];
 const endToEnd: EndToEndResult[] = [];
 const drained: DrainResult[] = [];
@@ -73,15 +113,13 @@ const scaled: QueueScaleResult[] = [];
 const larges: LargeResult[] = [];
 const converged: ConvergenceResult[] = [];
 
-// Interleaved: each shape runs on mxswitch then on Postfix before the next shape.
+// Interleaved: each shape runs on mxswitch then on Postfix, `reps` times, before the next shape.
 if (wanted('ingest') || wanted('e2e')) {
-  for (const shape of shapes) {
-    for (const peer of peers) {
-      progress(`ingest ${peer} ${shape.sessions}x${shape.messages}x${shape.size}`);
-      const [i, e] = await ingest(peer, shape, quick ? 60_000 : 300_000);
-      ingested.push(i);
-      endToEnd.push(e);
-    }
+  for (const spec of specs) {
+    progress(`ingest ${spec.generator}${spec.generator === 'smtp-source' ? ` (${spec.connections} connections)` : ''} ${spec.shape.sessions}x${spec.shape.messages}x${spec.shape.size} on ${peers.join(', ')}, ${reps} reps`);
+    const { ingest, e2e } = await ingestRounds(peers, spec, reps, quick ? 60_000 : 120_000, progress);
+    ingested.push(...ingest);
+    endToEnd.push(...e2e);
   }
 }
 if (wanted('drain')) {
@@ -108,6 +146,9 @@ const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endT
 const num = (v: number, d = 0, w = 8) => v.toFixed(d).padStart(w);
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 const shapeText = (s: Shape) => `${s.sessions} x ${s.messages} x ${Math.round(s.size / 1024)}KB`;
+const genText = (r: { generator: GeneratorName; connections: string }) => (r.generator === 'builtin' ? 'builtin' : `smtp-source ${r.connections === 'new' ? 'new-conn' : 'reuse -d'}`);
+const rowKey = (r: { generator: GeneratorName; connections: string; shape: Shape }) => `${genText(r)} ${shapeText(r.shape)}`;
+const repsText = (v: number[]) => v.map((x) => x.toFixed(0)).join('/');
 
 /** mxswitch / Postfix for each row key that both peers ran. */
 function ratios<T extends { peer: PeerName }>(rows: T[], key: (r: T) => string, value: (r: T) => number): string[] {
@@ -122,21 +163,40 @@ function ratios<T extends { peer: PeerName }>(rows: T[], key: (r: T) => string, 
 if (values.json) {
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 } else {
+  console.log(`\nmachine: ${cpus().length} cores, 1-min load average ${loadBefore.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end (other work shares it: absolute rates vary, the interleaved ratios less)`);
   const sink = `${sinkKind() === 'smtp-sink' ? "Postfix's smtp-sink" : 'own counting sink (smtp-server)'} in its own process`;
-  if (wanted('ingest') && ingested.length) {
-    console.log('\ningest (durable: fsync before every 250; relaying to the sink meanwhile)');
-    console.log('peer      sessions x messages x size   accepted  failed   msgs/s   p50 ms   p99 ms');
-    for (const r of ingested) {
-      console.log(`${r.peer.padEnd(9)} ${shapeText(r.shape).padEnd(28)} ${num(r.accepted, 0, 8)}  ${num(r.failed, 0, 6)} ${num(r.msgsPerSec)} ${num(r.p50ms, 1)} ${num(r.p99ms, 1)}`);
+  const summary = (rows: (IngestResult | EndToEndResult)[]) => {
+    console.log('generator             sessions x msgs/session x size   mxswitch msg/s  Postfix msg/s  mxswitch/Postfix');
+    for (const mx of rows.filter((r) => r.peer === 'mxswitch')) {
+      const pf = rows.find((r) => r.peer === 'postfix' && rowKey(r) === rowKey(mx));
+      console.log(`${genText(mx).padEnd(21)} ${shapeText(mx.shape).padEnd(32)} ${num(mx.msgsPerSec, 0, 14)} ${pf ? num(pf.msgsPerSec, 0, 14) : '             -'} ${pf ? `${(mx.msgsPerSec / pf.msgsPerSec).toFixed(2)}x`.padStart(17) : ''}`);
     }
-    console.log(`generator: ${GENERATOR}; sink: ${sink}`);
-    for (const l of ratios(ingested, (r) => shapeText(r.shape), (r) => r.msgsPerSec)) console.log(l);
+  };
+  if (wanted('ingest') && ingested.length) {
+    console.log(`\ningest (durable: fsync before every 250; relaying to the sink meanwhile); median of ${reps}, interleaved`);
+    console.log('generator             peer      sessions x msgs x size   accepted  failed   msgs/s   p50 ms   p99 ms  (msgs/s of each rep)');
+    for (const r of ingested) {
+      const lat = r.generator === 'builtin' ? `${num(r.p50ms, 1)} ${num(r.p99ms, 1)}` : `${'-'.padStart(8)} ${'-'.padStart(8)}`;
+      console.log(`${genText(r).padEnd(21)} ${r.peer.padEnd(9)} ${shapeText(r.shape).padEnd(24)} ${num(r.accepted, 0, 8)}  ${num(r.failed, 0, 6)} ${num(r.msgsPerSec)} ${lat}  (${repsText(r.repsMsgsPerSec)})`);
+    }
+    console.log('(smtp-source reports no per-message latency)');
+    for (const g of generators) console.log(`generator ${g}: ${GENERATORS[g]}`);
+    const cmd = ingested.find((r) => r.generator === 'smtp-source')?.generatorText;
+    if (cmd) console.log(`  e.g. ${cmd.replace(/127\.0\.0\.1:\d+$/, '127.0.0.1:PORT')}`);
+    console.log(`sink: ${sink}`);
+    if (peers.length > 1) {
+      console.log('\ningest, mxswitch vs Postfix (medians)');
+      summary(ingested);
+    }
   }
   if (wanted('e2e') && endToEnd.length) {
-    console.log('\nend-to-end relay (first message sent -> last one received at the sink, a separate process)');
-    console.log('peer      sessions x messages x size   received   seconds   msgs/s');
-    for (const r of endToEnd) console.log(`${r.peer.padEnd(9)} ${shapeText(r.shape).padEnd(28)} ${num(r.received, 0, 8)}  ${num(r.seconds, 2)} ${num(r.msgsPerSec)}`);
-    for (const l of ratios(endToEnd, (r) => shapeText(r.shape), (r) => r.msgsPerSec)) console.log(l);
+    console.log(`\nend-to-end relay (first message sent -> last one received at the sink, a separate process); median of ${reps}`);
+    console.log('generator             peer      sessions x msgs x size   received   seconds   msgs/s (each rep)');
+    for (const r of endToEnd) console.log(`${genText(r).padEnd(21)} ${r.peer.padEnd(9)} ${shapeText(r.shape).padEnd(24)} ${num(r.received, 0, 8)}  ${num(r.seconds, 2)} ${num(r.msgsPerSec)} (${repsText(r.repsMsgsPerSec)})`);
+    if (peers.length > 1) {
+      console.log('\nend-to-end, mxswitch vs Postfix (medians)');
+      summary(endToEnd);
+    }
   }
   if (drained.length) {
     console.log('\ndrain (Q queued while the next hop was down; next hop up + flush -> last one received)');

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
+import { Spool } from '../../agent/spool/spool.js';
 import { tempDir } from '../helpers/agent.js';
 import { CliProcess, freePort, writeYaml } from '../helpers/process.js';
 
@@ -132,14 +132,9 @@ class CountingSink {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Recipients still queued, read from the database file (the agent may be running: WAL allows a reader). */
-function queueDepth(dbFile: string): number {
-  if (!existsSync(dbFile)) return 0;
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare('SELECT COUNT(*) FROM recipients').pluck().get() as number;
-  } finally {
-    db.close();
-  }
+function queueDepth(dataDir: string): number {
+  if (!existsSync(join(dataDir, 'queue.db'))) return 0;
+  return Spool.readFile(dataDir, (f) => f.inspect.counts().recipients);
 }
 
 export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashReport> {
@@ -153,7 +148,6 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
   const dir = tempDir('mxs-crash-');
   const dataDir = join(dir, 'data');
   mkdirSync(dataDir);
-  const dbFile = join(dataDir, 'queue.db');
   const port = await freePort();
   const config = writeYaml(dir, 'agent.yaml', {
     id: 'crash-agent',
@@ -301,18 +295,13 @@ export async function runCrashCycles(opts: CrashOptions = {}): Promise<CrashRepo
     const drainStart = Date.now();
     agent = await new CliProcess(['agent', '--config', config], port).start(60_000);
     const drainTimeout = opts.drainTimeoutMs ?? 60_000;
-    while (Date.now() - drainStart < drainTimeout && (owed().length > 0 || queueDepth(dbFile) > 0) && !opts.signal?.aborted) await sleep(100);
+    while (Date.now() - drainStart < drainTimeout && (owed().length > 0 || queueDepth(dataDir) > 0) && !opts.signal?.aborted) await sleep(100);
     const drainMs = Date.now() - drainStart;
     await agent.kill('SIGTERM');
     const r = report();
     r.drainMs = drainMs;
-    r.leftInQueue = queueDepth(dbFile);
-    const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-    try {
-      r.integrity = String(db.pragma('integrity_check', { simple: true }));
-    } finally {
-      db.close();
-    }
+    r.leftInQueue = queueDepth(dataDir);
+    r.integrity = Spool.readFile(dataDir, (f) => f.inspect.integrityCheck());
     r.elapsedMs = Date.now() - started;
     return r;
   } finally {

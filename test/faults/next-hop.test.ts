@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
+import { Spool } from '../../agent/spool/spool.js';
 import { tempDir, waitFor } from '../helpers/agent.js';
 import { BadSmtpServer, type Script } from '../helpers/bad-smtp.js';
 import { CliProcess, freePort, runCli, writeYaml } from '../helpers/process.js';
@@ -87,14 +87,7 @@ describe('misbehaving next hops: every case ends deferred with a clear last repl
   });
 
   /** Recipient rows straight from the database file (read-only; the agent keeps running). */
-  function rows(): { rcpt: string; state: string; attempts: number; last_reply: string | null }[] {
-    const db = new Database(join(dataDir, 'queue.db'), { readonly: true, fileMustExist: true });
-    try {
-      return db.prepare('SELECT rcpt, state, attempts, last_reply FROM recipients').all() as never;
-    } finally {
-      db.close();
-    }
-  }
+  const rows = () => Spool.readFile(dataDir, (f) => f.views.allRecipients());
 
   test(`${CASES.length} kinds of failure: deferred (not bounced, not delivered), reply visible in \`queue ls --json\``, async () => {
     const started = Date.now();

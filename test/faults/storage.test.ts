@@ -4,8 +4,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
-import { STORAGE_HEADROOM } from '../../agent/queue.js';
+import { Spool, STORAGE_HEADROOM } from '../../agent/spool/spool.js';
 import { CLI_ENTRY } from '../../control/demo/processes.js';
 import { startAgent, tempDir, waitFor } from '../helpers/agent.js';
 import { deferrer } from '../helpers/controller.js';
@@ -37,29 +36,15 @@ async function send(port: number, id: string, size: number): Promise<{ reply: st
   }
 }
 
-function integrity(dbFile: string): string {
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    return String(db.pragma('integrity_check', { simple: true }));
-  } finally {
-    db.close();
-  }
-}
-
-function queued(dbFile: string): number {
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    return db.prepare('SELECT COUNT(*) FROM recipients').pluck().get() as number;
-  } finally {
-    db.close();
-  }
-}
+// Read-only looks at the queue file under a data directory (its agent may still run): integrity, recipients left.
+const integrity = (dataDir: string) => Spool.readFile(dataDir, (f) => f.inspect.integrityCheck());
+const queued = (dataDir: string) => Spool.readFile(dataDir, (f) => f.inspect.counts().recipients);
 
 /** The storage under test: a real size-limited filesystem, or SQLite's max_page_count inside a roomy one. */
 interface Storage {
   kind: string;
   port: number;
-  dbFile: string;
+  dataDir: string;
   /** Asserts what made the first refusal (at `at`): the free-space check, or a write that failed (SQLITE_FULL). */
   checkFirstRefusal(at: Stage): void;
   /** Limit so the queue can fill it with mail. */
@@ -112,8 +97,8 @@ async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Pro
   return {
     kind: `tmpfs of ${sizeMiB} MiB (mount -t tmpfs), a real agent process`,
     port,
-    dbFile: join(mnt, 'queue.db'),
-    // Refused while the disk still has room (Queue.hasRoomFor keeps STORAGE_HEADROOM free for delivery), at MAIL
+    dataDir: mnt,
+    // Refused while the disk still has room (Spool.hasRoomFor keeps STORAGE_HEADROOM free for delivery), at MAIL
     // FROM or, with the real size known, at the end of the data: never by filling the disk until a write fails.
     checkFirstRefusal(at) {
       const s = statfsSync(mnt);
@@ -140,7 +125,7 @@ async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Pro
     cleanup: once(async () => {
       await agent.kill('SIGTERM');
       try {
-        return integrity(join(mnt, 'queue.db'));
+        return integrity(mnt);
       } finally {
         execFileSync('umount', [mnt]);
       }
@@ -155,22 +140,22 @@ async function pageLimitStorage(sinkPort: number): Promise<Storage> {
     retry: { intervals: ['300ms'], jitter: 0, maxAge: '1d' },
     delivery: { pollInterval: '50ms', connectTimeout: '1s', resolvers: ['127.0.0.1:9'] },
   });
-  const db = a.agent.queue.db;
-  const pages = () => db.pragma('page_count', { simple: true }) as number;
+  const inspect = a.agent.queue.inspect;
+  const pages = () => inspect.pages().count;
   return {
     kind: 'SQLite max_page_count on a roomy disk, an in-process agent',
     port: a.port,
-    dbFile: join(a.config.dataDir, 'queue.db'),
+    dataDir: a.config.dataDir,
     // The disk has room, so the free-space check lets the message through: the database refuses to grow at commit.
     checkFirstRefusal: (at) => assert.equal(at, '.', 'refused at the end of the data, by the failed write (SQLITE_FULL)'),
-    limit: () => db.pragma(`max_page_count = ${pages() + 4000}`),
-    fillRest: () => db.pragma(`max_page_count = ${pages()}`),
-    free: () => db.pragma('max_page_count = 1073741823'),
-    stillFull: () => (db.pragma('max_page_count', { simple: true }) as number) <= pages(),
+    limit: () => inspect.limitPages(pages() + 4000),
+    fillRest: () => inspect.limitPages(pages()),
+    free: () => inspect.limitPages(),
+    stillFull: () => inspect.pages().max <= pages(),
     cleanup: once(async () => {
       await a.cleanup(true);
       try {
-        return integrity(join(a.config.dataDir, 'queue.db'));
+        return integrity(a.config.dataDir);
       } finally {
         rmSync(a.config.dataDir, { recursive: true, force: true });
       }
@@ -204,6 +189,8 @@ async function storageFull(defer: (fn: () => unknown) => void, storage: Storage,
 
   // 2. The rest of the space goes too. Every answer is 452 4.3.1 or a 250 that will be honoured.
   storage.fillRest();
+  // The agent reads free space at most every 250 ms: let it see the disk full before judging its answers.
+  await new Promise((r) => setTimeout(r, 300));
   const replies: string[] = [];
   for (let i = 0; i < 6; i++) {
     const { reply, at } = await send(storage.port, `full-${i}`, i % 2 ? 64 * 1024 : 2000);
@@ -220,9 +207,9 @@ async function storageFull(defer: (fn: () => unknown) => void, storage: Storage,
   const arrived = () => new Set(sink.messages.map((m) => /^Message-ID: <([^@]+)@/m.exec(m.data.toString('latin1'))?.[1]));
   await waitFor('every acknowledged message delivered while storage is full', () => acked.every((id) => arrived().has(id)), 30_000);
   const drainMs = Date.now() - t0;
-  await waitFor('queue empty', () => queued(storage.dbFile) === 0, 10_000);
+  await waitFor('queue empty', () => queued(storage.dataDir) === 0, 10_000);
   assert.ok(storage.stillFull(), 'delivered without any space returning');
-  assert.equal(integrity(storage.dbFile), 'ok');
+  assert.equal(integrity(storage.dataDir), 'ok');
 
   // 4. Space returns: mail is accepted again.
   storage.free();
