@@ -1,16 +1,8 @@
 import { addressKey, normalizeDomain } from '../shared/address.js';
 import type { RouteTable } from '../shared/routes.js';
+import type { RouteQueueHealth } from '../shared/wire.js';
 import type { DeliveryState } from './delivery-gate.js';
 import type { RecipientState, Spool } from './spool/spool.js';
-
-export interface RouteQueueHealth {
-  match: string;
-  queued: number;
-  deferred: number;
-  held: number;
-  inFlight: number;
-  oldestAgeSeconds: number;
-}
 
 export interface HealthSnapshot {
   appliedVersion: number;

@@ -16,6 +16,16 @@ export function routeFromWire(r: { match: string; target: string; hold?: boolean
   return { match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) };
 }
 
+/** One route's share of an agent's queue, as the agent reports it in its health. */
+export interface RouteQueueHealth {
+  match: string;
+  queued: number;
+  deferred: number;
+  held: number;
+  inFlight: number;
+  oldestAgeSeconds: number;
+}
+
 /** A command for an agent, decoded. */
 export type AgentCommand =
   | { kind: 'flush'; match: string }

@@ -1,4 +1,5 @@
 /** What the controller's core works with: operations and their progress. Transport- and storage-free. */
+import type { RouteQueueHealth } from '../../shared/wire.js';
 
 export type OpKind = 'hold' | 'release' | 'switchover' | 'flush';
 export type OpState = 'running' | 'done' | 'failed';
@@ -49,16 +50,6 @@ export interface AgentHello {
   hostname: string;
   bootId: string;
   appliedVersion: number;
-}
-
-/** One route's share of an agent's queue. */
-export interface RouteQueueHealth {
-  match: string;
-  queued: number;
-  deferred: number;
-  held: number;
-  inFlight: number;
-  oldestAgeSeconds: number;
 }
 
 /** An agent's last health report, as the controller keeps it (the wire's Health has this shape). */
