@@ -7,6 +7,7 @@ import { hasRoutingInLocalPart, parseRecipient } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { applyVendorPatches, type PatchedServerOptions } from '../shared/vendor-patches.js';
+import { GreetPassCache } from './greet-pass.js';
 import { BareNewlineError, ControlCharError, ControlCharGuard, LineEndingGuard, ReceivedHeaderCounter } from './message-data.js';
 import { newQueueId, PART_BYTES, QueueStorageError, type Spool } from './spool/spool.js';
 import type { Router } from './router.js';
@@ -49,7 +50,8 @@ export class Ingress {
     applyVendorPatches();
     const smtp = deps.config.smtp;
     this.hostname = smtp.hostname ?? osHostname();
-    const patched: PatchedServerOptions = { greetPause: smtp.greetPause, commandTimeout: smtp.commandTimeout, minDataRate: smtp.minDataRate, dataTimeout: smtp.dataTimeout };
+    const greetPasses = new GreetPassCache(smtp.greetPause);
+    const patched: PatchedServerOptions = { greetPause: (ip) => greetPasses.pauseFor(ip), commandTimeout: smtp.commandTimeout, minDataRate: smtp.minDataRate, dataTimeout: smtp.dataTimeout };
     this.server = new SMTPServer({
       ...patched,
       name: this.hostname,
@@ -70,7 +72,11 @@ export class Ingress {
       closeTimeout: smtp.shutdownTimeout,
       logger: false,
       ...(smtp.tls ? { key: readFileSync(smtp.tls.key), cert: readFileSync(smtp.tls.cert) } : {}),
-      onConnect: (session, cb) => cb(this.overRate(session.remoteAddress) ?? this.overClientLimit(session)),
+      onConnect: (session, cb) => {
+        // Reached only by a client that did not talk before the greeting (an early talker got 421 already).
+        greetPasses.passed(session.remoteAddress);
+        cb(this.overRate(session.remoteAddress) ?? this.overClientLimit(session));
+      },
       onClose: (session) => this.closed(session),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),

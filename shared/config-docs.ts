@@ -19,7 +19,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.maxReceivedHeaders': 'Received headers that mean a loop (`554 5.4.6`)',
     'smtp.shutdownTimeout': 'On SIGTERM, how long open sessions may finish before `421`',
     'smtp.maxConnectionsPerClient': 'Concurrent connections from one client IP; above it `421 4.7.0` (Postfix `smtpd_client_connection_count_limit`)',
-    'smtp.greetPause': 'Delay before the 220 greeting; a client that talks before it gets `421` (early talker). 0 greets at once',
+    'smtp.greetPause': 'Delay before the 220 greeting; a client that talks before it gets `421` (early talker); a client that waited once is greeted at once for a day (like postscreen\'s cache). 0 greets at once',
     'smtp.commandTimeout': 'A command line must be complete within this time of the server starting to wait for it, however its bytes trickle in; else `421 4.4.2` and close (Postfix `smtpd_per_record_deadline`)',
     'smtp.minDataRate': 'Bytes per second a client must keep up during DATA: the command deadline grows by the time the bytes so far take at this rate (Postfix `smtpd_min_data_rate`)',
     'smtp.tls.cert': 'Certificate (PEM) for STARTTLS; setting `smtp.tls` turns STARTTLS on',

@@ -18,8 +18,11 @@ export function installedVersion(name: keyof typeof PATCHED_VERSIONS): string {
 
 /** Options the patched smtp-server understands beside its own. */
 export interface PatchedServerOptions {
-  /** Delay before the greeting, to catch early talkers (ms). smtp-server has a fixed 100 ms; absent = that. */
-  greetPause?: number;
+  /**
+   * Delay before the greeting, to catch early talkers (ms), or a function of the client address (a client that
+   * passed before may be greeted at once). smtp-server has a fixed 100 ms; absent = that.
+   */
+  greetPause?: number | ((remoteAddress: string) => number);
   /**
    * Per-record deadline (Postfix smtpd_per_record_deadline): a command line must be complete within this many ms
    * of the server starting to wait for it, however the bytes trickle in. Absent = no deadline.
@@ -39,6 +42,9 @@ interface ConnectionInternals {
   _closed: boolean;
   _handlerPending: boolean;
   name: string;
+  remoteAddress: string;
+  /** The greet pause this connection got (0: greeted at once, so nobody on it is an early talker). */
+  __mxPause?: number;
   send(code: number, data: unknown, context?: unknown): void;
   _setListeners(cb: () => void): void;
   connectionReady(): void;
@@ -81,7 +87,8 @@ function patchSmtpConnection(proto: ConnectionProto): void {
         if (options.maxClients && this._server.connections.size > options.maxClients) {
           return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
         }
-        const pause = options.greetPause ?? 100;
+        const pause = typeof options.greetPause === 'function' ? options.greetPause(this.remoteAddress) : (options.greetPause ?? 100);
+        this.__mxPause = pause;
         if (pause <= 0) return this.connectionReady();
         setTimeout(() => this.connectionReady(), pause).unref();
       });
@@ -94,7 +101,7 @@ function patchSmtpConnection(proto: ConnectionProto): void {
   proto._onCommand = function (command, callback) {
     // Without a greet pause nobody is an early talker: a command that comes while onConnect is still deciding waits
     // for the greeting instead of getting "421 You talk too soon" (the parser reads on only after the callback).
-    if (!this._ready && this._server.options.greetPause === 0 && !this._closing && !this._closed) {
+    if (!this._ready && this.__mxPause !== undefined && this.__mxPause <= 0 && !this._closing && !this._closed) {
       setTimeout(() => this._onCommand(command, callback), 1);
       return;
     }

@@ -133,3 +133,33 @@ test('without smtp.greetPause (the default) the greeting comes at once: a client
     await a.cleanup();
   }
 });
+
+test('smtp.greetPause: a client that waited for the greeting once is greeted at once afterwards (for a day); other clients still get the pause', async () => {
+  const a = await startAgent({ smtp: { greetPause: '400ms' }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
+  /** Connects from `localAddress`, writes EHLO+QUIT at once, resolves with everything said before close. */
+  const eager = (localAddress: string) =>
+    new Promise<string>((resolve) => {
+      const s = connect({ port: a.port, host: '127.0.0.1', localAddress });
+      let text = '';
+      const timer = setTimeout(() => s.destroy(), 10_000);
+      s.on('connect', () => s.write('EHLO eager.test\r\nQUIT\r\n'));
+      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve(text);
+      });
+      s.on('error', () => undefined);
+    });
+  try {
+    assert.match(await eager('127.0.0.1'), /^421 .*talk too soon/);
+    // A patient client passes the check.
+    const patient = await RawSmtp.open(a.port);
+    assert.match(await patient.command('EHLO patient.test'), /^250/);
+    patient.close();
+    // Now the same address may talk at once; another address may not.
+    assert.match(await eager('127.0.0.1'), /^220 [^\r]*\r\n250-[^\r]*\r\n(?:250-[^\r]*\r\n)*250 [^\r]*\r\n221 /);
+    assert.match(await eager('127.0.0.2'), /^421 .*talk too soon/);
+  } finally {
+    await a.cleanup();
+  }
+});
