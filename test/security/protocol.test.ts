@@ -113,21 +113,26 @@ test('a client over smtp.connectionRateLimit new connections a minute gets 421 4
   }
 });
 
+/** Connects from `localAddress`, writes EHLO+QUIT at once (no waiting for the greeting), resolves with all the server said. */
+function eagerSession(port: number, localAddress = '127.0.0.1'): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const s = connect({ port, host: '127.0.0.1', localAddress });
+    let text = '';
+    const timer = setTimeout(() => s.destroy(), 10_000);
+    s.on('connect', () => s.write('EHLO eager.test\r\nQUIT\r\n'));
+    s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    s.on('error', () => undefined);
+  });
+}
+
 test('without smtp.greetPause (the default) the greeting comes at once: a client that talks right after connect is served', async () => {
   const a = await startAgent({ routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
   try {
-    const out = await new Promise<string>((resolve) => {
-      const s = connect(a.port, '127.0.0.1');
-      let text = '';
-      const timer = setTimeout(() => s.destroy(), 10_000);
-      s.on('connect', () => s.write('EHLO eager.test\r\nQUIT\r\n'));
-      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      s.on('close', () => {
-        clearTimeout(timer);
-        resolve(text);
-      });
-      s.on('error', () => undefined);
-    });
+    const out = await eagerSession(a.port);
     assert.match(out, /^220 mx\.test ESMTP[^\r]*\r\n250-mx\.test [^\r]*\r\n(?:250-[^\r]*\r\n)*250 [^\r]*\r\n221 2\.0\.0 /);
   } finally {
     await a.cleanup();
@@ -136,20 +141,7 @@ test('without smtp.greetPause (the default) the greeting comes at once: a client
 
 test('smtp.greetPause: a client that waited for the greeting once is greeted at once afterwards (for a day); other clients still get the pause', async () => {
   const a = await startAgent({ smtp: { greetPause: '400ms' }, routes: [{ match: 'example.com', target: 'smtp:[127.0.0.1]:9', hold: true }] });
-  /** Connects from `localAddress`, writes EHLO+QUIT at once, resolves with everything said before close. */
-  const eager = (localAddress: string) =>
-    new Promise<string>((resolve) => {
-      const s = connect({ port: a.port, host: '127.0.0.1', localAddress });
-      let text = '';
-      const timer = setTimeout(() => s.destroy(), 10_000);
-      s.on('connect', () => s.write('EHLO eager.test\r\nQUIT\r\n'));
-      s.on('data', (d: Buffer) => (text += d.toString('latin1')));
-      s.on('close', () => {
-        clearTimeout(timer);
-        resolve(text);
-      });
-      s.on('error', () => undefined);
-    });
+  const eager = (localAddress: string) => eagerSession(a.port, localAddress);
   try {
     assert.match(await eager('127.0.0.1'), /^421 .*talk too soon/);
     // A patient client passes the check.
