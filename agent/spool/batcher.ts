@@ -41,8 +41,8 @@ export class Batcher {
   }
 
   /**
-   * Writes outcomes still waiting for the group commit now. Found by a test: a release decided on stale states
-   * missed a row whose 'held' outcome was written just after it, and that row stayed held for good.
+   * Writes outcomes still waiting for the group commit now: a release (or retry) decided on states without them
+   * would miss a row whose 'held' outcome is written just after it, and that row would stay held for good.
    */
   writeRecordsNow(): void {
     if (this.records.length) this.flush();
