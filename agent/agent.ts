@@ -64,7 +64,8 @@ export class Agent implements ControlHandler {
     private readonly log: Logger,
     private readonly controlFactory?: ControlChannelFactory,
   ) {
-    this.queue = new Spool(config.dataDir);
+    const onRelease = (bytes: number) => log.warn({ dataDir: config.dataDir, bytes }, 'disk full: removed the ballast file so that delivered mail can leave the queue; it is written again when space returns');
+    this.queue = new Spool(config.dataDir, { ballast: { onRelease } });
     const persisted = loadRouteState(config.dataDir);
     this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
     if (persisted) log.info({ version: persisted.version, routes: persisted.routes.length }, 'starting with the last applied route table');

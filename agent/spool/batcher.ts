@@ -22,6 +22,8 @@ export class Batcher {
     private readonly bodies: Bodies,
     private readonly recipients: Recipients,
     private readonly space: SpaceAccount,
+    /** Runs a write that only empties the queue (outcomes without new mail): it may use the ballast. */
+    private readonly drain: <T>(write: () => T) => T,
   ) {}
 
   /** Queues a message; resolves with its id once it is on disk. */
@@ -72,14 +74,16 @@ export class Batcher {
   }
 
   private write(commits: PendingCommit[], records: PendingRecord[], now: number, report: boolean): boolean {
+    const run = this.db.transaction(() => {
+      for (const { msg } of commits) {
+        this.bodies.insert(msg, now);
+        this.recipients.insert(msg.id, msg.recipients, now);
+      }
+      for (const r of records) this.recipients.applyOutcomes(r.results, now);
+    });
     try {
-      this.db.transaction(() => {
-        for (const { msg } of commits) {
-          this.bodies.insert(msg, now);
-          this.recipients.insert(msg.id, msg.recipients, now);
-        }
-        for (const r of records) this.recipients.applyOutcomes(r.results, now);
-      })();
+      if (commits.length) run();
+      else this.drain(run);
     } catch (err) {
       if (report) {
         const e = storageError(err);

@@ -1,5 +1,6 @@
 import { statfsSync } from 'node:fs';
 import type Database from 'better-sqlite3';
+import type { Ballast } from './ballast.js';
 
 /** Free-space accounting: the one place that measures the disk under the data directory. */
 
@@ -36,14 +37,35 @@ export class SpaceAccount {
     private readonly dataDir: string,
     db: Database.Database,
     private readonly headroom = STORAGE_HEADROOM,
+    private readonly ballast?: Ballast,
   ) {
     this.freePages = db.prepare('PRAGMA freelist_count').pluck();
     this.pageSize = db.prepare('PRAGMA page_size').pluck();
+    this.measure(Date.now());
   }
 
   hasRoomFor(size: number, now = Date.now()): boolean {
-    if (now - this.room.at > 250) this.room = { at: now, bytes: this.availableBytes() };
+    if (now - this.room.at > 250) this.measure(now);
     return this.room.bytes >= 2 * size + this.headroom;
+  }
+
+  /**
+   * For a drain write (claim, outcome) that failed on a full disk: removes the ballast so that it can be
+   * retried. True when that freed space; new mail stays refused until the headroom is back.
+   */
+  releaseBallast(): boolean {
+    if (!this.ballast?.release()) return false;
+    this.room.at = 0;
+    return true;
+  }
+
+  /** Re-measures the room; writes the ballast again first when the disk has space for it beside the headroom. */
+  private measure(now: number): void {
+    let bytes = this.availableBytes();
+    if (this.ballast && !this.ballast.present && bytes >= this.headroom + this.ballast.bytes && this.ballast.restore()) {
+      bytes -= this.ballast.bytes;
+    }
+    this.room = { at: now, bytes };
   }
 
   /** Free disk space under the data directory plus the database's own free pages (reused before it grows). */

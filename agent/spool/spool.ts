@@ -1,11 +1,12 @@
 import type Database from 'better-sqlite3';
+import { Ballast } from './ballast.js';
 import { Batcher } from './batcher.js';
 import { Bodies, type DeliveryBody } from './bodies.js';
 import { Inspection } from './inspect.js';
 import { openReadOnly, openSpoolDb, recoverAtStart, type OpenOptions } from './open.js';
 import { Recipients, type RowPick } from './recipients.js';
-import { freeDiskBytes, SpaceAccount } from './space.js';
-import type { ClaimedRecipient, HoldKind, MessageRow, NewMessage, OutcomeRecord, RecipientRow } from './types.js';
+import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
+import { storageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
 
 export type { DeliveryBody } from './bodies.js';
@@ -19,6 +20,11 @@ export type { BreakdownRow, SpoolStats, Views } from './views.js';
 export interface SpoolOptions extends OpenOptions {
   /** Free space kept for delivery's own writes (see `hasRoomFor`); default STORAGE_HEADROOM. */
   headroomBytes?: number;
+  /**
+   * Keep a ballast file of the headroom's size in `dataDir` (see Ballast), told when it had to go: the agent
+   * that delivers from this queue sets it; a look at the queue from the CLI does not.
+   */
+  ballast?: { onRelease(bytes: number): void };
 }
 
 /**
@@ -59,10 +65,11 @@ export class Spool {
     opts: SpoolOptions = {},
   ) {
     this.db = openSpoolDb(dataDir, opts);
-    this.space = new SpaceAccount(dataDir, this.db, opts.headroomBytes);
+    const headroom = opts.headroomBytes ?? STORAGE_HEADROOM;
+    this.space = new SpaceAccount(dataDir, this.db, headroom, opts.ballast ? new Ballast(dataDir, headroom, opts.ballast.onRelease) : undefined);
     this.bodies = new Bodies(this.db);
     this.recipients = new Recipients(this.db, this.bodies);
-    this.batcher = new Batcher(this.db, this.bodies, this.recipients, this.space);
+    this.batcher = new Batcher(this.db, this.bodies, this.recipients, this.space, (write) => this.drain(write));
     this.views = new Views(this.db);
     this.inspect = new Inspection(this.db);
   }
@@ -102,12 +109,12 @@ export class Spool {
 
   /** Records delivery outcomes now, in one transaction of their own. */
   async record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
-    this.db.transaction(() => this.recipients.applyOutcomes(results, now))();
+    this.drain(() => this.db.transaction(() => this.recipients.applyOutcomes(results, now))());
   }
 
   /** Takes up to `limit` due recipients, oldest due first, and marks them in flight. */
   async claimDue(now: number, limit: number): Promise<ClaimedRecipient[]> {
-    return this.recipients.claimDue(now, limit);
+    return this.drain(() => this.recipients.claimDue(now, limit));
   }
 
   /** The message for delivery (a stream of its parts when it is large); undefined when it was removed. */
@@ -173,6 +180,16 @@ export class Spool {
   /** The whole message (`queue show --body`, bounce headers); one stored in parts is copied part by part. */
   body(msgId: string): Buffer | undefined {
     return this.bodies.whole(msgId);
+  }
+
+  /** A write that empties the queue: on a full disk it is tried once more after the ballast has gone. */
+  private drain<T>(write: () => T): T {
+    try {
+      return write();
+    } catch (err) {
+      if (!storageError(err).full || !this.space.releaseBallast()) throw err;
+      return write();
+    }
   }
 
   /** Writes what waits for this turn's group commit, then closes the database. */

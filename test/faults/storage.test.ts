@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Spool, STORAGE_HEADROOM } from '../../agent/spool/spool.js';
+import { newQueueId, Spool, STORAGE_HEADROOM } from '../../agent/spool/spool.js';
 import { CLI_ENTRY } from '../../control/demo/processes.js';
 import { startAgent, tempDir, waitFor } from '../helpers/agent.js';
 import { deferrer } from '../helpers/controller.js';
@@ -64,8 +64,8 @@ function once<T>(fn: () => Promise<T>): () => Promise<T> {
   return () => (result ??= fn());
 }
 
-/** A real agent process on a tmpfs of `sizeMiB`, or why there is none (mount not permitted here). */
-async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Promise<Storage | string> {
+/** `dir`/data as a tmpfs of `sizeMiB` (the mount point), or why there is none (mount not permitted here). */
+function mountTmpfs(dir: string, sizeMiB: number): { mnt: string } | string {
   // MXSWITCH_TEST_NO_MOUNT=1 runs only what runs where mount is not permitted.
   if (process.env.MXSWITCH_TEST_NO_MOUNT) return 'MXSWITCH_TEST_NO_MOUNT is set';
   const mnt = join(dir, 'data');
@@ -76,6 +76,27 @@ async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Pro
     const why = String((err as { stderr?: Buffer }).stderr ?? '').trim() || (err as Error).message;
     return `cannot mount a tmpfs here (${why.split('\n')[0]!.replace(/\.$/, '')}; needs root with CAP_SYS_ADMIN)`;
   }
+  return { mnt };
+}
+
+/** Writes zeros to `file` until the filesystem has no byte left. */
+function fillDisk(file: string): void {
+  const fd = openSync(file, 'w');
+  for (const chunk of [65536, 4096, 512]) {
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(chunk));
+    } catch {
+      // ENOSPC: try smaller writes, then stop
+    }
+  }
+  closeSync(fd);
+}
+
+/** A real agent process on a tmpfs of `sizeMiB`, or why there is none (mount not permitted here). */
+async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Promise<Storage | string> {
+  const mounted = mountTmpfs(dir, sizeMiB);
+  if (typeof mounted === 'string') return mounted;
+  const { mnt } = mounted;
   const port = await freePort();
   const config = writeYaml(dir, 'agent.yaml', {
     id: 'full-agent',
@@ -106,21 +127,12 @@ async function tmpfsStorage(dir: string, sinkPort: number, sizeMiB: number): Pro
       assert.ok(free >= STORAGE_HEADROOM / 2, `refused by the free-space check with ${(free / MiB).toFixed(1)} MiB still free (at ${at}), not by a full disk`);
     },
     limit: () => undefined,
-    fillRest() {
-      const fd = openSync(filler, 'w');
-      for (const chunk of [65536, 4096, 512]) {
-        try {
-          for (;;) writeSync(fd, Buffer.alloc(chunk));
-        } catch {
-          // ENOSPC: try smaller writes, then stop
-        }
-      }
-      closeSync(fd);
-    },
+    fillRest: () => fillDisk(filler),
     free: () => rmSync(filler, { force: true }),
+    // At most the ballast (STORAGE_HEADROOM) came back: the agent removes it when an outcome cannot be written.
     stillFull: () => {
       const s = statfsSync(mnt);
-      return s.bavail * s.bsize < 64 * 1024;
+      return s.bavail * s.bsize < STORAGE_HEADROOM + 64 * 1024;
     },
     cleanup: once(async () => {
       await agent.kill('SIGTERM');
@@ -234,7 +246,7 @@ describe('storage faults', () => {
     const dir = tempDir('mxs-full-');
     defer(() => rmSync(dir, { recursive: true, force: true }));
     const sinkPort = await freePort();
-    const storage = await tmpfsStorage(dir, sinkPort, 24);
+    const storage = await tmpfsStorage(dir, sinkPort, 32);
     if (typeof storage === 'string') {
       // Never a silent pass: the case is reported as skipped, with the reason.
       console.log(`skipped: ${storage}: the free-space refusal on a real filesystem is NOT tested in this run`);
@@ -242,6 +254,50 @@ describe('storage faults', () => {
       return;
     }
     await storageFull(defer, storage, sinkPort);
+  });
+
+  test('a disk another process filled to the last byte: delivered mail leaves the queue at every point of the WAL cycle (the ballast file gives way) and the ballast returns with the space', { timeout: 120_000 }, async (t) => {
+    const defer = deferrer(t);
+    const dir = tempDir('mxs-ballast-');
+    defer(() => rmSync(dir, { recursive: true, force: true }));
+    const mounted = mountTmpfs(dir, 24);
+    if (typeof mounted === 'string') {
+      console.log(`skipped: ${mounted}: draining a queue on a disk filled to the last byte is NOT tested in this run`);
+      t.skip(mounted);
+      return;
+    }
+    defer(() => execFileSync('umount', [mounted.mnt]));
+    const filler = join(mounted.mnt, 'filler');
+    const body = Buffer.alloc(256 * 1024, 'z');
+    // Without the ballast, 10 of these 21 queue sizes ended with SQLITE_FULL on the delete of the delivered rows (the
+    // WAL was at its largest and had to grow, or its checkpoint had to grow queue.db), and the queue stayed full.
+    let released = 0;
+    for (let n = 4; n <= 24; n++) {
+      const dataDir = join(mounted.mnt, `q${n}`);
+      const queue = new Spool(dataDir, { ballast: { onRelease: () => released++ } });
+      try {
+        assert.ok(existsSync(join(dataDir, 'ballast')), 'the ballast is written when the queue opens');
+        for (let i = 0; i < n; i++) await queue.commit({ id: newQueueId(), sender: 's@sender.test', recipients: ['u@example.com'], body });
+        fillDisk(filler);
+        const rows = await queue.claimDue(Date.now() + 1, 1000);
+        assert.equal(rows.length, n);
+        const outcomes = rows.map((row) => ({ row, route: 'example.com', outcome: { kind: 'delivered' as const, reply: '250 2.0.0 Ok' } }));
+        // Both ways outcomes are written: alone (a retry), and in the next group commit (the usual way).
+        await (n % 2 ? queue.record(outcomes) : queue.recordSoon(outcomes));
+        assert.equal(queue.inspect.counts().recipients, 0, `${n} delivered rows left the queue on a full disk`);
+        rmSync(filler);
+        assert.ok(!queue.hasRoomFor(0) || existsSync(join(dataDir, 'ballast')));
+        assert.ok(queue.hasRoomFor(0, Date.now() + 1000), 'room again once the filler is gone');
+        assert.ok(existsSync(join(dataDir, 'ballast')), 'the ballast is written again when space returns');
+        assert.equal(queue.inspect.integrityCheck(), 'ok');
+      } finally {
+        await queue.close();
+        rmSync(filler, { force: true });
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+    }
+    console.log(`full disk, 21 queue sizes (4-24 x 256 KiB): every one drained; the ballast gave way ${released} times`);
+    assert.ok(released > 0, 'some queue size needed the ballast (else this test would pass without it)');
   });
 
   test('database full (SQLite max_page_count, the disk has room): 452 4.3.1 at the end of the data (never a false 250), queued mail still delivered, no corruption, acceptance resumes', { timeout: 120_000 }, async (t) => {
