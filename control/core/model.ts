@@ -43,15 +43,6 @@ export interface Progress {
   drain: AgentDrainInfo[];
 }
 
-/** An agent introducing itself (a gRPC Hello, or the identity part of its NATS agents-bucket value). */
-export interface AgentHello {
-  agentId: string;
-  region: string;
-  hostname: string;
-  bootId: string;
-  appliedVersion: number;
-}
-
 /** An agent's last health report, as the controller keeps it (the wire's Health has this shape). */
 export interface AgentHealth {
   appliedVersion: number;

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../../shared/logger.js';
 import { MxError, quoteInput } from '../../shared/errors.js';
-import type { AgentHealth, AgentHello } from './model.js';
+import type { AgentHealth } from './model.js';
 import type { AgentDirectory } from './ports.js';
 
 export type AgentState = 'connected' | 'disconnected' | 'lost';
@@ -13,7 +13,7 @@ export interface AgentInfo {
   hostname: string;
   bootId: string;
   state: AgentState;
-  /** Table version the agent has acked (or reported in AgentHello when its session started). */
+  /** Table version the agent has acked (or reported when its session started). */
   appliedVersion: number;
   /** The last nack: the version the agent refused and why. */
   lastNack: { version: number; error: string } | undefined;
@@ -28,6 +28,25 @@ export interface AgentInfo {
   expected: boolean;
 }
 
+/** What watchers of an agent see change (its last-seen time alone is not news). */
+function signature(a: AgentInfo): string {
+  return JSON.stringify([a.state, a.appliedVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected]);
+}
+
+/** What a transport saw of one agent (see Registry.observe). */
+export interface Observation {
+  /** The link came up (a session, a fresh report) or went down (the session ended, reports went stale). */
+  link?: 'connected' | 'disconnected';
+  identity?: { region: string; hostname: string; bootId: string };
+  /** The table version the agent reports as applied (in its Hello, an ack, its bucket entry). */
+  appliedVersion?: number;
+  /** The agent refused a table. */
+  nack?: { version: number; error: string };
+  health?: AgentHealth;
+  /** Why the link went down. */
+  error?: string;
+}
+
 export type RegistryEvents = {
   /** Any change to one agent (state, version, ack, health). */
   agent: [AgentInfo];
@@ -37,8 +56,8 @@ export type RegistryEvents = {
 
 /**
  * Agents and their state. The set of registered agents is persisted (it defines the expected fleet when
- * `expectedAgents` is not configured); everything else is live state rebuilt from AgentHello/Ack/AgentHealth after a restart.
- * Without a database (NATS mode) nothing is persisted here: the agents bucket is the list, fed in with restore().
+ * `expectedAgents` is not configured); everything else is live state, rebuilt from what the transports observe
+ * after a restart. The registry knows no transport: gRPC sessions and the NATS agents bucket both call observe().
  */
 export class Registry extends EventEmitter<RegistryEvents> {
   private readonly agents = new Map<string, AgentInfo>();
@@ -117,57 +136,59 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return this.agents.get(id);
   }
 
-  /** A session said AgentHello: the agent is (re)registered and connected. */
-  hello(hello: AgentHello, now = Date.now()): AgentInfo {
-    let a = this.agents.get(hello.agentId);
-    const isNew = !a || !this.directory.has(hello.agentId);
-    if (!a) {
-      a = this.blank(hello.agentId, hello.region, hello.hostname, hello.bootId, now);
-      this.agents.set(a.id, a);
-    }
-    if (a.bootId && a.bootId !== hello.bootId) this.log.info({ agent: a.id, bootId: hello.bootId }, 'agent restarted (new boot id)');
-    a.region = hello.region;
-    a.hostname = hello.hostname;
-    a.bootId = hello.bootId;
-    a.state = 'connected';
-    a.appliedVersion = hello.appliedVersion;
-    a.lastSeen = now;
-    a.connectedAt = now;
-    this.directory.upsert(a, now);
-    a.expected = this.isExpected(a.id);
-    if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent registered');
-    this.changed(a);
-    return a;
-  }
-
   /**
-   * An agent known from a shared store (NATS agents bucket) whose last report is not fresh: registered, expected,
-   * not connected; its last known version and health are kept for `status`.
+   * The one input from the transports: what was seen of agent `id` at `at` (a session's Hello, ack, health or
+   * heartbeat; its end; an agents-bucket entry). Absent fields were not seen this time. A link that comes up (or
+   * a new boot id) starts a session: the version it reports is taken as it is; otherwise versions only grow.
+   * Unknown agents are registered only by an observation that carries their identity. Emits 'agent' when
+   * anything but the last-seen time changed.
    */
-  restore(hello: AgentHello, lastSeen: number, health?: AgentHealth): AgentInfo {
-    let a = this.agents.get(hello.agentId);
-    const isNew = !a;
+  observe(id: string, o: Observation, at = Date.now()): AgentInfo | undefined {
+    let a = this.agents.get(id);
+    const known = this.directory.has(id);
     if (!a) {
-      a = this.blank(hello.agentId, hello.region, hello.hostname, hello.bootId, lastSeen);
-      this.agents.set(a.id, a);
-      a.expected = this.isExpected(a.id);
+      if (!o.identity) return undefined;
+      a = this.blank(id, o.identity.region, o.identity.hostname, o.identity.bootId, at);
+      this.agents.set(id, a);
     }
-    a.region = hello.region;
-    a.hostname = hello.hostname;
-    a.bootId = hello.bootId;
-    a.appliedVersion = Math.max(a.appliedVersion, hello.appliedVersion);
-    a.lastSeen = Math.max(a.lastSeen, lastSeen);
-    if (health) {
-      a.health = health;
-      a.healthAt = lastSeen;
-    }
-    if (a.state === 'connected') {
+    const before = signature(a);
+    const rebooted = !!o.identity && !!a.bootId && a.bootId !== o.identity.bootId;
+    if (rebooted) this.log.info({ agent: id, bootId: o.identity!.bootId }, 'agent restarted (new boot id)');
+    const starts = o.link === 'connected' && (a.state !== 'connected' || rebooted);
+    if (o.identity) Object.assign(a, o.identity);
+    a.lastSeen = Math.max(a.lastSeen, at);
+    if (o.appliedVersion !== undefined) a.appliedVersion = starts ? o.appliedVersion : Math.max(a.appliedVersion, o.appliedVersion);
+    if (starts) {
+      a.state = 'connected';
+      a.connectedAt = at;
+    } else if (o.link === 'disconnected' && a.state === 'connected') {
       a.state = 'disconnected';
       a.connectedAt = 0;
+      if (o.error) a.lastError = o.error;
+      this.log.info({ agent: id, reason: o.error || 'stream closed' }, 'agent disconnected');
+    } else if (!o.link && a.state === 'lost') {
+      // Any message from a lost agent: it is alive again.
+      a.state = 'connected';
     }
-    this.directory.upsert(a, lastSeen);
-    if (isNew) this.log.info({ agent: a.id, region: a.region }, 'agent known (not reporting now)');
-    this.changed(a);
+    if (o.nack && (a.lastNack?.version !== o.nack.version || a.lastNack.error !== o.nack.error)) {
+      a.lastNack = { ...o.nack };
+      a.lastError = `version ${o.nack.version} refused: ${o.nack.error}`;
+      this.log.warn({ agent: id, ...o.nack }, 'agent refused route table');
+    } else if (o.appliedVersion !== undefined && a.lastNack && a.appliedVersion >= a.lastNack.version) {
+      a.lastError = '';
+    }
+    if (o.health) {
+      // Health does not move appliedVersion: only an ack (or a session's start) says a table is in force with
+      // nothing in flight that it forbids.
+      a.health = o.health;
+      a.healthAt = at;
+    }
+    if (o.identity) {
+      this.directory.upsert(a, a.lastSeen);
+      a.expected = this.isExpected(id);
+      if (!known) this.log.info({ agent: id, region: a.region }, starts ? 'agent registered' : 'agent known (not reporting now)');
+    }
+    if (o.health || signature(a) !== before) this.changed(a);
     return a;
   }
 
@@ -185,54 +206,6 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.agents.delete(id);
     this.log.info({ agent: id }, 'agent removed from the fleet (elsewhere)');
     this.emit('removed', id);
-  }
-
-  ack(id: string, version: number, error: string, now = Date.now()): void {
-    const a = this.agents.get(id);
-    if (!a) return;
-    a.lastSeen = now;
-    if (error) {
-      a.lastNack = { version, error };
-      a.lastError = `version ${version} refused: ${error}`;
-      this.log.warn({ agent: id, version, error }, 'agent refused route table');
-    } else {
-      if (version > a.appliedVersion) a.appliedVersion = version;
-      if (a.lastNack && version >= a.lastNack.version) a.lastError = '';
-    }
-    this.changed(a);
-  }
-
-  health(id: string, health: AgentHealth, now = Date.now()): void {
-    const a = this.agents.get(id);
-    if (!a) return;
-    a.lastSeen = now;
-    a.health = health;
-    a.healthAt = now;
-    // AgentHealth does not move appliedVersion: only an ack (or AgentHello) says a table is in force with nothing in
-    // flight that it forbids.
-    this.changed(a);
-  }
-
-  /** Any message (heartbeat, command result): the agent is alive. No event, to keep watch streams quiet. */
-  touch(id: string, now = Date.now()): void {
-    const a = this.agents.get(id);
-    if (a) {
-      a.lastSeen = now;
-      if (a.state === 'lost') {
-        a.state = 'connected';
-        this.changed(a);
-      }
-    }
-  }
-
-  disconnected(id: string, error: string): void {
-    const a = this.agents.get(id);
-    if (!a || a.state !== 'connected') return;
-    a.state = 'disconnected';
-    a.connectedAt = 0;
-    if (error) a.lastError = error;
-    this.log.info({ agent: id, reason: error || 'stream closed' }, 'agent disconnected');
-    this.changed(a);
   }
 
   /** Forgets an agent: it is no longer expected. Refused while it is connected or listed in expectedAgents. */

@@ -134,7 +134,7 @@ export class Sessions implements AgentCommander {
     clearInterval(this.timer);
     this.opts.store.off('change', this.onChange);
     for (const s of this.live.values()) s.close('controller shutting down', status.UNAVAILABLE);
-    for (const id of this.live.keys()) this.opts.registry.disconnected(id, 'controller shutting down');
+    for (const id of this.live.keys()) this.opts.registry.observe(id, { link: 'disconnected', error: 'controller shutting down' });
     this.live.clear();
   }
 
@@ -180,7 +180,7 @@ export class Sessions implements AgentCommander {
       // A replaced session must not mark its agent disconnected: the newer one is live.
       if (this.live.get(s.agentId) === s) {
         this.live.delete(s.agentId);
-        this.opts.registry.disconnected(s.agentId, reason === 'stream ended by agent' ? '' : reason);
+        this.opts.registry.observe(s.agentId, { link: 'disconnected', error: reason === 'stream ended by agent' ? '' : reason });
       }
     };
 
@@ -222,7 +222,8 @@ export class Sessions implements AgentCommander {
       log.warn({ agent: hello.agentId, old: previous.peer, new: session.peer }, 'a newer session for this agent replaces the older one (two agents with one id?)');
       previous.close('replaced by a newer session for this agent', status.ABORTED);
     }
-    const info = registry.hello(hello);
+    const { agentId, appliedVersion, ...identity } = hello;
+    const info = registry.observe(agentId, { link: 'connected', identity, appliedVersion })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
     const snap = store.snapshot();
     if (hello.appliedVersion > snap.version) {
@@ -245,19 +246,19 @@ export class Sessions implements AgentCommander {
     const body = msg.body;
     switch (body?.$case) {
       case 'ack':
-        registry.ack(s.agentId, body.value.version, body.value.error);
+        registry.observe(s.agentId, body.value.error ? { nack: { version: body.value.version, error: body.value.error } } : { appliedVersion: body.value.version });
         break;
       case 'health':
-        registry.health(s.agentId, body.value);
+        registry.observe(s.agentId, { health: body.value });
         break;
       case 'commandResult': {
         const r = body.value;
-        registry.touch(s.agentId);
+        registry.observe(s.agentId, {});
         if (!s.result(r.commandId, { ok: r.ok, error: r.error, json: r.json })) this.opts.log.debug({ agent: s.agentId, commandId: r.commandId }, 'late command result ignored');
         break;
       }
       case 'heartbeat':
-        registry.touch(s.agentId);
+        registry.observe(s.agentId, {});
         break;
       case 'hello':
         this.opts.log.warn({ agent: s.agentId }, 'second Hello on one session ignored');
@@ -281,7 +282,7 @@ export class Sessions implements AgentCommander {
         this.opts.log.warn({ agent: s.agentId }, `closing silent session: ${reason}`);
         this.live.delete(s.agentId);
         s.close(reason, status.UNAVAILABLE);
-        this.opts.registry.disconnected(s.agentId, reason);
+        this.opts.registry.observe(s.agentId, { link: 'disconnected', error: reason });
       } else {
         s.send(heartbeat(this.opts.store.version));
       }

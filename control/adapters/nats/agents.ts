@@ -12,11 +12,6 @@ import { commandToWire, type AgentCommand } from '../../../shared/wire.js';
 /** A report older than this many health intervals (and at least minStaleMs) means the agent is not connected. */
 const STALE_INTERVALS = 3;
 
-function sameNack(a: AgentValue['nack'] | undefined, b: AgentValue['nack'] | undefined): boolean {
-  if (!a || !b) return !a && !b;
-  return a.version === b.version && a.error === b.error;
-}
-
 /**
  * Feeds the registry from the `<fleet>-agents` bucket: each agent's value is its state of the world (acked version,
  * last nack, health), stamped by the NATS server when written. An agent is connected while its reports are fresh
@@ -83,20 +78,18 @@ export class NatsAgentFeed {
     }
     const seenAt = e.created.getTime();
     this.cache.set(id, { value: v, seenAt, revision: e.revision });
-    const hello = { agentId: id, region: v.region, hostname: v.hostname, bootId: v.bootId, appliedVersion: v.appliedVersion };
-    const health = this.health(id, v.health);
-    const a = this.registry.get(id);
     const live = v.state === 'up' && Date.now() - seenAt <= this.staleAfter(v);
-    if (live) {
-      if (!a || a.state !== 'connected' || a.bootId !== v.bootId) this.registry.hello(hello, seenAt);
-      else if (v.appliedVersion !== prev?.value.appliedVersion) this.registry.ack(id, v.appliedVersion, '', seenAt);
-      if (v.nack && !sameNack(v.nack, prev?.value.nack)) this.registry.ack(id, v.nack.version, v.nack.error, seenAt);
-      if (health) this.registry.health(id, health, seenAt);
-    } else {
-      if (v.state === 'stopped' && a?.state === 'connected') this.registry.disconnected(id, '');
-      this.registry.restore(hello, seenAt, health);
-      if (v.nack && !sameNack(v.nack, prev?.value.nack)) this.registry.ack(id, v.nack.version, v.nack.error, seenAt);
-    }
+    this.registry.observe(
+      id,
+      {
+        link: live ? 'connected' : 'disconnected',
+        identity: { region: v.region, hostname: v.hostname, bootId: v.bootId },
+        appliedVersion: v.appliedVersion,
+        nack: v.nack ?? undefined,
+        health: this.health(id, v.health),
+      },
+      seenAt,
+    );
     if (v.appliedVersion > this.store.version) this.store.raiseVersionFloor(v.appliedVersion);
   }
 
@@ -118,7 +111,7 @@ export class NatsAgentFeed {
     for (const [id, c] of this.cache) {
       if (this.registry.get(id)?.state !== 'connected') continue;
       const age = now - c.seenAt;
-      if (age > this.staleAfter(c.value)) this.registry.disconnected(id, `no report in NATS for ${(age / 1000).toFixed(1)} s`);
+      if (age > this.staleAfter(c.value)) this.registry.observe(id, { link: 'disconnected', error: `no report in NATS for ${(age / 1000).toFixed(1)} s` });
     }
   }
 }
