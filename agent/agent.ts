@@ -9,7 +9,7 @@ import { RouteTable, type Route } from '../shared/routes.js';
 import type { AgentCommand } from '../shared/wire.js';
 import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
 import { Delivery } from './delivery.js';
-import { DeliveryGate, type DeliveryState } from './delivery-gate.js';
+import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry } from './metrics.js';

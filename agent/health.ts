@@ -1,7 +1,7 @@
 import { addressKey, normalizeDomain } from '../shared/address.js';
 import type { RouteTable } from '../shared/routes.js';
 import type { RouteQueueHealth } from '../shared/wire.js';
-import type { DeliveryState } from './delivery-gate.js';
+import type { DeliveryState } from './control/delivery-gate.js';
 import type { RecipientState, Spool } from './spool/spool.js';
 
 export interface HealthSnapshot {

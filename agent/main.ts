@@ -5,8 +5,8 @@ import { Agent, type ControlChannelFactory } from './agent.js';
 
 /** The configured transport's channel, loaded only when used: gRPC and NATS clients cost ~1 s of start-up. */
 async function controlChannelFor(config: AgentConfig): Promise<ControlChannelFactory | undefined> {
-  if (config.controller?.grpc) return (await import('./control-grpc.js')).grpcControlChannel;
-  if (config.controller?.nats) return (await import('./control-nats.js')).natsControlChannel;
+  if (config.controller?.grpc) return (await import('./control/grpc.js')).grpcControlChannel;
+  if (config.controller?.nats) return (await import('./control/nats.js')).natsControlChannel;
   return undefined;
 }
 

@@ -2,7 +2,7 @@
  * Routes and commands as they travel between controller and agents (protobuf over gRPC, the same shapes as JSON in
  * NATS KV), mapped to and from the domain types in one place.
  */
-import type { Command, Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { Health, type Command, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
 import { MxError } from './errors.js';
 import type { Route } from './routes.js';
 
@@ -24,6 +24,23 @@ export interface RouteQueueHealth {
   held: number;
   inFlight: number;
   oldestAgeSeconds: number;
+}
+
+/** An agent's health report, as the agent sends it and the controller keeps it. */
+export interface HealthReport {
+  appliedVersion: number;
+  queues: RouteQueueHealth[];
+  counters?: { accepted: number; delivered: number; deferred: number; bounced: number; rejected: number } | undefined;
+  lastDeliveryError: string;
+  diskFreeBytes: number;
+  totalQueued: number;
+  oldestAgeSeconds: number;
+  uptimeSeconds: number;
+  delivery?: { open: boolean; reason: string; sinceMs: number } | undefined;
+}
+
+export function healthToWire(h: HealthReport): Health {
+  return Health.fromPartial(h);
 }
 
 /** A command for an agent, decoded. */

@@ -1,5 +1,5 @@
 /** What the controller's core works with: operations and their progress. Transport- and storage-free. */
-import type { RouteQueueHealth } from '../../shared/wire.js';
+import type { HealthReport } from '../../shared/wire.js';
 
 export type OpKind = 'hold' | 'release' | 'switchover' | 'flush';
 export type OpState = 'running' | 'done' | 'failed';
@@ -43,15 +43,5 @@ export interface Progress {
   drain: AgentDrainInfo[];
 }
 
-/** An agent's last health report, as the controller keeps it (the wire's Health has this shape). */
-export interface AgentHealth {
-  appliedVersion: number;
-  queues: RouteQueueHealth[];
-  counters?: { accepted: number; delivered: number; deferred: number; bounced: number; rejected: number } | undefined;
-  lastDeliveryError: string;
-  diskFreeBytes: number;
-  totalQueued: number;
-  oldestAgeSeconds: number;
-  uptimeSeconds: number;
-  delivery?: { open: boolean; reason: string; sinceMs: number } | undefined;
-}
+/** An agent's last health report, as the controller keeps it. */
+export type AgentHealth = HealthReport;

@@ -1,16 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ClientReadableStream } from '@grpc/grpc-js';
 import { stringify } from 'yaml';
-import {
-  HoldRequest,
-  SwitchoverRequest,
-  type OperationProgress,
-  type StatusResponse,
-} from '../../proto/gen/mxswitch/v1/admin.js';
 import { formatDuration } from '../../shared/units.js';
-import { AdminConnection } from '../cli/admin-client.js';
+import { AdminConnection, type OperationProgress, type StatusResponse } from '../cli/admin-client.js';
 import { CaptureServer } from './capture-server.js';
 import { freePort, MxProcess } from './processes.js';
 import { TrafficGenerator } from './traffic.js';
@@ -166,7 +159,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     endPhase('forward to old');
 
     display.phase('Phase 2: hold', 'The old server is frozen for the mailbox copy: every agent keeps mail for the domain and delivers none.');
-    await runOperation(admin.openStream((md, o) => admin!.client.hold(HoldRequest.fromPartial({ match: DOMAIN, actor: 'demo' }), md, o)), display);
+    await runOperation(admin.startOperation('hold', { match: DOMAIN, actor: 'demo' }), display);
     const holdAckAt = Date.now();
     display.note(`hold acknowledged by every agent; old server has ${oldServer.messages.length} messages and must not get one more`);
     await sleep(quarter);
@@ -174,7 +167,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
 
     display.phase('Phase 3: switchover to the new server', `hold everywhere -> re-point to ${newServer.target} everywhere -> release -> flush, each step acknowledged by every agent`);
     await runOperation(
-      admin.openStream((md, o) => admin!.client.switchover(SwitchoverRequest.fromPartial({ match: DOMAIN, target: newServer.target, actor: 'demo' }), md, o)),
+      admin.startOperation('switchover', { match: DOMAIN, target: newServer.target, actor: 'demo' }),
       display,
     );
     await sleep(quarter);
@@ -217,9 +210,9 @@ function liveLine(s: StatusResponse, oldServer: CaptureServer, newServer: Captur
   return `v${s.version} queues ${queues} | accepted ${accepted} | delivered old ${oldServer.messages.length} new ${newServer.messages.length}`;
 }
 
-async function runOperation<T extends { progress?: OperationProgress | undefined }>(stream: ClientReadableStream<T>, display: DemoDisplay): Promise<void> {
+async function runOperation(stream: AsyncIterable<{ progress?: OperationProgress | undefined }>, display: DemoDisplay): Promise<void> {
   let last: OperationProgress | undefined;
-  for await (const msg of stream as AsyncIterable<T>) {
+  for await (const msg of stream) {
     if (!msg.progress) continue;
     if (msg.progress.operation?.step !== last?.operation?.step && msg.progress.operation?.step) display.note(`step: ${msg.progress.operation.step}`);
     last = msg.progress;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DeliveryGate } from '../../agent/delivery-gate.js';
+import { DeliveryGate } from '../../agent/control/delivery-gate.js';
 import { createLogger } from '../../shared/logger.js';
 
 const log = createLogger('test', 'silent');

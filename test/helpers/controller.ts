@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import { credentials, Metadata, type ChannelCredentials, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import { grpcControlChannelWith } from '../../agent/control-grpc.js';
+import { grpcControlChannelWith } from '../../agent/control/grpc.js';
 import { Controller } from '../../control/controller.js';
 import {
   AdminServiceClient,

@@ -1,4 +1,4 @@
-import { natsControlChannelWith } from '../../agent/control-nats.js';
+import { natsControlChannelWith } from '../../agent/control/nats.js';
 import { startAgent } from './agent.js';
 import { startController, startFleetAgent, type TestController } from './controller.js';
 import { NatsServer } from './nats-server.js';

@@ -3,8 +3,8 @@
 import { spawn } from 'node:child_process';
 import { pino, type Logger } from 'pino';
 import type { ControlChannelFactory, ControlHandler } from '../../agent/agent.js';
-import { grpcControlChannelWith } from '../../agent/control-grpc.js';
-import { natsControlChannelWith } from '../../agent/control-nats.js';
+import { grpcControlChannelWith } from '../../agent/control/grpc.js';
+import { natsControlChannelWith } from '../../agent/control/nats.js';
 import type { Route } from '../../shared/routes.js';
 import { startAgent, waitFor } from './agent.js';
 import { AGENT_TOKEN } from './controller.js';

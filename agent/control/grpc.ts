@@ -1,14 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { credentials, Metadata, status, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import type { AgentConfig } from '../shared/config.js';
-import { MxError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
-import { Outbox } from '../shared/outbox.js';
-import { commandFromWire, routeFromWire } from '../shared/wire.js';
-import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../proto/gen/mxswitch/v1/agent.js';
-import type { ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
-import { ControlSession } from './control-session.js';
+import type { AgentConfig } from '../../shared/config.js';
+import { MxError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import { Outbox } from '../../shared/outbox.js';
+import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
+import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../../proto/gen/mxswitch/v1/agent.js';
+import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
+import { ControlSession } from './session.js';
 
 type GrpcSettings = NonNullable<NonNullable<AgentConfig['controller']>['grpc']>;
 
@@ -221,7 +221,7 @@ class GrpcControlChannel implements ControlChannel {
     const call = this.call;
     if (!call || !this.connected) return;
     const health = this.session.health();
-    if (health) this.send(call, SessionRequest.fromPartial({ body: { $case: 'health', value: health } }));
+    if (health) this.send(call, SessionRequest.fromPartial({ body: { $case: 'health', value: healthToWire(health) } }));
   }
 
   private beat(): void {

@@ -1,14 +1,13 @@
-import { Health } from '../proto/gen/mxswitch/v1/agent.js';
-import { errorMessage, MxError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
-import type { Route } from '../shared/routes.js';
-import type { AgentCommand } from '../shared/wire.js';
-import type { ControlHandler } from './agent.js';
-import type { HealthSnapshot } from './health.js';
+import { errorMessage, MxError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
+import type { Route } from '../../shared/routes.js';
+import type { AgentCommand, HealthReport } from '../../shared/wire.js';
+import type { ControlHandler } from '../agent.js';
+import type { HealthSnapshot } from '../health.js';
 
-/** The agent's health as the proto message the controller understands. */
-export function healthMessage(s: HealthSnapshot): Health {
-  return Health.fromPartial({
+/** The agent's health as the report the controller keeps. */
+export function healthReport(s: HealthSnapshot): HealthReport {
+  return {
     appliedVersion: s.appliedVersion,
     queues: s.routes.map((r) => ({ match: r.match, queued: r.queued, deferred: r.deferred, held: r.held, inFlight: r.inFlight, oldestAgeSeconds: r.oldestAgeSeconds })),
     counters: s.counters,
@@ -18,7 +17,7 @@ export function healthMessage(s: HealthSnapshot): Health {
     oldestAgeSeconds: s.oldestAgeSeconds,
     uptimeSeconds: s.uptimeSeconds,
     delivery: s.delivery,
-  });
+  };
 }
 
 export interface TableOutcome {
@@ -122,11 +121,9 @@ export class ControlSession {
   }
 
   /** Health with the acked version; undefined when the snapshot failed (logged). */
-  health(): Health | undefined {
+  health(): HealthReport | undefined {
     try {
-      const h = healthMessage(this.handler.health());
-      h.appliedVersion = this.acked;
-      return h;
+      return { ...healthReport(this.handler.health()), appliedVersion: this.acked };
     } catch (err) {
       this.log.warn({ err }, 'health snapshot failed');
       return undefined;

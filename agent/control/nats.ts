@@ -1,9 +1,9 @@
 import { hostname as osHostname } from 'node:os';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { KV, KvWatchEntry } from '@nats-io/kv';
-import type { AgentConfig } from '../shared/config.js';
-import { errorMessage, MxError } from '../shared/errors.js';
-import type { Logger } from '../shared/logger.js';
+import type { AgentConfig } from '../../shared/config.js';
+import { errorMessage, MxError } from '../../shared/errors.js';
+import type { Logger } from '../../shared/logger.js';
 import {
   agentInboxPrefix,
   bucketNames,
@@ -18,12 +18,12 @@ import {
   watchStatus,
   type AgentValue,
   type TableValue,
-} from '../shared/nats.js';
-import type { Route } from '../shared/routes.js';
-import { commandFromWire, routeFromWire } from '../shared/wire.js';
-import { Command, CommandResult, Health } from '../proto/gen/mxswitch/v1/agent.js';
-import type { ControlChannel, ControlChannelFactory, ControlHandler } from './agent.js';
-import { ControlSession } from './control-session.js';
+} from '../../shared/nats.js';
+import type { Route } from '../../shared/routes.js';
+import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
+import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
+import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
+import { ControlSession } from './session.js';
 
 type NatsSettings = NonNullable<NonNullable<AgentConfig['controller']>['nats']>;
 
@@ -234,7 +234,7 @@ class NatsControlChannel implements ControlChannel {
       nack: this.session.nack,
       state: this.state,
       healthIntervalMs: this.healthIntervalMs,
-      health: h ? Health.toJSON(h) : null,
+      health: h ? Health.toJSON(healthToWire(h)) : null,
       at: Date.now(),
     };
   }
