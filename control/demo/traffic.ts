@@ -20,7 +20,7 @@ export class TrafficGenerator {
   private seq = 0;
 
   constructor(
-    private readonly agentPorts: readonly number[],
+    agentPorts: readonly number[],
     private readonly rate: number,
     private readonly domain: string,
   ) {

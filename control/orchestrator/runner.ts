@@ -5,9 +5,9 @@ import { MxError, errorMessage } from '../../shared/errors.js';
 import type { Registry } from '../core/registry.js';
 import type { OpState, OperationRecord, Progress } from '../core/model.js';
 import { OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from '../core/ports.js';
-import { classifyAcks, describeAgent, drainState } from './acks.js';
 import { progressOf, type ProgressLists } from './progress.js';
 import { safetyNote, stepLabel, StepFailed, STEPS, Stopping, type StepName } from './steps.js';
+import { flushAgents, waitAcks, waitDrained, type StepContext } from './step-waits.js';
 import { waitUntil } from './wait.js';
 import { validateStart, type StartRequest } from './validate.js';
 
@@ -254,14 +254,14 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       case 'hold': {
         const r = route();
         op.version = r.hold ? store.version : await store.setHold(op.match, true, { actor });
-        await this.waitAcks(op, `hold ${op.match}`);
+        await waitAcks(this.stepContext(op), `hold ${op.match}`);
         return;
       }
       case 'retarget': {
         const r = route();
         if (!r.hold) throw new StepFailed(`${op.match} was released by someone else during the switchover`);
         op.version = r.target === op.target ? store.version : await store.set({ ...r, target: op.target, hold: true }, { actor });
-        await this.waitAcks(op, `point ${op.match} to ${op.target} (still held)`);
+        await waitAcks(this.stepContext(op), `point ${op.match} to ${op.target} (still held)`);
         return;
       }
       case 'release': {
@@ -269,16 +269,17 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
         if (op.kind === 'switchover' && r.target !== op.target) throw new StepFailed(`${op.match} was re-pointed to ${r.target} by someone else during the switchover`);
         this.drainBaseline.set(op.id, this.deliveredCounters());
         op.version = r.hold ? await store.setHold(op.match, false, { actor }) : store.version;
-        await this.waitAcks(op, `release ${op.match}`);
+        await waitAcks(this.stepContext(op), `release ${op.match}`);
         op.releasedAt = Date.now();
         await this.save(op);
         return;
       }
       case 'flush':
-        await this.flush(op);
+        await flushAgents(this.stepContext(op), op.kind === 'flush' ? store.version : op.version);
         return;
       case 'drain':
-        await this.waitDrained(op);
+        await waitDrained(this.stepContext(op), this.drainBaseline.get(op.id) ?? new Map<string, number>());
+        this.drainBaseline.delete(op.id);
         return;
     }
   }
@@ -293,82 +294,18 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
     for (const w of [...this.wakers]) w();
   }
 
-  /** Waits as `waitUntil` does, also ending (Stopping) when the controller stops or another replica takes over. */
-  private waitUntil(op: OperationRecord, check: () => boolean, timeoutReport: () => StepFailed): Promise<void> {
-    return waitUntil(this.wakers, op.timeoutMs, () => this.stopping || this.abandoned.has(op.id), check, timeoutReport);
-  }
-
-  private async waitAcks(op: OperationRecord, what: string): Promise<void> {
-    const v = op.version;
-    let lastKey = '';
-    const classify = () => classifyAcks(this.targets(op.excluded), (id) => this.o.registry.get(id), v);
-    await this.waitUntil(
+  /** What a step's wait needs; it ends (Stopping) when the controller stops or another replica takes over. */
+  private stepContext(op: OperationRecord): StepContext {
+    const cancelled = () => this.stopping || this.abandoned.has(op.id);
+    return {
       op,
-      () => {
-        const c = classify();
-        const key = JSON.stringify(c);
-        if (key !== lastKey) {
-          lastKey = key;
-          this.report(op, c.pending.length || c.failed.length ? `${what}: waiting for version ${v}` : `${what}: every agent applied version ${v}`, { ...c, waitingVersion: v });
-        }
-        if (c.failed.length) throw new StepFailed(`agents refused version ${v}: ${c.failed.join('; ')}`, c.failed);
-        return c.pending.length === 0;
-      },
-      () => {
-        const agents = classify().pending.map((id) => describeAgent(this.o.registry.get(id), id));
-        return new StepFailed(`timed out after ${op.timeoutMs} ms waiting for version ${v} from ${agents.join(', ')}`, agents);
-      },
-    );
-  }
-
-  private async flush(op: OperationRecord): Promise<void> {
-    const minVersion = op.kind === 'flush' ? this.o.store.version : op.version;
-    const ids = this.targets(op.excluded);
-    this.report(op, `flush ${op.match || '(all routes)'} on ${ids.length} agents (requires version ${minVersion})`, { waitingVersion: minVersion, pending: ids });
-    const results = await Promise.all(
-      ids.map(async (id) => ({ id, r: await this.o.commands.command(id, { kind: 'flush', match: op.match }, minVersion, op.timeoutMs) })),
-    );
-    if (this.stopping || this.abandoned.has(op.id)) throw new Stopping();
-    const failed = results.filter((x) => !x.r.ok).map((x) => `${x.id}: ${x.r.error}`);
-    const acked = results.filter((x) => x.r.ok).map((x) => x.id);
-    this.report(op, failed.length ? 'flush failed on some agents' : 'flush done on every agent', { failed, waitingVersion: minVersion, acked });
-    if (failed.length) throw new StepFailed(`flush failed: ${failed.join('; ')}`, failed);
-  }
-
-  /**
-   * Done when no agent has mail under MATCH that arrived before the release: its queue for the route is empty,
-   * or its oldest message is younger than the release (with continuous traffic the queue is never empty, but
-   * what remains is new mail that went straight to the new target).
-   */
-  private async waitDrained(op: OperationRecord): Promise<void> {
-    const releasedAt = op.releasedAt || Date.now();
-    const baseline = this.drainBaseline.get(op.id) ?? new Map<string, number>();
-    let lastKey = '';
-    const compute = () => drainState(this.targets(op.excluded), (id) => this.o.registry.get(id), op.match, releasedAt, baseline);
-    await this.waitUntil(
-      op,
-      () => {
-        const drain = compute();
-        const key = JSON.stringify(drain);
-        if (key !== lastKey) {
-          lastKey = key;
-          const left = drain.filter((d) => !d.drained);
-          this.report(op, left.length ? `waiting for ${op.match} to drain on ${left.map((d) => d.agentId).join(', ')}` : `${op.match} drained on every agent`, {
-            acked: drain.filter((d) => d.drained).map((d) => d.agentId),
-            pending: left.map((d) => d.agentId),
-            drain,
-          });
-        }
-        return drain.every((d) => d.drained);
-      },
-      () => {
-        const agents = compute()
-          .filter((d) => !d.drained)
-          .map((d) => `${d.agentId}: ${d.queued} recipients still queued`);
-        return new StepFailed(`timed out after ${op.timeoutMs} ms waiting for ${op.match} to drain: ${agents.join('; ')}`, agents);
-      },
-    );
-    this.drainBaseline.delete(op.id);
+      registry: this.o.registry,
+      commands: this.o.commands,
+      targets: () => this.targets(op.excluded),
+      report: (message, lists) => this.report(op, message, lists),
+      cancelled,
+      waitUntil: (check, timeoutReport) => waitUntil(this.wakers, op.timeoutMs, cancelled, check, timeoutReport),
+    };
   }
 
   private report(op: OperationRecord, message: string, lists: ProgressLists = {}): void {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
-import { waitFor } from '../helpers/agent.js';
 import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController } from '../helpers/controller.js';
 import { grpcTransport } from '../helpers/transport.js';
 import { startLoggedFleetAgent } from '../helpers/wait.js';

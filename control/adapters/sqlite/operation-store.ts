@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Db } from './db.js';
-import type { OpKind, OpState, OperationRecord, Progress } from '../../core/model.js';
+import type { OpKind, OpState, OperationRecord } from '../../core/model.js';
 import type { OperationStore, OperationStoreEvents } from '../../core/ports.js';
 
 const SCHEMA = `

@@ -1,0 +1,72 @@
+import { PART_BYTES, type Spool } from './spool/spool.js';
+
+/** What `IncomingData.finish` hands over: the bytes of a small message, the staged size of a large one, or the write error. */
+export type StoredData = { chunks: Buffer[] } | { staged: number } | Error;
+
+/**
+ * The data of one message as it arrives. Up to PART_BYTES it stays in memory; past that it goes to the queue in
+ * parts of about PART_BYTES as it comes (Spool.stagePart: no fsync, the message's commit syncs them before the
+ * 250), so a 50 MB message is never held whole. Parts of a message that is then refused, fails or is never
+ * finished are dropped again (and at the next start, those of a run that stopped meanwhile). The writes go one
+ * after another: `finish` waits for them, a drop runs after them.
+ */
+export class IncomingData {
+  private chunks: Buffer[] = [];
+  private held = 0;
+  private seq = 0;
+  private staged = 0;
+  private error: Error | undefined;
+  /** The part writes (and a drop) so far, in order; never rejects (a failed write sets `error`). */
+  private writes: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly queue: Spool,
+    readonly id: string,
+  ) {}
+
+  get size(): number {
+    return this.staged + this.held;
+  }
+
+  add(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.held += chunk.length;
+    if (this.held >= PART_BYTES) this.stage();
+  }
+
+  private stage(): void {
+    const part = Buffer.concat(this.chunks, this.held);
+    this.chunks = [];
+    this.held = 0;
+    if (this.error) return;
+    const seq = this.seq++;
+    this.staged += part.length;
+    this.writes = this.writes.then(async () => {
+      if (this.error) return;
+      try {
+        await this.queue.stagePart(this.id, seq, part);
+      } catch (err) {
+        this.error = err as Error;
+      }
+    });
+  }
+
+  /** The data in memory (a small message), or what was staged (a large one, its tail staged now) once written. */
+  async finish(): Promise<StoredData> {
+    if (this.seq === 0 && !this.error) return { chunks: this.chunks };
+    if (this.held) this.stage();
+    await this.writes;
+    return this.error ?? { staged: this.staged };
+  }
+
+  /** Removes what was staged, after the writes still under way. */
+  drop(): void {
+    if (this.seq === 0) return;
+    this.seq = 0;
+    this.writes = this.writes.then(() =>
+      this.queue.dropParts(this.id).catch(() => {
+        // removed at the next start instead
+      }),
+    );
+  }
+}
