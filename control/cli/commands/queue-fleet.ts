@@ -3,7 +3,7 @@ import { UsageError } from '../../../shared/errors.js';
 import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
 import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
 import { emit } from '../output.js';
-import type { QueueBackend, QueueOptions } from './queue.js';
+import type { QueueBackend, QueueOptions } from './queue-backend.js';
 import { renderEntries } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */

@@ -5,7 +5,7 @@ import { Spool } from '../../../agent/spool/spool.js';
 import { UsageError } from '../../../shared/errors.js';
 import { checkListFilter } from '../args.js';
 import { emit, type OutputOptions } from '../output.js';
-import type { QueueBackend } from './queue.js';
+import type { QueueBackend } from './queue-backend.js';
 import { renderEntries } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */

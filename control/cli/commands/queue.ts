@@ -2,7 +2,8 @@ import { Option, type Command } from 'commander';
 import { UsageError } from '../../../shared/errors.js';
 import { QUEUE_STATES } from '../args.js';
 import { action, type OutputOptions } from '../output.js';
-import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
+import { exitHelp, GROUP_HELP, operator } from './common.js';
+import type { QueueBackend, QueueOptions } from './queue-backend.js';
 import { fleetQueue } from './queue-fleet.js';
 
 /**
@@ -11,16 +12,7 @@ import { fleetQueue } from './queue-fleet.js';
  * subcommand; the local side (SQLite) is imported only when it is chosen.
  */
 
-export type QueueOptions = CommonOptions & { dataDir?: string; agent?: string; match?: string; state?: string; limit?: string; all?: boolean; timeout?: string };
 type LocalOptions = OutputOptions & { dataDir?: string };
-
-/** What a queue subcommand does, on the local file or through the controller. */
-export interface QueueBackend {
-  ls(opts: QueueOptions): Promise<void> | void;
-  show(id: string, opts: QueueOptions): Promise<void> | void;
-  rm(id: string, opts: QueueOptions): Promise<void> | void;
-  retry(id: string | undefined, opts: QueueOptions): Promise<void> | void;
-}
 
 const localQueue = async (dataDir: string) => (await import('./queue-local.js')).localQueue(dataDir);
 
