@@ -194,11 +194,14 @@ export class AdminConnection {
   readonly client: AdminServiceClient;
   private readonly token: string | undefined;
   private readonly tls: boolean;
+  private readonly deadlineMs: number;
 
-  constructor(
-    opts: ConnectionOptions,
-    private readonly deadlineMs = UNARY_DEADLINE_MS,
-  ) {
+  /**
+   * `opts` as the CLI's flags give them; `embedded` for a program that holds the token and credentials itself
+   * (the demo, the tests) instead of files and MXSWITCH_TOKEN.
+   */
+  constructor(opts: ConnectionOptions, embedded: { deadlineMs?: number; token?: string; credentials?: ChannelCredentials } = {}) {
+    this.deadlineMs = embedded.deadlineMs ?? UNARY_DEADLINE_MS;
     const address = opts.controller ?? DEFAULT_CONTROLLER;
     try {
       parseHostPort(address);
@@ -206,9 +209,9 @@ export class AdminConnection {
       throw new UsageError(`--controller ${address}: expected HOST:PORT`);
     }
     this.address = address;
-    this.token = resolveToken(opts);
-    this.tls = Boolean(opts.ca);
-    this.client = new AdminServiceClient(address, channelCredentials(opts), {
+    this.token = embedded.token ?? resolveToken(opts);
+    this.tls = Boolean(opts.ca) || (embedded.credentials?._isSecure() ?? false);
+    this.client = new AdminServiceClient(address, embedded.credentials ?? channelCredentials(opts), {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,

@@ -112,7 +112,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     processes.push(await new MxProcess(['controller', '--config', controllerConfig], grpcPort, { logFile: join(dir, 'controller.log') }).start());
     const tokenFile = join(dir, 'admin.token');
     writeFileSync(tokenFile, TOKENS.admin, { mode: 0o600 });
-    admin = new AdminConnection({ controller: `127.0.0.1:${grpcPort}`, tokenFile }, 20_000);
+    admin = new AdminConnection({ controller: `127.0.0.1:${grpcPort}`, tokenFile }, { deadlineMs: 20_000 });
     await admin.setRoute({ match: DOMAIN, target: oldServer.target, actor: 'demo' });
 
     const agentPorts: number[] = [];

@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { status, type ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer, last } from '../helpers/controller.js';
+import { adminApi, agentsAt, deferrer, last, isStatus } from '../helpers/controller.js';
 import type { Transport } from '../helpers/transport.js';
 
 const OLD = 'smtp:[127.0.0.1]:2';
 
-const isCode = (code: status, details?: RegExp) => (e: ServiceError) => e.code === code && (!details || details.test(e.details));
 
 /**
  * Fleet behaviours every transport must show (registered by test/control/fleet.test.ts over gRPC and
@@ -40,9 +39,9 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
       assert.equal(a.agent.router.table.get('example.com')?.target, OLD);
     }
     // CAS through the API: a stale expected_version is ABORTED and names the versions.
-    await assert.rejects(api.setRoute('example.com', OLD, { hold: true, expectedVersion: 7 }), isCode(status.ABORTED, /version 1, not 7/));
-    await assert.rejects(api.setRoute('example.com', 'bogus'), isCode(status.INVALID_ARGUMENT, /bogus/));
-    await assert.rejects(api.removeRoute('example.org'), isCode(status.NOT_FOUND));
+    await assert.rejects(api.setRoute('example.com', OLD, { hold: true, expectedVersion: 7 }), isStatus(status.ABORTED, /version 1, not 7/));
+    await assert.rejects(api.setRoute('example.com', 'bogus'), isStatus(status.INVALID_ARGUMENT, /bogus/));
+    await assert.rejects(api.removeRoute('example.org'), isStatus(status.NOT_FOUND));
     await api.setRoute('example.net', OLD, { expectedVersion: 1, tls: 'required' });
     await api.removeRoute('example.com');
     await waitFor('all at version 3', () => agentsAt(api, 3, 3));
@@ -66,7 +65,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     await agents[2]!.cleanup();
     await waitFor('a3 disconnected', async () => (await api.status()).agents.find((a) => a.id === 'a3')?.state === 'disconnected');
     // RemoveAgent: refused while connected, works when it is gone.
-    await assert.rejects(api.removeAgent('a1'), isCode(status.FAILED_PRECONDITION, /connected/));
+    await assert.rejects(api.removeAgent('a1'), isStatus(status.FAILED_PRECONDITION, /connected/));
     await api.removeAgent('a3');
     assert.deepEqual((await api.status()).agents.map((a) => a.id), ['a1', 'a2']);
   });
@@ -97,7 +96,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     const replay = await api.follow(end.operation!.id);
     assert.equal(replay.length, 1);
     assert.equal(replay[0]!.operation?.state, 'failed');
-    await assert.rejects(api.follow('op-nope'), isCode(status.NOT_FOUND));
+    await assert.rejects(api.follow('op-nope'), isStatus(status.NOT_FOUND));
   });
 
   test(`commands: results correlated per agent; min_version refused by an agent that has not applied it${label}`, async (t) => {
@@ -119,7 +118,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     assert.equal(show.results.length, 1);
     assert.equal(show.results[0]!.ok, false);
     assert.match(show.results[0]!.error, /NOT_FOUND: no message nope/);
-    await assert.rejects(api.queueCommand({ agentId: 'ghost', kind: { $case: 'queueList', value: { match: '', state: '', limit: 0 } } }), isCode(status.NOT_FOUND));
+    await assert.rejects(api.queueCommand({ agentId: 'ghost', kind: { $case: 'queueList', value: { match: '', state: '', limit: 0 } } }), isStatus(status.NOT_FOUND));
 
     // Directly through the session: a flush needing a version the agent does not have is refused (STALE_VERSION).
     // Command timeouts only bound the wait for the agent's answer (generous: the answer ends the wait).

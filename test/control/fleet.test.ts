@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
-import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController } from '../helpers/controller.js';
+import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController, isStatus } from '../helpers/controller.js';
 import { grpcTransport } from '../helpers/transport.js';
 import { startLoggedFleetAgent } from '../helpers/wait.js';
 import { fleetScenarios } from './fleet-scenarios.js';
@@ -20,7 +20,6 @@ async function setup(t: TestContext, extra: Record<string, unknown> = {}) {
   return { ctl, api, defer };
 }
 
-const isCode = (code: status, details?: RegExp) => (e: ServiceError) => e.code === code && (!details || details.test(e.details));
 
 test('auth: wrong or missing agent token -> UNAUTHENTICATED; the controller keeps serving', async (t) => {
   const { ctl, api, defer } = await setup(t);
@@ -58,16 +57,16 @@ test('auth: wrong or missing admin token -> UNAUTHENTICATED for unary and stream
     wrong.close();
     agentTok.close();
   });
-  await assert.rejects(wrong.status(), isCode(status.UNAUTHENTICATED));
-  await assert.rejects(agentTok.listRoutes(), isCode(status.UNAUTHENTICATED), 'the agent token is not an admin token');
-  await assert.rejects(wrong.setRoute('example.com', OLD), isCode(status.UNAUTHENTICATED));
+  await assert.rejects(wrong.status(), isStatus(status.UNAUTHENTICATED));
+  await assert.rejects(agentTok.listRoutes(), isStatus(status.UNAUTHENTICATED), 'the agent token is not an admin token');
+  await assert.rejects(wrong.setRoute('example.com', OLD), isStatus(status.UNAUTHENTICATED));
   await assert.rejects(
     new Promise((resolve, reject) => api.client.listRoutes({}, (err, res) => (err ? reject(err) : resolve(res)))),
-    isCode(status.UNAUTHENTICATED),
+    (e: ServiceError) => e.code === status.UNAUTHENTICATED,
     'no metadata at all',
   );
-  await assert.rejects(wrong.hold('example.com'), isCode(status.UNAUTHENTICATED));
-  await assert.rejects(wrong.follow('op-x'), isCode(status.UNAUTHENTICATED));
+  await assert.rejects(wrong.hold('example.com'), isStatus(status.UNAUTHENTICATED));
+  await assert.rejects(wrong.follow('op-x'), isStatus(status.UNAUTHENTICATED));
   assert.equal(ctl.controller.store.version, 0);
   assert.equal((await api.listRoutes()).version, 0, 'still serving');
 });

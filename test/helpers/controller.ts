@@ -1,25 +1,11 @@
 import { rmSync } from 'node:fs';
-import { credentials, Metadata, type ChannelCredentials, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, status, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
 import { grpcControlChannelWith } from '../../agent/control/grpc.js';
+import { AdminConnection, ControllerError } from '../../control/cli/admin-client.js';
 import { Controller } from '../../control/controller.js';
-import {
-  AdminServiceClient,
-  type FlushRequest,
-  type GetOperationResponse,
-  type HoldRequest,
-  type ListRoutesResponse,
-  type OperationProgress,
-  type QueueCommandRequest,
-  type QueueCommandResponse,
-  type ReleaseRequest,
-  type RemoveAgentResponse,
-  type RemoveRouteResponse,
-  type SetRouteRequest,
-  type SetRouteResponse,
-  type StatusResponse,
-  type SwitchoverRequest,
-} from '../../proto/gen/mxswitch/v1/admin.js';
+import { AdminServiceClient, type OperationProgress, type QueueCommandRequest, type SetRouteRequest, type SwitchoverRequest } from '../../proto/gen/mxswitch/v1/admin.js';
 import { controllerConfigSchema, parseConfig } from '../../shared/config.js';
+import { UsageError } from '../../shared/errors.js';
 import { createLogger } from '../../shared/logger.js';
 import { startAgent, tempDir } from './agent.js';
 
@@ -91,51 +77,47 @@ export function auth(token = ADMIN_TOKEN): Metadata {
   return md;
 }
 
-type Callback<Res> = (err: ServiceError | null, res: Res) => void;
-
-function unary<Res>(fn: (cb: Callback<Res>) => unknown): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    fn((err, res) => (err ? reject(err) : resolve(res)));
-  });
-}
-
-/** The admin API promisified for tests; `token` overrides the admin token for auth tests. */
+/**
+ * The CLI's own admin client (AdminConnection: bearer token, deadlines, errors as one-line ControllerError or
+ * UsageError) with test-friendly arguments; `token` overrides the admin token for auth tests.
+ */
 export function adminApi(address: string, token = ADMIN_TOKEN, creds?: ChannelCredentials) {
-  const c = adminClient(address, creds);
-  const md = () => auth(token);
-  const route = (match: string, target: string, extra: Partial<SetRouteRequest> = {}): SetRouteRequest => ({ match, target, hold: false, expectedVersion: 0, actor: 'test', tls: '', ...extra });
+  const c = new AdminConnection({ controller: address }, { token, ...(creds ? { credentials: creds } : {}) });
+  const iterate = (stream: ClientReadableStream<{ progress?: OperationProgress | undefined }>) => collect(c.iterate(stream));
+  const op = { exclude: [], timeoutMs: 0, actor: 'test' };
   return {
-    client: c,
+    client: c.client,
     close: () => c.close(),
-    listRoutes: () => unary<ListRoutesResponse>((cb) => c.listRoutes({}, md(), cb)),
-    setRoute: (match: string, target: string, extra: Partial<SetRouteRequest> = {}) => unary<SetRouteResponse>((cb) => c.setRoute(route(match, target, extra), md(), cb)),
-    removeRoute: (match: string, expectedVersion = 0) => unary<RemoveRouteResponse>((cb) => c.removeRoute({ match, expectedVersion, actor: 'test' }, md(), cb)),
-    status: () => unary<StatusResponse>((cb) => c.status({}, md(), cb)),
-    removeAgent: (id: string) => unary<RemoveAgentResponse>((cb) => c.removeAgent({ id }, md(), cb)),
-    getOperation: (id: string) => unary<GetOperationResponse>((cb) => c.getOperation({ id }, md(), cb)),
-    queueCommand: (req: Partial<QueueCommandRequest>) => unary<QueueCommandResponse>((cb) => c.queueCommand({ agentId: '', timeoutMs: 0, ...req }, md(), cb)),
-    hold: (match: string, extra: Partial<HoldRequest> = {}) => collect(c.hold({ match, exclude: [], timeoutMs: 0, actor: 'test', ...extra }, md())),
-    release: (match: string, extra: Partial<ReleaseRequest> = {}) => collect(c.release({ match, exclude: [], timeoutMs: 0, actor: 'test', ...extra }, md())),
-    switchover: (match: string, target: string, extra: Partial<SwitchoverRequest> = {}) =>
-      collect(c.switchover({ match, target, exclude: [], timeoutMs: 0, waitDrained: false, actor: 'test', ...extra }, md())),
-    flush: (match: string, extra: Partial<FlushRequest> = {}) => collect(c.flush({ match, exclude: [], timeoutMs: 0, actor: 'test', ...extra }, md())),
-    follow: (id: string) => collect(c.follow({ id }, md())),
-    watch: () => c.watch({}, md()),
+    listRoutes: () => c.listRoutes(),
+    setRoute: (match: string, target: string, extra: Partial<SetRouteRequest> = {}) => c.setRoute({ match, target, actor: 'test', ...extra }),
+    removeRoute: (match: string, expectedVersion = 0) => c.removeRoute({ match, expectedVersion, actor: 'test' }),
+    status: () => c.status(),
+    removeAgent: (id: string) => c.removeAgent(id),
+    getOperation: (id: string) => c.getOperation(id),
+    queueCommand: (req: Partial<QueueCommandRequest>) => c.queueCommand(req, req.timeoutMs ?? 0),
+    hold: (match: string, extra: Partial<SwitchoverRequest> = {}) => iterate(c.startOperation('hold', { match, ...op, ...extra })),
+    release: (match: string, extra: Partial<SwitchoverRequest> = {}) => iterate(c.startOperation('release', { match, ...op, ...extra })),
+    switchover: (match: string, target: string, extra: Partial<SwitchoverRequest> = {}) => iterate(c.startOperation('switchover', { match, target, waitDrained: false, ...op, ...extra })),
+    flush: (match: string, extra: Partial<SwitchoverRequest> = {}) => iterate(c.startOperation('flush', { match, ...op, ...extra })),
+    follow: (id: string) => iterate(c.follow(id)),
+    watch: () => c.watch(),
   };
 }
 
+/**
+ * How the admin client reports a gRPC status: INVALID_ARGUMENT as a UsageError (exit 2), every other code as a
+ * ControllerError carrying it; `text` matches the one-line message.
+ */
+export const isStatus = (code: status, text?: RegExp) => (e: unknown) =>
+  (code === status.INVALID_ARGUMENT ? e instanceof UsageError : e instanceof ControllerError && e.grpcCode === code) && (!text || text.test((e as Error).message));
+
 export type AdminApi = ReturnType<typeof adminApi>;
 
-/** Collects every progress message of an operation stream; resolves when the stream ends, rejects on a status error. */
-export function collect(stream: ClientReadableStream<{ progress?: OperationProgress | undefined }>): Promise<OperationProgress[]> {
+/** Collects every progress message of an operation stream; resolves when it ends, rejects with its error. */
+export async function collect(stream: AsyncIterable<{ progress?: OperationProgress | undefined }>): Promise<OperationProgress[]> {
   const out: OperationProgress[] = [];
-  return new Promise((resolve, reject) => {
-    stream.on('data', (m: { progress?: OperationProgress }) => {
-      if (m.progress) out.push(m.progress);
-    });
-    stream.on('error', reject);
-    stream.on('end', () => resolve(out));
-  });
+  for await (const m of stream) if (m.progress) out.push(m.progress);
+  return out;
 }
 
 export function last<T>(xs: readonly T[]): T {
