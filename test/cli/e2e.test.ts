@@ -6,23 +6,16 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { waitFor } from '../helpers/agent.js';
 import { makePki } from '../helpers/certs.js';
-import { ADMIN_TOKEN, adminApi, agentsAt, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { ADMIN_TOKEN, agentsAt, startController } from '../helpers/controller.js';
+import { fleet } from '../helpers/fleet.js';
+import { grpcTransport } from '../helpers/transport.js';
 import { ndjson, runCli } from './run-cli.js';
 
 const OLD = 'smtp:[127.0.0.1]:2';
 const NEW = 'smtp:[127.0.0.1]:3';
 
 async function setup(t: TestContext, agentIds: string[] = []) {
-  const defer = deferrer(t);
-  const ctl = await startController();
-  const api = adminApi(ctl.address);
-  defer(async () => {
-    api.close();
-    await ctl.cleanup();
-  });
-  const agents = await Promise.all(agentIds.map((id) => startFleetAgent(ctl.address, id)));
-  defer(() => Promise.all(agents.map((a) => a.cleanup())));
-  if (agentIds.length) await waitFor(`${agentIds.length} agents connected`, () => agentsAt(api, 0, agentIds.length));
+  const { ctl, api, agents } = await fleet(t, grpcTransport, { agents: agentIds });
   const cli = (...args: string[]) => runCli(args, { MXSWITCH_CONTROLLER: ctl.address, MXSWITCH_TOKEN: ADMIN_TOKEN });
   return { ctl, api, agents, cli };
 }

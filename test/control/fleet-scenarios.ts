@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer, last, isStatus } from '../helpers/controller.js';
+import { agentsAt, isStatus, last } from '../helpers/controller.js';
+import { fleet } from '../helpers/fleet.js';
 import type { Transport } from '../helpers/transport.js';
 
 const OLD = 'smtp:[127.0.0.1]:2';
@@ -15,19 +16,8 @@ const OLD = 'smtp:[127.0.0.1]:2';
  * test/nats/fleet.test.ts over NATS): table push and acks, nacks, commands with min_version, lost agents.
  */
 export function fleetScenarios(tr: () => Transport, label = ''): void {
-  async function setup(t: TestContext, extra: Record<string, unknown> = {}) {
-    const defer = deferrer(t);
-    const ctl = await tr().startController(extra);
-    const api = adminApi(ctl.address);
-    defer(async () => {
-      api.close();
-      await ctl.cleanup();
-    });
-    return { ctl, api, defer };
-  }
-
   test(`agents receive the table, ack it, and status shows their versions; route changes propagate${label}`, async (t) => {
-    const { ctl, api, defer } = await setup(t);
+    const { ctl, api, defer } = await fleet(t, tr());
     const agents = await Promise.all(['a1', 'a2', 'a3'].map((id) => tr().startAgent(ctl, id)));
     defer(() => Promise.all(agents.map((a) => a.cleanup())));
     await waitFor('3 agents connected', () => agentsAt(api, 0, 3));
@@ -71,7 +61,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`nack: an agent that cannot persist the table reports the error; hold fails naming it${label}`, async (t) => {
-    const { ctl, api, defer } = await setup(t);
+    const { ctl, api, defer } = await fleet(t, tr());
     await api.setRoute('example.com', OLD);
     const good = await tr().startAgent(ctl, 'good');
     const broken = await tr().startAgent(ctl, 'broken');
@@ -100,7 +90,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`commands: results correlated per agent; min_version refused by an agent that has not applied it${label}`, async (t) => {
-    const { ctl, api, defer } = await setup(t);
+    const { ctl, api, defer } = await fleet(t, tr());
     await api.setRoute('example.com', OLD);
     const a = await tr().startAgent(ctl, 'c1');
     const b = await tr().startAgent(ctl, 'c2');
@@ -143,7 +133,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`an agent silent for lostAfter is shown as lost${label}`, async (t) => {
-    const { ctl, api, defer } = await setup(t, { lostAfter: '300ms' });
+    const { ctl, api, defer } = await fleet(t, tr(), { controller: { lostAfter: '300ms' } });
     const a = await tr().startAgent(ctl, 'l1');
     defer(() => a.cleanup());
     await waitFor('l1 connected', () => agentsAt(api, 0, 1));

@@ -1,28 +1,19 @@
 import assert from 'node:assert/strict';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
-import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, deferrer, startController, isStatus } from '../helpers/controller.js';
+import { ADMIN_TOKEN, adminApi, AGENT_TOKEN, isStatus } from '../helpers/controller.js';
+import { fleet } from '../helpers/fleet.js';
 import { grpcTransport } from '../helpers/transport.js';
 import { startLoggedFleetAgent } from '../helpers/wait.js';
 import { fleetScenarios } from './fleet-scenarios.js';
 
 const OLD = 'smtp:[127.0.0.1]:2';
 
-async function setup(t: TestContext, extra: Record<string, unknown> = {}) {
-  const defer = deferrer(t);
-  const ctl = await startController(extra);
-  const api = adminApi(ctl.address);
-  defer(async () => {
-    api.close();
-    await ctl.cleanup();
-  });
-  return { ctl, api, defer };
-}
 
 
 test('auth: wrong or missing agent token -> UNAUTHENTICATED; the controller keeps serving', async (t) => {
-  const { ctl, api, defer } = await setup(t);
+  const { ctl, api, defer } = await fleet(t, grpcTransport);
   const tryToken = (token: string | undefined) =>
     new Promise<ServiceError>((resolve) => {
       const client = new AgentServiceClient(ctl.address, credentials.createInsecure());
@@ -50,7 +41,7 @@ test('auth: wrong or missing agent token -> UNAUTHENTICATED; the controller keep
 });
 
 test('auth: wrong or missing admin token -> UNAUTHENTICATED for unary and streaming calls', async (t) => {
-  const { ctl, api, defer } = await setup(t);
+  const { ctl, api, defer } = await fleet(t, grpcTransport);
   const wrong = adminApi(ctl.address, 'nope-nope-nope');
   const agentTok = adminApi(ctl.address, AGENT_TOKEN);
   defer(() => {

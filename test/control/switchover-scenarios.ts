@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import type { Transporter } from 'nodemailer';
-import { messageIds, smtpClient, testMessage, waitFor } from '../helpers/agent.js';
-import { adminApi, agentsAt, deferrer, last, type AdminApi, isStatus } from '../helpers/controller.js';
+import { messageIds, smtpClient, testMessage, waitFor, type startAgent } from '../helpers/agent.js';
+import { agentsAt, isStatus, last, type AdminApi } from '../helpers/controller.js';
+import { fleet } from '../helpers/fleet.js';
 import { Sink } from '../helpers/sink.js';
 import type { Transport } from '../helpers/transport.js';
 import { recordAcks, type Applied } from '../helpers/wait.js';
@@ -45,6 +46,8 @@ class Traffic {
   }
 }
 
+type Agent = Awaited<ReturnType<typeof startAgent>>;
+
 /** An agent's state in the controller's registry. */
 async function agentState(api: AdminApi, id: string): Promise<{ state: string; appliedVersion: number } | undefined> {
   return (await api.status()).agents.find((a) => a.id === id);
@@ -61,21 +64,8 @@ function heldAck(applied: readonly Applied[], match: string): Applied | undefine
  */
 export function switchoverScenarios(tr: () => Transport, label = ''): void {
   test(`hold then switchover --wait-drained across 3 agents under continuous traffic: zero loss, nothing at old after hold${label}`, async (t) => {
-    const defer = deferrer(t);
-    const oldSink = await new Sink().start();
-    const newSink = await new Sink().start();
-    const ctl = await tr().startController();
-    const api = adminApi(ctl.address);
-    defer(async () => {
-      api.close();
-      await ctl.cleanup();
-      await oldSink.stop();
-      await newSink.stop();
-    });
-    await api.setRoute('example.com', oldSink.target);
-    const agents = await Promise.all(['mx-1', 'mx-2', 'mx-3'].map((id) => tr().startAgent(ctl, id)));
-    defer(() => Promise.all(agents.map((a) => a.cleanup())));
-    await waitFor('3 agents at version 1', () => agentsAt(api, 1, 3));
+    const { api, agents, sinks, ctl, defer } = await fleet(t, tr(), { agents: ['mx-1', 'mx-2', 'mx-3'], sinks: 2, routes: ([old]) => ({ 'example.com': old!.target }) });
+    const [oldSink, newSink] = sinks as [Sink, Sink];
     // When each agent acked each table, and how many connections the old sink had accepted at that moment.
     const oldConnectionsAtAck = new Map<Applied, number>();
     const acks = agents.map((a) => recordAcks(a.agent, (applied) => oldConnectionsAtAck.set(applied, oldSink.connections)));
@@ -145,19 +135,8 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`an expected agent that is disconnected blocks hold unless excluded; expectedAgents never seen blocks too${label}`, async (t) => {
-    const defer = deferrer(t);
-    const sink = await new Sink().start();
-    const ctl = await tr().startController({ expectedAgents: ['e1', 'e2', 'e3'] });
-    const api = adminApi(ctl.address);
-    defer(async () => {
-      api.close();
-      await ctl.cleanup();
-      await sink.stop();
-    });
-    await api.setRoute('example.com', sink.target);
-    const e1 = await tr().startAgent(ctl, 'e1');
-    const e2 = await tr().startAgent(ctl, 'e2');
-    defer(() => Promise.all([e1.cleanup(), e2.cleanup()]));
+    const { api, agents, ctl } = await fleet(t, tr(), { agents: ['e1', 'e2'], sinks: 1, routes: ([sink]) => ({ 'example.com': sink!.target }), controller: { expectedAgents: ['e1', 'e2', 'e3'] } });
+    const [e1, e2] = agents as [Agent, Agent];
     await waitFor('2 agents at version 1', () => agentsAt(api, 1, 2));
     await assert.rejects(api.hold('example.com'), (e) => isStatus(status.FAILED_PRECONDITION, /e3 \(disconnected\)/)(e) && /--exclude e3/.test((e as Error).message));
     await e2.cleanup(true);
@@ -182,20 +161,9 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`switchover step timeout: an agent that never acks fails the operation, names it, MATCH stays held${label}`, async (t) => {
-    const defer = deferrer(t);
-    const sink = await new Sink().start();
-    const ctl = await tr().startController();
-    const api = adminApi(ctl.address);
-    defer(async () => {
-      api.close();
-      await ctl.cleanup();
-      await sink.stop();
-    });
-    await api.setRoute('example.com', sink.target);
-    const a = await tr().startAgent(ctl, 's1');
-    const b = await tr().startAgent(ctl, 's2');
-    defer(() => Promise.all([a.cleanup(), b.cleanup()]));
-    await waitFor('both at version 1', () => agentsAt(api, 1, 2));
+    const { api, agents, sinks, ctl } = await fleet(t, tr(), { agents: ['s1', 's2'], sinks: 1, routes: ([sink]) => ({ 'example.com': sink!.target }) });
+    const [, b] = agents as [Agent, Agent];
+    const sink = sinks[0]!;
     // s2 stops applying tables (but stays connected): its apply never completes.
     b.agent.applyTable = () => new Promise(() => undefined);
     // The hold is in the table, and acked by s1, before the switchover starts: its hold step finds the route
@@ -216,18 +184,10 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
   });
 
   test(`an agent that disconnects during a switchover fails it (named, MATCH held); when it returns it gets the newest table${label}`, async (t) => {
-    const defer = deferrer(t);
-    const sink = await new Sink().start();
-    defer(() => sink.stop());
-    const ctl = await tr().startController({ lostAfter: '60s' });
-    defer(() => ctl.cleanup());
-    const api = adminApi(ctl.address);
-    defer(() => api.close());
-    await api.setRoute('example.com', sink.target);
-    const a = await tr().startAgent(ctl, 'd1');
-    let b = await tr().startAgent(ctl, 'd2');
-    defer(() => Promise.all([a.cleanup(), b.cleanup()]));
-    await waitFor('both at version 1', () => agentsAt(api, 1, 2));
+    const { api, agents, sinks, ctl, defer } = await fleet(t, tr(), { agents: ['d1', 'd2'], sinks: 1, routes: ([sink]) => ({ 'example.com': sink!.target }), controller: { lostAfter: '60s' } });
+    const a = agents[0]!;
+    let b = agents[1]!;
+    const sink = sinks[0]!;
     // As in the step-timeout scenario: the hold is in force and acked by d1 before the switchover, which then
     // waits for d2 alone.
     b.agent.applyTable = () => new Promise(() => undefined);
@@ -252,6 +212,8 @@ export function switchoverScenarios(tr: () => Transport, label = ''): void {
     assert.equal(a.agent.router.table.get('example.com')?.hold, true);
     // d2 comes back (same data dir): it starts from its persisted table and applies the newest one at once.
     b = await tr().startAgent(ctl, 'd2', { dataDir });
+    const returned = b;
+    defer(() => returned.cleanup());
     await waitFor('d2 at the newest version', () => agentsAt(api, ctl.controller.store.version, 2));
     assert.equal(b.agent.router.table.get('example.com')?.hold, true);
     assert.equal(b.agent.router.table.get('example.com')?.target, sink.target);

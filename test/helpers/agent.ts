@@ -30,13 +30,17 @@ export async function startAgent(extra: Record<string, unknown> = {}, control?: 
   const config = testAgentConfig(extra);
   const agent = new Agent(config, createLogger('test', config.log.level), control);
   await agent.start();
+  let stopped: Promise<void> | undefined;
   return {
     agent,
     config,
     port: agent.smtpPort,
-    async cleanup(keepData = false) {
-      await agent.stop();
-      if (!keepData) rmSync(config.dataDir, { recursive: true, force: true });
+    /** Stops the agent once (later calls wait for the first); removes its data unless `keepData`. */
+    cleanup(keepData = false): Promise<void> {
+      return (stopped ??= (async () => {
+        await agent.stop();
+        if (!keepData) rmSync(config.dataDir, { recursive: true, force: true });
+      })());
     },
   };
 }
