@@ -1,9 +1,11 @@
 import { Counter, Gauge, Registry } from 'prom-client';
+import { registerBuildInfo } from '../shared/build-info-metric.js';
 import type { HealthSnapshot } from './health.js';
 
 /** Prometheus view of an agent: every value is read from the live snapshot at scrape time. */
 export function agentRegistry(live: () => HealthSnapshot): Registry {
   const registry = new Registry();
+  registerBuildInfo(registry);
   // Every metric's collect() reads the snapshot: one scrape takes one snapshot (a queue pass), not one per metric.
   let cached: { at: number; value: HealthSnapshot } | undefined;
   const snapshot = (): HealthSnapshot => {

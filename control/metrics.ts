@@ -1,4 +1,5 @@
 import { Gauge, Registry as PromRegistry } from 'prom-client';
+import { registerBuildInfo } from '../shared/build-info-metric.js';
 import type { Orchestrator } from './orchestrator/runner.js';
 import type { RouteStoreApi } from './core/ports.js';
 import type { Registry } from './core/registry.js';
@@ -6,6 +7,7 @@ import type { Registry } from './core/registry.js';
 /** Prometheus view of the controller, read from live state at scrape time (its own registry, not the global one). */
 export function controllerMetrics(store: RouteStoreApi, agents: Registry, orchestrator: Orchestrator): PromRegistry {
   const registry = new PromRegistry();
+  registerBuildInfo(registry);
   new Gauge({
     name: 'mxswitch_controller_route_table_version',
     help: 'Current route table version',

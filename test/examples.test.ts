@@ -31,3 +31,14 @@ test('docker-compose.yml is valid (docker-compose config)', { skip: compose.erro
   const r = spawnSync('docker-compose', ['-f', join(REPO, 'docker-compose.yml'), 'config', '-q'], { encoding: 'utf8', cwd: REPO });
   assert.equal(r.status, 0, r.stderr);
 });
+
+// systemd 250+ rates a unit file that is not installed (--offline); older ones or a machine without systemd skip.
+const analyze = spawnSync('systemd-analyze', ['security', '--offline=yes', '--help'], { encoding: 'utf8' });
+for (const unit of readdirSync(join(REPO, 'examples')).filter((f) => f.endsWith('.service'))) {
+  test(`examples/${unit}: systemd-analyze security exposure under 5`, { skip: analyze.status !== 0 ? 'systemd-analyze security --offline not available' : false }, () => {
+    const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', join(REPO, 'examples', unit)], { encoding: 'utf8' });
+    const exposure = /Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1];
+    assert.ok(exposure !== undefined, `no exposure level in: ${r.stdout}${r.stderr}`);
+    assert.ok(Number(exposure) < 5, `exposure ${exposure}`);
+  });
+}

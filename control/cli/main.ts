@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { Command } from 'commander';
 import { registerDaemons } from './commands/daemons.js';
 import { registerDnsCommand } from './commands/dns.js';
@@ -5,6 +6,7 @@ import { registerFleetStatus } from './commands/fleet-status.js';
 import { registerOperations } from './commands/operations.js';
 import { registerQueue } from './commands/queue.js';
 import { registerRoutes } from './commands/routes.js';
+import { registerVersion } from './commands/version.js';
 import { fail } from './output.js';
 
 /** The `mxswitch` command: the program and its commands, one module per group under commands/. */
@@ -20,6 +22,8 @@ const program = new Command('mxswitch')
 Exit status of operator commands: 0 = done and verified on every expected agent; 1 = failed or not verified
 (one line on stderr naming the agents); 2 = bad arguments (nothing was sent). Run \`mxswitch COMMAND --help\`.`,
   );
+
+registerVersion(program);
 
 // The order here is the order of `mxswitch --help`.
 const { agent } = registerDaemons(program);

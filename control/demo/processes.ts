@@ -4,7 +4,15 @@ import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
-export const CLI_ENTRY = join(REPO_ROOT, 'control', 'cli', 'main.ts');
+
+/**
+ * The CLI as this module runs it: from the sources, main.ts through tsx; from the compiled build (dist/), main.js
+ * with no loader, so an installed copy (where tsx is not installed) can start its own agents and controller.
+ */
+const COMPILED = import.meta.url.endsWith('.js');
+export const CLI_ENTRY = join(REPO_ROOT, 'control', 'cli', COMPILED ? 'main.js' : 'main.ts');
+/** node's arguments in front of the CLI's own to run it. */
+export const CLI_NODE_ARGS: readonly string[] = COMPILED ? [CLI_ENTRY] : ['--import', 'tsx', CLI_ENTRY];
 
 /** A TCP port on `address` (default 127.0.0.1) that was free a moment ago: bound, then closed, so nothing listens on it. */
 export async function freePort(address = '127.0.0.1'): Promise<number> {
@@ -105,7 +113,7 @@ export class MxProcess {
    * dies of a signal) first or is not ready within `timeoutMs`; it is SIGKILLed and gone before the rejection.
    */
   async start(timeoutMs = 20_000): Promise<this> {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...this.args], {
+    const child = spawn(process.execPath, [...CLI_NODE_ARGS, ...this.args], {
       cwd: REPO_ROOT,
       env: this.opts.inheritEnv === false ? { ...this.opts.env } : { ...process.env, ...this.opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, st
 import { join } from 'node:path';
 import { retryMessages } from '../../agent/queue-ops.js';
 import { Spool } from '../../agent/spool/spool.js';
-import { CLI_ENTRY, portOpen } from '../../control/demo/processes.js';
+import { CLI_NODE_ARGS, portOpen } from '../../control/demo/processes.js';
 import { tempDir } from '../helpers/agent.js';
 import { freePort, REPO, writeYaml } from '../helpers/process.js';
 
@@ -84,7 +84,7 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
 /** `mxswitch agent --config FILE` as a child (under `node --cpu-prof` when MXSWITCH_BENCH_PROFILE is set). */
 async function startAgentProcess(config: string, port: number): Promise<{ pid: number | undefined; stop(): Promise<void> }> {
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', CLI_ENTRY, 'agent', '--config', config], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...prof, ...CLI_NODE_ARGS, 'agent', '--config', config], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   // Queue scale: a large queue.db is integrity-checked at start, which takes a while.

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI_ENTRY, killHard, MxProcess, REPO_ROOT, reapOnExit } from '../../control/demo/processes.js';
+import { CLI_NODE_ARGS, killHard, MxProcess, REPO_ROOT, reapOnExit } from '../../control/demo/processes.js';
 
 export { freePort } from '../../control/demo/processes.js';
 export const REPO = REPO_ROOT;
@@ -35,7 +35,7 @@ export interface SpawnCliOptions {
 
 /** Spawns the real CLI (`node --import tsx control/cli/main.ts ...`); asynchronous, so in-process servers keep running. */
 export function spawnCli(args: readonly string[], env: Record<string, string | undefined> = {}, opts: SpawnCliOptions = {}): ChildProcess {
-  const node = [process.execPath, '--import', 'tsx', CLI_ENTRY, ...args];
+  const node = [process.execPath, ...CLI_NODE_ARGS, ...args];
   const [command, ...rest] = opts.via?.length ? [...opts.via, ...node] : node;
   return reapOnExit(
     spawn(command!, rest, {
