@@ -14,6 +14,7 @@ import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry } from './metrics.js';
 import { loadRouteState, saveRouteState } from './route-state.js';
+import { RecipientLists, type ListChunk } from './recipients/lists.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
 import { Spool } from './spool/spool.js';
@@ -31,6 +32,9 @@ export interface ControlHandler {
   setConnected(connected: boolean): void;
   /** The controller's current table version, as it just told (the agent is current once it has applied it). */
   controllerCurrent(version: number): void;
+  readonly recipientsVersion: number;
+  /** One chunk of a recipient-list update; the outcome once the update is whole (see RecipientLists.receive). */
+  applyRecipients(chunk: ListChunk): { version: number; error?: string } | undefined;
 }
 
 export interface ControlChannel {
@@ -45,6 +49,8 @@ export class Agent implements ControlHandler {
   readonly bootId = randomUUID();
   readonly queue: Spool;
   readonly router: Router;
+  /** The controller's recipient lists, as last applied (persisted in dataDir). */
+  readonly recipients: RecipientLists;
   readonly ingress: Ingress;
   readonly scheduler: Scheduler;
   private readonly delivery: Delivery;
@@ -72,7 +78,9 @@ export class Agent implements ControlHandler {
     const hostname = config.smtp.hostname ?? osHostname();
     this.delivery = new Delivery(config.delivery, hostname, log, config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {});
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
-    this.ingress = new Ingress({ config, queue: this.queue, router: this.router, log, onQueued: () => this.scheduler.kick() });
+    this.recipients = new RecipientLists(config.dataDir);
+    if (this.recipients.version) log.info({ version: this.recipients.version, domains: this.recipients.counts().length }, 'starting with the last applied recipient lists');
+    this.ingress = new Ingress({ config, queue: this.queue, router: this.router, recipients: this.recipients, log, onQueued: () => this.scheduler.kick() });
     if (config.controller && controlFactory) {
       this.gate = new DeliveryGate({ graceMs: config.controller.startupGrace, appliedVersion: this.appliedVersion, onOpen: () => this.scheduler.start(), log });
     }
@@ -197,6 +205,17 @@ export class Agent implements ControlHandler {
   setConnected(connected: boolean): void {
     this.connected = connected;
     this.gate?.reachable(connected);
+  }
+
+  get recipientsVersion(): number {
+    return this.recipients.version;
+  }
+
+  applyRecipients(chunk: ListChunk): { version: number; error?: string } | undefined {
+    const outcome = this.recipients.receive(chunk);
+    if (outcome?.error) this.log.error({ version: chunk.version, error: outcome.error }, 'recipient-list update refused; keeping the lists in force');
+    else if (outcome) this.log.info({ version: outcome.version, domains: this.recipients.counts().length }, 'recipient lists applied');
+    return outcome;
   }
 
   controllerCurrent(version: number): void {

@@ -11,6 +11,7 @@ import { GreetPassCache } from './greet-pass.js';
 import { BareNewlineError, ControlCharError, ControlCharGuard, LineEndingGuard, ReceivedHeaderCounter } from './message-data.js';
 import { IncomingData, type StoredData } from './incoming-data.js';
 import { newQueueId, QueueStorageError, type Spool } from './spool/spool.js';
+import type { RecipientLists } from './recipients/lists.js';
 import type { Router } from './router.js';
 
 /** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
@@ -33,6 +34,8 @@ export interface IngressDeps {
   config: AgentConfig;
   queue: Spool;
   router: Router;
+  /** Where a domain has a list, RCPT accepts only its addresses. */
+  recipients: Pick<RecipientLists, 'accepts'>;
   log: Logger;
   /** Called after a message is committed so delivery can start at once. */
   onQueued: (id: string) => void;
@@ -177,6 +180,12 @@ export class Ingress {
     if (!route) return deny('no route');
     // user%host@routed.example asks the next hop to relay on: only an exact address route may carry that.
     if (hasRoutingInLocalPart(parsed.value.local) && route.match !== parsed.value.address) return deny('routing characters in local part');
+    if (this.deps.recipients.accepts(parsed.value.domain, parsed.value.address) === false) {
+      // Refused now, never queued: a 5xx later at the final server would become a bounce to a forged sender.
+      this.counters.rejected++;
+      this.deps.log.info({ rcpt: address.address }, 'recipient refused: not on its domain\'s list');
+      return cb(new SmtpReply(550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`));
+    }
     cb();
   }
 

@@ -18,8 +18,9 @@ import { NatsControlPlane } from './adapters/nats/plane.js';
 import { SqliteOperationStore } from './adapters/sqlite/operation-store.js';
 import { Orchestrator } from './orchestrator/runner.js';
 import { Registry } from './core/registry.js';
+import { RecipientStore } from './adapters/sqlite/recipient-store.js';
 import { RouteStore } from './adapters/sqlite/route-store.js';
-import type { AgentCommander, OperationStore, RouteStoreApi } from './core/ports.js';
+import type { AgentCommander, OperationStore, RecipientStoreApi, RouteStoreApi } from './core/ports.js';
 import { Sessions } from './adapters/grpc/sessions.js';
 
 /** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
@@ -50,6 +51,8 @@ export class Controller {
   private server: Server | undefined;
   private http: HttpServer | undefined;
   store!: RouteStoreApi;
+  /** gRPC (SQLite) mode only. */
+  recipients: RecipientStoreApi | undefined;
   registry!: Registry;
   /** gRPC mode only. */
   sessions: Sessions | undefined;
@@ -104,10 +107,13 @@ export class Controller {
       }
       const store = new RouteStore(db);
       this.store = store;
+      // After the route store: it creates the audit table both write to.
+      const recipients = (this.recipients = new RecipientStore(db));
       this.operations = new SqliteOperationStore(db);
       this.registry = new Registry(new SqliteAgentDirectory(db), config.expectedAgents, config.lostAfter, log);
       this.commands = this.sessions = new Sessions({
         store,
+        recipients,
         registry: this.registry,
         access,
         log,
@@ -124,6 +130,7 @@ export class Controller {
       AdminServiceService,
       adminService({
         store: this.store,
+        recipients: this.recipients,
         registry: this.registry,
         orchestrator: this.orchestrator,
         commands: this.commands,

@@ -2,7 +2,8 @@
  * Routes and commands as they travel between controller and agents (protobuf over gRPC, the same shapes as JSON in
  * NATS KV), mapped to and from the domain types in one place.
  */
-import { Health, type Command, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { Health, type Command, type RecipientUpdate, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import type { RecipientDelta } from './recipient-list.js';
 import { MxError } from './errors.js';
 import type { Route } from './routes.js';
 
@@ -81,4 +82,21 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
     case 'queueRetry':
       return { $case: 'queueRetry', value: { id: c.id, all: c.all } };
   }
+}
+
+/** Changes per RecipientUpdate message: ~1 MB of addresses, well under the 4 MiB message limit. */
+const RECIPIENT_CHUNK = 20_000;
+
+/** A recipient-list delta as the messages that carry it (one at least, the last marked). */
+export function recipientDeltaToWire(d: RecipientDelta): RecipientUpdate[] {
+  const out: RecipientUpdate[] = [];
+  for (let i = 0; i === 0 || i < d.changes.length; i += RECIPIENT_CHUNK) {
+    const changes = d.changes.slice(i, i + RECIPIENT_CHUNK);
+    out.push({ version: d.version, baseVersion: d.baseVersion, snapshot: d.snapshot, changes, last: i + RECIPIENT_CHUNK >= d.changes.length });
+  }
+  return out;
+}
+
+export function recipientChunkFromWire(u: RecipientUpdate): RecipientDelta & { last: boolean } {
+  return { version: u.version, baseVersion: u.baseVersion, snapshot: u.snapshot, changes: u.changes, last: u.last };
 }

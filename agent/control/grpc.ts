@@ -5,7 +5,7 @@ import type { AgentConfig } from '../../shared/config.js';
 import { MxError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { Outbox } from '../../shared/outbox.js';
-import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
+import { commandFromWire, healthToWire, recipientChunkFromWire, routeFromWire } from '../../shared/wire.js';
 import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
 import { ControlSession } from './session.js';
@@ -131,7 +131,7 @@ class GrpcControlChannel implements ControlChannel {
       SessionRequest.fromPartial({
         body: {
           $case: 'hello',
-          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname() },
+          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion },
         },
       }),
     );
@@ -197,6 +197,11 @@ class GrpcControlChannel implements ControlChannel {
         break;
       case 'heartbeat':
         this.session.current(body.value.tableVersion);
+        break;
+      case 'recipients':
+        void this.session.recipients(recipientChunkFromWire(body.value)).then((outcome) => {
+          if (outcome) this.send(call, SessionRequest.fromPartial({ body: { $case: 'recipientsAck', value: { version: outcome.version, error: outcome.error ?? '' } } }));
+        });
         break;
       default:
         break;

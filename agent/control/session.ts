@@ -3,6 +3,7 @@ import type { Logger } from '../../shared/logger.js';
 import type { Route } from '../../shared/routes.js';
 import type { AgentCommand, HealthReport } from '../../shared/wire.js';
 import type { ControlHandler } from '../agent.js';
+import type { ListChunk } from '../recipients/lists.js';
 import type { HealthSnapshot } from '../health.js';
 
 /** The agent's health as the report the controller keeps. */
@@ -88,6 +89,19 @@ export class ControlSession {
       if (this.refused && this.refused.version <= version) this.refused = null;
       return { version };
     });
+  }
+
+  /** The recipient-list version in force (what Hello reports). */
+  get recipientsVersion(): number {
+    return this.handler.recipientsVersion;
+  }
+
+  /**
+   * Takes a chunk of a recipient-list update after what came before it; resolves with the ack (or refusal) to
+   * send once the update is whole, undefined before.
+   */
+  recipients(chunk: ListChunk): Promise<{ version: number; error?: string } | undefined> {
+    return this.enqueue(async () => this.handler.applyRecipients(chunk));
   }
 
   /** Runs a command after the tables that came before it; never rejects. */

@@ -13,10 +13,12 @@ import {
 import { Command, Option } from 'commander';
 import {
   AdminServiceClient,
+  EditRecipientsRequest,
   FlushRequest,
   FollowRequest,
   GetOperationRequest,
   HoldRequest,
+  ListRecipientsRequest,
   ListRoutesRequest,
   QueueCommandRequest,
   ReleaseRequest,
@@ -26,7 +28,10 @@ import {
   StatusRequest,
   SwitchoverRequest,
   WatchRequest,
+  type EditRecipientsResponse,
   type FollowResponse,
+  type ImportRecipientsResponse,
+  type ListRecipientsResponse,
   type GetOperationResponse,
   type ListRoutesResponse,
   type QueueCommandResponse,
@@ -284,6 +289,24 @@ export class AdminConnection {
   }
   watch(): ClientReadableStream<WatchResponse> {
     return this.openStream((md, o) => this.client.watch(WatchRequest.fromPartial({}), md, o));
+  }
+  /** Sends a domain's list in chunks (one message each, under the controller's 4 MiB limit); applied at the end. */
+  importRecipients(domain: string, addresses: readonly string[], replace: boolean, actor: string): Promise<ImportRecipientsResponse> {
+    return new Promise((resolve, reject) => {
+      const stream = this.client.importRecipients(this.metadata(), { deadline: Date.now() + this.deadlineMs * 3 }, (err, res) => {
+        if (err) reject(mapGrpcError(err, this.address, this.tls));
+        else resolve(res);
+      });
+      const CHUNK = 10_000;
+      for (let i = 0; i === 0 || i < addresses.length; i += CHUNK) stream.write({ domain, replace, actor, addresses: addresses.slice(i, i + CHUNK) });
+      stream.end();
+    });
+  }
+  editRecipients(req: Partial<EditRecipientsRequest>): Promise<EditRecipientsResponse> {
+    return this.unary((md, o, cb) => this.client.editRecipients(EditRecipientsRequest.fromPartial(req), md, o, cb));
+  }
+  listRecipients(req: Partial<ListRecipientsRequest>): Promise<ListRecipientsResponse> {
+    return this.unary((md, o, cb) => this.client.listRecipients(ListRecipientsRequest.fromPartial(req), md, o, cb));
   }
   follow(id: string): ClientReadableStream<FollowResponse> {
     return this.openStream((md, o) => this.client.follow(FollowRequest.fromPartial({ id }), md, o));

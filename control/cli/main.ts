@@ -5,6 +5,7 @@ import { registerDnsCommand } from './commands/dns.js';
 import { registerFleetStatus } from './commands/fleet-status.js';
 import { registerOperations } from './commands/operations.js';
 import { registerQueue } from './commands/queue.js';
+import { registerRecipients } from './commands/recipients.js';
 import { registerRoutes } from './commands/routes.js';
 import { registerVersion } from './commands/version.js';
 import { fail } from './output.js';
@@ -31,6 +32,7 @@ registerRoutes(program);
 registerOperations(program);
 registerFleetStatus(program, agent);
 registerQueue(program);
+registerRecipients(program);
 registerDnsCommand(program);
 
 await program.parseAsync(process.argv).catch(fail);

@@ -4,6 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { ErrorCode } from '../../shared/errors.js';
+import type { RecipientDelta } from '../../shared/recipient-list.js';
 import type { Route } from '../../shared/routes.js';
 import type { AgentCommand } from '../../shared/wire.js';
 import type { OperationRecord, OpState, Progress } from './model.js';
@@ -129,4 +130,45 @@ export interface AgentDirectory {
   has(id: string): boolean;
   upsert(agent: Omit<DirectoryEntry, 'lastSeen'>, now: number): void;
   delete(id: string): void;
+}
+
+/** What a recipient-list change did. */
+export interface RecipientsChanged {
+  /** The list version after it (the same as before when nothing changed). */
+  version: number;
+  added: number;
+  removed: number;
+}
+
+export interface RecipientEdit {
+  add: readonly string[];
+  remove: readonly string[];
+  dropDomains: readonly string[];
+  actor: string;
+}
+
+export interface RecipientCount {
+  domain: string;
+  count: number;
+}
+
+export interface RecipientListing extends RecipientCount {
+  addresses: string[];
+}
+
+export type RecipientStoreEvents = { change: [number] };
+
+/**
+ * The recipient lists of record: which local parts of a domain RCPT accepts (a domain without a list accepts
+ * any). Versioned on their own (not with the route table): agents ack the list version they have applied.
+ */
+export interface RecipientStoreApi extends EventEmitter<RecipientStoreEvents> {
+  readonly version: number;
+  /** Sets (merge, or `replace`) one domain's list in one version; nothing changes on an error. */
+  import(domain: string, addresses: readonly string[], opts: { replace: boolean; actor: string }): RecipientsChanged;
+  edit(req: RecipientEdit): RecipientsChanged;
+  list(domain: string, limit: number): RecipientListing;
+  counts(): RecipientCount[];
+  /** What an agent at `version` lacks: the changes since, or a snapshot when that version is unknown here. */
+  since(version: number): RecipientDelta;
 }

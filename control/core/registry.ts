@@ -15,6 +15,8 @@ export interface AgentInfo {
   state: AgentState;
   /** Table version the agent has acked (or reported when its session started). */
   appliedVersion: number;
+  /** Recipient-list version the agent has acked (or reported when its session started). */
+  recipientsVersion: number;
   /** The last nack: the version the agent refused and why. */
   lastNack: { version: number; error: string } | undefined;
   /** Most recent problem (nack reason, stream error); cleared by a later successful ack. */
@@ -30,7 +32,7 @@ export interface AgentInfo {
 
 /** What watchers of an agent see change (its last-seen time alone is not news). */
 function signature(a: AgentInfo): string {
-  return JSON.stringify([a.state, a.appliedVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected]);
+  return JSON.stringify([a.state, a.appliedVersion, a.recipientsVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected]);
 }
 
 /** What a transport saw of one agent (see Registry.observe). */
@@ -42,6 +44,8 @@ export interface Observation {
   appliedVersion?: number;
   /** The agent refused a table. */
   nack?: { version: number; error: string };
+  /** The recipient-list version the agent reports as applied. */
+  recipientsVersion?: number;
   health?: AgentHealth;
   /** Why the link went down. */
   error?: string;
@@ -87,6 +91,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       // Nothing is known about an agent the controller has not heard from since its own start.
       state: 'disconnected',
       appliedVersion: 0,
+      recipientsVersion: 0,
       lastNack: undefined,
       lastError: '',
       health: undefined,
@@ -158,6 +163,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (o.identity) Object.assign(a, o.identity);
     a.lastSeen = Math.max(a.lastSeen, at);
     if (o.appliedVersion !== undefined) a.appliedVersion = starts ? o.appliedVersion : Math.max(a.appliedVersion, o.appliedVersion);
+    // A list snapshot may lower it (the controller's database was restored): taken as reported.
+    if (o.recipientsVersion !== undefined) a.recipientsVersion = o.recipientsVersion;
     if (starts) {
       a.state = 'connected';
       a.connectedAt = at;

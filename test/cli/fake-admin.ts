@@ -127,6 +127,7 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
       });
       cb(null, {
         version: state.version,
+        recipientsVersion: 0,
         agents: [
           AgentStatus.fromPartial({ id: 'mx-a', region: 'eu', state: 'connected', appliedVersion: state.version, lastSeenMs: Date.now(), expected: true, health: health(3) }),
           AgentStatus.fromPartial({ id: 'mx-b', region: 'us', state: 'lost', appliedVersion: Math.max(0, state.version - 1), lastSeenMs: Date.now() - 120_000, expected: true, lastError: 'heartbeat timeout' }),
@@ -160,6 +161,16 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
       if (call.request.id !== 'op-1') return call.emit('error', err(status.NOT_FOUND, `no operation ${call.request.id}`));
       for (const p of script('hold', 'example.com')) call.write({ progress: p });
       call.end();
+    },
+    // The CLI tests here do not cover recipient lists (test/recipients/ does, against a real controller).
+    importRecipients(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
+    },
+    editRecipients(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
+    },
+    listRecipients(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
     },
     queueCommand(call, cb) {
       if (!authed('QueueCommand', call.request, call.metadata)) return cb(unauth());

@@ -1,9 +1,4 @@
-import type {
-  sendUnaryData,
-  ServerUnaryCall,
-  ServerWritableStream,
-  handleServerStreamingCall,
-} from '@grpc/grpc-js';
+import type { ServerWritableStream, handleServerStreamingCall } from '@grpc/grpc-js';
 import type { Logger } from '../../../shared/logger.js';
 import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
 import { Outbox } from '../../../shared/outbox.js';
@@ -20,15 +15,19 @@ import {
 import type { Route } from '../../../shared/routes.js';
 import { commandFromWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
+import { adminCalls } from './admin-calls.js';
+import { recipientHandlers } from './recipients-service.js';
 import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator } from '../../orchestrator/runner.js';
 import type { StartRequest } from '../../orchestrator/validate.js';
 import type { AgentInfo, Registry } from '../../core/registry.js';
 import type { OperationRecord, Progress } from '../../core/model.js';
-import type { AgentCommander, RouteStoreApi } from '../../core/ports.js';
+import type { AgentCommander, RecipientStoreApi, RouteStoreApi } from '../../core/ports.js';
 
 export interface AdminDeps {
   store: RouteStoreApi;
+  /** Absent where lists are not kept (NATS mode): the recipient calls answer UNSUPPORTED. */
+  recipients: RecipientStoreApi | undefined;
   registry: Registry;
   orchestrator: Orchestrator;
   commands: AgentCommander;
@@ -49,6 +48,7 @@ export function agentStatus(a: AgentInfo): AgentStatus {
     ...(a.health ? { health: a.health } : {}),
     expected: a.expected,
     lastError: a.lastError,
+    recipientsVersion: a.recipientsVersion,
   });
 }
 
@@ -93,26 +93,7 @@ function tlsPolicy(tls: string): 'required' | undefined {
 export function adminService(d: AdminDeps): AdminServiceServer {
   const { store, registry, orchestrator, commands, log } = d;
 
-  const authorized = (call: { metadata: ServerUnaryCall<unknown, unknown>['metadata']; getPeer(): string }, method: string): boolean => {
-    if (d.access.admin(call.metadata)) return true;
-    log.warn({ peer: call.getPeer(), method }, 'admin call rejected: invalid or missing admin token');
-    return false;
-  };
-
-  function unary<Req, Res>(method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>) {
-    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
-      if (!authorized(call, method)) return callback(unauthenticated('admin'));
-      Promise.resolve()
-        .then(() => fn(call.request, call))
-        .then(
-          (res) => callback(null, res),
-          (err: unknown) => {
-            if (!(err instanceof MxError)) log.error({ err, method }, 'admin call failed');
-            callback(toServiceError(err));
-          },
-        );
-    };
-  }
+  const { authorized, unary } = adminCalls(d.access, log);
 
   /** Streams an operation's progress (latest first, then live) until it ends or the client goes away. */
   function follow<Res>(call: ServerWritableStream<unknown, Res>, id: string, wrap: (p: OperationProgress) => Res): void {
@@ -189,6 +170,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   };
 
   return {
+    ...recipientHandlers(d.recipients, { authorized, unary }, log),
     listRoutes: unary('ListRoutes', () => {
       const s = store.snapshot();
       return { version: s.version, routes: s.routes.map(routeToWire) };
@@ -211,6 +193,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
     status: unary('Status', () => ({
       version: store.version,
+      recipientsVersion: d.recipients?.version ?? 0,
       agents: registry.list().map(agentStatus),
       operations: orchestrator.list(20).map(operationMsg),
     })),

@@ -10,14 +10,15 @@ import {
   type SessionRequest,
 } from '../../../proto/gen/mxswitch/v1/agent.js';
 import { Outbox } from '../../../shared/outbox.js';
-import { commandToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
+import { commandToWire, recipientDeltaToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RecipientStoreApi, RouteStoreApi, Snapshot } from '../../core/ports.js';
 import type { Registry } from '../../core/registry.js';
 
 export interface SessionsOptions {
   store: RouteStoreApi;
+  recipients: RecipientStoreApi;
   registry: Registry;
   access: Access;
   log: Logger;
@@ -54,13 +55,16 @@ class AgentSession {
   private readonly outbox: Outbox<SessionResponse>;
   private readonly pending = new Map<string, { resolve: (o: CommandOutcome) => void; timer: NodeJS.Timeout }>();
   closed = false;
+  /** The recipient-list version this agent has, or will have once what was sent is applied. */
+  recipientsSent = 0;
 
   constructor(
     readonly agentId: string,
     private readonly call: Call,
   ) {
-    // Only the newest route table matters (state of the world); heartbeats need not queue up either.
-    this.outbox = new Outbox<SessionResponse>(call, (m) => (m.body?.$case === 'command' ? undefined : m.body?.$case));
+    // Only the newest route table matters (state of the world); heartbeats need not queue up either. Commands and
+    // recipient-list deltas all go, in order.
+    this.outbox = new Outbox<SessionResponse>(call, (m) => (m.body?.$case === 'command' || m.body?.$case === 'recipients' ? undefined : m.body?.$case));
   }
 
   get peer(): string {
@@ -120,11 +124,15 @@ export class Sessions implements AgentCommander {
   private readonly live = new Map<string, AgentSession>();
   private timer: NodeJS.Timeout | undefined;
   private readonly onChange = (s: Snapshot) => this.broadcast(s);
+  private readonly onRecipients = () => {
+    for (const s of this.live.values()) this.sendRecipients(s);
+  };
 
   constructor(private readonly opts: SessionsOptions) {}
 
   start(): void {
     this.opts.store.on('change', this.onChange);
+    this.opts.recipients.on('change', this.onRecipients);
     this.timer = setInterval(() => this.beat(), this.opts.heartbeatMs);
     this.timer.unref();
   }
@@ -133,6 +141,7 @@ export class Sessions implements AgentCommander {
   stop(): void {
     clearInterval(this.timer);
     this.opts.store.off('change', this.onChange);
+    this.opts.recipients.off('change', this.onRecipients);
     for (const s of this.live.values()) s.close('controller shutting down', status.UNAVAILABLE);
     for (const id of this.live.keys()) this.opts.registry.observe(id, { link: 'disconnected', error: 'controller shutting down' });
     this.live.clear();
@@ -223,7 +232,8 @@ export class Sessions implements AgentCommander {
       previous.close('replaced by a newer session for this agent', status.ABORTED);
     }
     const { agentId, appliedVersion, ...identity } = hello;
-    const info = registry.observe(agentId, { link: 'connected', identity, appliedVersion })!;
+    const { recipientsVersion, ...who } = identity;
+    const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
     const snap = store.snapshot();
     if (hello.appliedVersion > snap.version) {
@@ -237,6 +247,8 @@ export class Sessions implements AgentCommander {
     }
     // After the table, so the agent learns "v is current" no sooner than it can have v.
     session.send(heartbeat(snap.version));
+    session.recipientsSent = hello.recipientsVersion;
+    this.sendRecipients(session);
     return session;
   }
 
@@ -251,6 +263,16 @@ export class Sessions implements AgentCommander {
       case 'health':
         registry.observe(s.agentId, { health: body.value });
         break;
+      case 'recipientsAck': {
+        const { version, error } = body.value;
+        if (error) {
+          // It kept what it had: the next change is sent from there.
+          s.recipientsSent = version;
+          this.opts.log.warn({ agent: s.agentId, version, error }, 'agent refused a recipient-list update');
+        }
+        registry.observe(s.agentId, { recipientsVersion: version });
+        break;
+      }
       case 'commandResult': {
         const r = body.value;
         registry.observe(s.agentId, {});
@@ -266,6 +288,14 @@ export class Sessions implements AgentCommander {
       default:
         break;
     }
+  }
+
+  /** What the agent lacks of the recipient lists, as deltas (or a snapshot when its version is unknown here). */
+  private sendRecipients(s: AgentSession): void {
+    const delta = this.opts.recipients.since(s.recipientsSent);
+    if (delta.version === s.recipientsSent && !delta.changes.length) return;
+    for (const value of recipientDeltaToWire(delta)) s.send(SessionResponse.fromPartial({ body: { $case: 'recipients', value } }));
+    s.recipientsSent = delta.version;
   }
 
   private broadcast(snap: Snapshot): void {

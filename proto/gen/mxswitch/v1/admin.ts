@@ -13,6 +13,8 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -56,6 +58,8 @@ export interface AgentStatus {
   expected: boolean;
   /** Most recent error (nack reason, stream error, ...); empty if none. */
   lastError: string;
+  /** Recipient-list version the agent last acknowledged. */
+  recipientsVersion: number;
 }
 
 /** Operation is a long-running fleet-wide change. */
@@ -186,6 +190,8 @@ export interface StatusResponse {
   agents: AgentStatus[];
   /** Recent operations, newest first. */
   operations: Operation[];
+  /** Current recipient-list version. */
+  recipientsVersion: number;
 }
 
 /** RemoveAgentRequest forgets one agent. */
@@ -342,6 +348,68 @@ export interface QueueCommandResponse {
   results: AgentCommandResult[];
 }
 
+/** One chunk of an import; domain, replace and actor are read from the first. */
+export interface ImportRecipientsRequest {
+  /** The domain every address belongs to. */
+  domain: string;
+  /** Replace the domain's list (default: merge into it). */
+  replace: boolean;
+  /** Who made the change, for the audit log. */
+  actor: string;
+  /** Addresses of this chunk. */
+  addresses: string[];
+}
+
+/** ImportRecipientsResponse says what an import changed. */
+export interface ImportRecipientsResponse {
+  change?: RecipientsChange | undefined;
+}
+
+/** EditRecipientsRequest adds and removes single addresses. */
+export interface EditRecipientsRequest {
+  add: string[];
+  remove: string[];
+  actor: string;
+  /**
+   * Domains whose whole list goes (their mail is then accepted for any
+   * local part again).
+   */
+  dropDomains: string[];
+}
+
+/** EditRecipientsResponse says what an edit changed. */
+export interface EditRecipientsResponse {
+  change?: RecipientsChange | undefined;
+}
+
+/** RecipientsChange is the outcome of a list change. */
+export interface RecipientsChange {
+  /** The recipient-list version after the change (unchanged when nothing changed). */
+  version: number;
+  added: number;
+  removed: number;
+}
+
+/** ListRecipientsRequest: one domain's addresses, or (domain "") counts. */
+export interface ListRecipientsRequest {
+  domain: string;
+  /** At most this many addresses (0: all). */
+  limit: number;
+}
+
+/** ListRecipientsResponse carries the counts and, for one domain, addresses. */
+export interface ListRecipientsResponse {
+  version: number;
+  domains: RecipientDomain[];
+  addresses: string[];
+}
+
+/** RecipientDomain is one domain that has a list. */
+export interface RecipientDomain {
+  domain: string;
+  count: number;
+}
+
 function createBaseAgentStatus(): AgentStatus {
   return {
     id: "",
@@ -353,6 +421,7 @@ function createBaseAgentStatus(): AgentStatus {
     health: undefined,
     expected: false,
     lastError: "",
+    recipientsVersion: 0,
   };
 }
 
@@ -384,6 +453,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     }
     if (message.lastError !== "") {
       writer.uint32(74).string(message.lastError);
+    }
+    if (message.recipientsVersion !== 0) {
+      writer.uint32(80).uint64(message.recipientsVersion);
     }
     return writer;
   },
@@ -473,6 +545,14 @@ export const AgentStatus: MessageFns<AgentStatus> = {
             message.lastError = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.recipientsVersion = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -512,6 +592,11 @@ export const AgentStatus: MessageFns<AgentStatus> = {
         : isSet(object.last_error)
         ? globalThis.String(object.last_error)
         : "",
+      recipientsVersion: isSet(object.recipientsVersion)
+        ? globalThis.Number(object.recipientsVersion)
+        : isSet(object.recipients_version)
+        ? globalThis.Number(object.recipients_version)
+        : 0,
     };
   },
 
@@ -544,6 +629,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     if (message.lastError !== "") {
       obj.lastError = message.lastError;
     }
+    if (message.recipientsVersion !== 0) {
+      obj.recipientsVersion = Math.round(message.recipientsVersion);
+    }
     return obj;
   },
 
@@ -563,6 +651,7 @@ export const AgentStatus: MessageFns<AgentStatus> = {
       : undefined;
     message.expected = object.expected ?? false;
     message.lastError = object.lastError ?? "";
+    message.recipientsVersion = object.recipientsVersion ?? 0;
     return message;
   },
 };
@@ -1778,7 +1867,7 @@ export const StatusRequest: MessageFns<StatusRequest> = {
 };
 
 function createBaseStatusResponse(): StatusResponse {
-  return { version: 0, agents: [], operations: [] };
+  return { version: 0, agents: [], operations: [], recipientsVersion: 0 };
 }
 
 export const StatusResponse: MessageFns<StatusResponse> = {
@@ -1791,6 +1880,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     for (const v of message.operations) {
       Operation.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.recipientsVersion !== 0) {
+      writer.uint32(32).uint64(message.recipientsVersion);
     }
     return writer;
   },
@@ -1832,6 +1924,14 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.operations.push(Operation.decode(reader, reader.uint32()));
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.recipientsVersion = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1851,6 +1951,11 @@ export const StatusResponse: MessageFns<StatusResponse> = {
       operations: globalThis.Array.isArray(object?.operations)
         ? object.operations.map((e: any) => Operation.fromJSON(e))
         : [],
+      recipientsVersion: isSet(object.recipientsVersion)
+        ? globalThis.Number(object.recipientsVersion)
+        : isSet(object.recipients_version)
+        ? globalThis.Number(object.recipients_version)
+        : 0,
     };
   },
 
@@ -1865,6 +1970,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.operations?.length) {
       obj.operations = message.operations.map((e) => Operation.toJSON(e));
     }
+    if (message.recipientsVersion !== 0) {
+      obj.recipientsVersion = Math.round(message.recipientsVersion);
+    }
     return obj;
   },
 
@@ -1876,6 +1984,7 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.version = object.version ?? 0;
     message.agents = object.agents?.map((e) => AgentStatus.fromPartial(e)) || [];
     message.operations = object.operations?.map((e) => Operation.fromPartial(e)) || [];
+    message.recipientsVersion = object.recipientsVersion ?? 0;
     return message;
   },
 };
@@ -3613,6 +3722,760 @@ export const QueueCommandResponse: MessageFns<QueueCommandResponse> = {
   },
 };
 
+function createBaseImportRecipientsRequest(): ImportRecipientsRequest {
+  return { domain: "", replace: false, actor: "", addresses: [] };
+}
+
+export const ImportRecipientsRequest: MessageFns<ImportRecipientsRequest> = {
+  encode(message: ImportRecipientsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.domain !== "") {
+      writer.uint32(10).string(message.domain);
+    }
+    if (message.replace !== false) {
+      writer.uint32(16).bool(message.replace);
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    for (const v of message.addresses) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportRecipientsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportRecipientsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.domain = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.replace = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.addresses.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportRecipientsRequest {
+    return {
+      domain: isSet(object.domain) ? globalThis.String(object.domain) : "",
+      replace: isSet(object.replace) ? globalThis.Boolean(object.replace) : false,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      addresses: globalThis.Array.isArray(object?.addresses)
+        ? object.addresses.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ImportRecipientsRequest): unknown {
+    const obj: any = {};
+    if (message.domain !== "") {
+      obj.domain = message.domain;
+    }
+    if (message.replace !== false) {
+      obj.replace = message.replace;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.addresses?.length) {
+      obj.addresses = message.addresses;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportRecipientsRequest>): ImportRecipientsRequest {
+    return ImportRecipientsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportRecipientsRequest>): ImportRecipientsRequest {
+    const message = createBaseImportRecipientsRequest();
+    message.domain = object.domain ?? "";
+    message.replace = object.replace ?? false;
+    message.actor = object.actor ?? "";
+    message.addresses = object.addresses?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseImportRecipientsResponse(): ImportRecipientsResponse {
+  return { change: undefined };
+}
+
+export const ImportRecipientsResponse: MessageFns<ImportRecipientsResponse> = {
+  encode(message: ImportRecipientsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.change !== undefined) {
+      RecipientsChange.encode(message.change, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportRecipientsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportRecipientsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.change = RecipientsChange.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportRecipientsResponse {
+    return { change: isSet(object.change) ? RecipientsChange.fromJSON(object.change) : undefined };
+  },
+
+  toJSON(message: ImportRecipientsResponse): unknown {
+    const obj: any = {};
+    if (message.change !== undefined) {
+      obj.change = RecipientsChange.toJSON(message.change);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportRecipientsResponse>): ImportRecipientsResponse {
+    return ImportRecipientsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportRecipientsResponse>): ImportRecipientsResponse {
+    const message = createBaseImportRecipientsResponse();
+    message.change = (object.change !== undefined && object.change !== null)
+      ? RecipientsChange.fromPartial(object.change)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEditRecipientsRequest(): EditRecipientsRequest {
+  return { add: [], remove: [], actor: "", dropDomains: [] };
+}
+
+export const EditRecipientsRequest: MessageFns<EditRecipientsRequest> = {
+  encode(message: EditRecipientsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.add) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.remove) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    for (const v of message.dropDomains) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EditRecipientsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEditRecipientsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.add.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.remove.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dropDomains.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EditRecipientsRequest {
+    return {
+      add: globalThis.Array.isArray(object?.add) ? object.add.map((e: any) => globalThis.String(e)) : [],
+      remove: globalThis.Array.isArray(object?.remove) ? object.remove.map((e: any) => globalThis.String(e)) : [],
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dropDomains: globalThis.Array.isArray(object?.dropDomains)
+        ? object.dropDomains.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.drop_domains)
+        ? object.drop_domains.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: EditRecipientsRequest): unknown {
+    const obj: any = {};
+    if (message.add?.length) {
+      obj.add = message.add;
+    }
+    if (message.remove?.length) {
+      obj.remove = message.remove;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.dropDomains?.length) {
+      obj.dropDomains = message.dropDomains;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EditRecipientsRequest>): EditRecipientsRequest {
+    return EditRecipientsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EditRecipientsRequest>): EditRecipientsRequest {
+    const message = createBaseEditRecipientsRequest();
+    message.add = object.add?.map((e) => e) || [];
+    message.remove = object.remove?.map((e) => e) || [];
+    message.actor = object.actor ?? "";
+    message.dropDomains = object.dropDomains?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseEditRecipientsResponse(): EditRecipientsResponse {
+  return { change: undefined };
+}
+
+export const EditRecipientsResponse: MessageFns<EditRecipientsResponse> = {
+  encode(message: EditRecipientsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.change !== undefined) {
+      RecipientsChange.encode(message.change, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EditRecipientsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEditRecipientsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.change = RecipientsChange.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EditRecipientsResponse {
+    return { change: isSet(object.change) ? RecipientsChange.fromJSON(object.change) : undefined };
+  },
+
+  toJSON(message: EditRecipientsResponse): unknown {
+    const obj: any = {};
+    if (message.change !== undefined) {
+      obj.change = RecipientsChange.toJSON(message.change);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EditRecipientsResponse>): EditRecipientsResponse {
+    return EditRecipientsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EditRecipientsResponse>): EditRecipientsResponse {
+    const message = createBaseEditRecipientsResponse();
+    message.change = (object.change !== undefined && object.change !== null)
+      ? RecipientsChange.fromPartial(object.change)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRecipientsChange(): RecipientsChange {
+  return { version: 0, added: 0, removed: 0 };
+}
+
+export const RecipientsChange: MessageFns<RecipientsChange> = {
+  encode(message: RecipientsChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.added !== 0) {
+      writer.uint32(16).uint32(message.added);
+    }
+    if (message.removed !== 0) {
+      writer.uint32(24).uint32(message.removed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecipientsChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecipientsChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.added = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.removed = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecipientsChange {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      added: isSet(object.added) ? globalThis.Number(object.added) : 0,
+      removed: isSet(object.removed) ? globalThis.Number(object.removed) : 0,
+    };
+  },
+
+  toJSON(message: RecipientsChange): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.added !== 0) {
+      obj.added = Math.round(message.added);
+    }
+    if (message.removed !== 0) {
+      obj.removed = Math.round(message.removed);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RecipientsChange>): RecipientsChange {
+    return RecipientsChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RecipientsChange>): RecipientsChange {
+    const message = createBaseRecipientsChange();
+    message.version = object.version ?? 0;
+    message.added = object.added ?? 0;
+    message.removed = object.removed ?? 0;
+    return message;
+  },
+};
+
+function createBaseListRecipientsRequest(): ListRecipientsRequest {
+  return { domain: "", limit: 0 };
+}
+
+export const ListRecipientsRequest: MessageFns<ListRecipientsRequest> = {
+  encode(message: ListRecipientsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.domain !== "") {
+      writer.uint32(10).string(message.domain);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(16).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRecipientsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRecipientsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.domain = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRecipientsRequest {
+    return {
+      domain: isSet(object.domain) ? globalThis.String(object.domain) : "",
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+    };
+  },
+
+  toJSON(message: ListRecipientsRequest): unknown {
+    const obj: any = {};
+    if (message.domain !== "") {
+      obj.domain = message.domain;
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRecipientsRequest>): ListRecipientsRequest {
+    return ListRecipientsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListRecipientsRequest>): ListRecipientsRequest {
+    const message = createBaseListRecipientsRequest();
+    message.domain = object.domain ?? "";
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseListRecipientsResponse(): ListRecipientsResponse {
+  return { version: 0, domains: [], addresses: [] };
+}
+
+export const ListRecipientsResponse: MessageFns<ListRecipientsResponse> = {
+  encode(message: ListRecipientsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    for (const v of message.domains) {
+      RecipientDomain.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.addresses) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRecipientsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRecipientsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.domains.push(RecipientDomain.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.addresses.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRecipientsResponse {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      domains: globalThis.Array.isArray(object?.domains)
+        ? object.domains.map((e: any) => RecipientDomain.fromJSON(e))
+        : [],
+      addresses: globalThis.Array.isArray(object?.addresses)
+        ? object.addresses.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListRecipientsResponse): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.domains?.length) {
+      obj.domains = message.domains.map((e) => RecipientDomain.toJSON(e));
+    }
+    if (message.addresses?.length) {
+      obj.addresses = message.addresses;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListRecipientsResponse>): ListRecipientsResponse {
+    return ListRecipientsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListRecipientsResponse>): ListRecipientsResponse {
+    const message = createBaseListRecipientsResponse();
+    message.version = object.version ?? 0;
+    message.domains = object.domains?.map((e) => RecipientDomain.fromPartial(e)) || [];
+    message.addresses = object.addresses?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseRecipientDomain(): RecipientDomain {
+  return { domain: "", count: 0 };
+}
+
+export const RecipientDomain: MessageFns<RecipientDomain> = {
+  encode(message: RecipientDomain, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.domain !== "") {
+      writer.uint32(10).string(message.domain);
+    }
+    if (message.count !== 0) {
+      writer.uint32(16).uint32(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecipientDomain {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecipientDomain();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.domain = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecipientDomain {
+    return {
+      domain: isSet(object.domain) ? globalThis.String(object.domain) : "",
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: RecipientDomain): unknown {
+    const obj: any = {};
+    if (message.domain !== "") {
+      obj.domain = message.domain;
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RecipientDomain>): RecipientDomain {
+    return RecipientDomain.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RecipientDomain>): RecipientDomain {
+    const message = createBaseRecipientDomain();
+    message.domain = object.domain ?? "";
+    message.count = object.count ?? 0;
+    return message;
+  },
+};
+
 /**
  * AdminService is served by the controller for the mxswitch CLI.
  *
@@ -3757,6 +4620,45 @@ export const AdminServiceService = {
       Buffer.from(QueueCommandResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): QueueCommandResponse => QueueCommandResponse.decode(value),
   },
+  /**
+   * ImportRecipients sets a domain's recipient list from a stream of
+   * chunks, applied at the end in one version (nothing on an error).
+   */
+  importRecipients: {
+    path: "/mxswitch.v1.AdminService/ImportRecipients" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportRecipientsRequest): Buffer =>
+      Buffer.from(ImportRecipientsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportRecipientsRequest => ImportRecipientsRequest.decode(value),
+    responseSerialize: (value: ImportRecipientsResponse): Buffer =>
+      Buffer.from(ImportRecipientsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportRecipientsResponse => ImportRecipientsResponse.decode(value),
+  },
+  /** EditRecipients adds and removes addresses (their domains get a list). */
+  editRecipients: {
+    path: "/mxswitch.v1.AdminService/EditRecipients" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EditRecipientsRequest): Buffer =>
+      Buffer.from(EditRecipientsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EditRecipientsRequest => EditRecipientsRequest.decode(value),
+    responseSerialize: (value: EditRecipientsResponse): Buffer =>
+      Buffer.from(EditRecipientsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EditRecipientsResponse => EditRecipientsResponse.decode(value),
+  },
+  /** ListRecipients lists one domain's addresses, or counts every list. */
+  listRecipients: {
+    path: "/mxswitch.v1.AdminService/ListRecipients" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRecipientsRequest): Buffer =>
+      Buffer.from(ListRecipientsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRecipientsRequest => ListRecipientsRequest.decode(value),
+    responseSerialize: (value: ListRecipientsResponse): Buffer =>
+      Buffer.from(ListRecipientsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRecipientsResponse => ListRecipientsResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -3789,6 +4691,15 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   follow: handleServerStreamingCall<FollowRequest, FollowResponse>;
   /** QueueCommand runs a queue command on one or all expected agents. */
   queueCommand: handleUnaryCall<QueueCommandRequest, QueueCommandResponse>;
+  /**
+   * ImportRecipients sets a domain's recipient list from a stream of
+   * chunks, applied at the end in one version (nothing on an error).
+   */
+  importRecipients: handleClientStreamingCall<ImportRecipientsRequest, ImportRecipientsResponse>;
+  /** EditRecipients adds and removes addresses (their domains get a list). */
+  editRecipients: handleUnaryCall<EditRecipientsRequest, EditRecipientsResponse>;
+  /** ListRecipients lists one domain's addresses, or counts every list. */
+  listRecipients: handleUnaryCall<ListRecipientsRequest, ListRecipientsResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -3944,6 +4855,58 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: QueueCommandResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ImportRecipients sets a domain's recipient list from a stream of
+   * chunks, applied at the end in one version (nothing on an error).
+   */
+  importRecipients(
+    callback: (error: ServiceError | null, response: ImportRecipientsResponse) => void,
+  ): ClientWritableStream<ImportRecipientsRequest>;
+  importRecipients(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportRecipientsResponse) => void,
+  ): ClientWritableStream<ImportRecipientsRequest>;
+  importRecipients(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportRecipientsResponse) => void,
+  ): ClientWritableStream<ImportRecipientsRequest>;
+  importRecipients(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportRecipientsResponse) => void,
+  ): ClientWritableStream<ImportRecipientsRequest>;
+  /** EditRecipients adds and removes addresses (their domains get a list). */
+  editRecipients(
+    request: EditRecipientsRequest,
+    callback: (error: ServiceError | null, response: EditRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  editRecipients(
+    request: EditRecipientsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EditRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  editRecipients(
+    request: EditRecipientsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EditRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  /** ListRecipients lists one domain's addresses, or counts every list. */
+  listRecipients(
+    request: ListRecipientsRequest,
+    callback: (error: ServiceError | null, response: ListRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  listRecipients(
+    request: ListRecipientsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  listRecipients(
+    request: ListRecipientsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRecipientsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -40,6 +40,7 @@ export interface SessionRequest {
     | //
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
+    | { $case: "recipientsAck"; value: RecipientsAck }
     | undefined;
 }
 
@@ -55,6 +56,8 @@ export interface Hello {
   appliedVersion: number;
   /** Host name of the machine the agent runs on. */
   hostname: string;
+  /** Recipient-list version the agent has on disk (0: none). */
+  recipientsVersion: number;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -168,6 +171,7 @@ export interface SessionResponse {
     | //
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
+    | { $case: "recipients"; value: RecipientUpdate }
     | undefined;
 }
 
@@ -246,6 +250,39 @@ export interface QueueRetryCommand {
   all: boolean;
 }
 
+/**
+ * RecipientUpdate moves an agent's recipient lists from base_version to
+ * version, in chunks: the agent applies them together when `last` comes and
+ * then acks `version` (RecipientsAck).
+ */
+export interface RecipientUpdate {
+  version: number;
+  /** The version the changes apply to; a snapshot replaces everything. */
+  baseVersion: number;
+  snapshot: boolean;
+  changes: RecipientChange[];
+  last: boolean;
+}
+
+/**
+ * RecipientChange: an address (or, with address "", a domain's list) that
+ * is present or gone.
+ */
+export interface RecipientChange {
+  domain: string;
+  address: string;
+  present: boolean;
+}
+
+/**
+ * RecipientsAck: the recipient-list version in force, or why an update was
+ * refused (the agent keeps its previous lists).
+ */
+export interface RecipientsAck {
+  version: number;
+  error: string;
+}
+
 function createBaseSessionRequest(): SessionRequest {
   return { body: undefined };
 }
@@ -267,6 +304,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         break;
       case "heartbeat":
         Heartbeat.encode(message.body.value, writer.uint32(42).fork()).join();
+        break;
+      case "recipientsAck":
+        RecipientsAck.encode(message.body.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -325,6 +365,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.body = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.body = { $case: "recipientsAck", value: RecipientsAck.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -351,6 +399,10 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "commandResult", value: CommandResult.fromJSON(object.command_result) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.recipientsAck)
+        ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipientsAck) }
+        : isSet(object.recipients_ack)
+        ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipients_ack) }
         : undefined,
     };
   },
@@ -367,6 +419,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.commandResult = CommandResult.toJSON(message.body.value);
     } else if (message.body?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
+    } else if (message.body?.$case === "recipientsAck") {
+      obj.recipientsAck = RecipientsAck.toJSON(message.body.value);
     }
     return obj;
   },
@@ -407,13 +461,19 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         }
         break;
       }
+      case "recipientsAck": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "recipientsAck", value: RecipientsAck.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
 function createBaseHello(): Hello {
-  return { agentId: "", region: "", bootId: "", appliedVersion: 0, hostname: "" };
+  return { agentId: "", region: "", bootId: "", appliedVersion: 0, hostname: "", recipientsVersion: 0 };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -432,6 +492,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.hostname !== "") {
       writer.uint32(42).string(message.hostname);
+    }
+    if (message.recipientsVersion !== 0) {
+      writer.uint32(48).uint64(message.recipientsVersion);
     }
     return writer;
   },
@@ -489,6 +552,14 @@ export const Hello: MessageFns<Hello> = {
             message.hostname = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.recipientsVersion = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -520,6 +591,11 @@ export const Hello: MessageFns<Hello> = {
         ? globalThis.Number(object.applied_version)
         : 0,
       hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      recipientsVersion: isSet(object.recipientsVersion)
+        ? globalThis.Number(object.recipientsVersion)
+        : isSet(object.recipients_version)
+        ? globalThis.Number(object.recipients_version)
+        : 0,
     };
   },
 
@@ -540,6 +616,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.hostname !== "") {
       obj.hostname = message.hostname;
     }
+    if (message.recipientsVersion !== 0) {
+      obj.recipientsVersion = Math.round(message.recipientsVersion);
+    }
     return obj;
   },
 
@@ -553,6 +632,7 @@ export const Hello: MessageFns<Hello> = {
     message.bootId = object.bootId ?? "";
     message.appliedVersion = object.appliedVersion ?? 0;
     message.hostname = object.hostname ?? "";
+    message.recipientsVersion = object.recipientsVersion ?? 0;
     return message;
   },
 };
@@ -1502,6 +1582,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "heartbeat":
         Heartbeat.encode(message.body.value, writer.uint32(26).fork()).join();
         break;
+      case "recipients":
+        RecipientUpdate.encode(message.body.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1543,6 +1626,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.body = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = { $case: "recipients", value: RecipientUpdate.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1565,6 +1656,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "command", value: Command.fromJSON(object.command) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.recipients)
+        ? { $case: "recipients", value: RecipientUpdate.fromJSON(object.recipients) }
         : undefined,
     };
   },
@@ -1577,6 +1670,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.command = Command.toJSON(message.body.value);
     } else if (message.body?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
+    } else if (message.body?.$case === "recipients") {
+      obj.recipients = RecipientUpdate.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1602,6 +1697,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "heartbeat": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "heartbeat", value: Heartbeat.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "recipients": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "recipients", value: RecipientUpdate.fromPartial(object.body.value) };
         }
         break;
       }
@@ -2407,6 +2508,331 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
     const message = createBaseQueueRetryCommand();
     message.id = object.id ?? "";
     message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBaseRecipientUpdate(): RecipientUpdate {
+  return { version: 0, baseVersion: 0, snapshot: false, changes: [], last: false };
+}
+
+export const RecipientUpdate: MessageFns<RecipientUpdate> = {
+  encode(message: RecipientUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.baseVersion !== 0) {
+      writer.uint32(16).uint64(message.baseVersion);
+    }
+    if (message.snapshot !== false) {
+      writer.uint32(24).bool(message.snapshot);
+    }
+    for (const v of message.changes) {
+      RecipientChange.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.last !== false) {
+      writer.uint32(40).bool(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecipientUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecipientUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.baseVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.snapshot = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.changes.push(RecipientChange.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecipientUpdate {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      baseVersion: isSet(object.baseVersion)
+        ? globalThis.Number(object.baseVersion)
+        : isSet(object.base_version)
+        ? globalThis.Number(object.base_version)
+        : 0,
+      snapshot: isSet(object.snapshot) ? globalThis.Boolean(object.snapshot) : false,
+      changes: globalThis.Array.isArray(object?.changes)
+        ? object.changes.map((e: any) => RecipientChange.fromJSON(e))
+        : [],
+      last: isSet(object.last) ? globalThis.Boolean(object.last) : false,
+    };
+  },
+
+  toJSON(message: RecipientUpdate): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.baseVersion !== 0) {
+      obj.baseVersion = Math.round(message.baseVersion);
+    }
+    if (message.snapshot !== false) {
+      obj.snapshot = message.snapshot;
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => RecipientChange.toJSON(e));
+    }
+    if (message.last !== false) {
+      obj.last = message.last;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RecipientUpdate>): RecipientUpdate {
+    return RecipientUpdate.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RecipientUpdate>): RecipientUpdate {
+    const message = createBaseRecipientUpdate();
+    message.version = object.version ?? 0;
+    message.baseVersion = object.baseVersion ?? 0;
+    message.snapshot = object.snapshot ?? false;
+    message.changes = object.changes?.map((e) => RecipientChange.fromPartial(e)) || [];
+    message.last = object.last ?? false;
+    return message;
+  },
+};
+
+function createBaseRecipientChange(): RecipientChange {
+  return { domain: "", address: "", present: false };
+}
+
+export const RecipientChange: MessageFns<RecipientChange> = {
+  encode(message: RecipientChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.domain !== "") {
+      writer.uint32(10).string(message.domain);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.present !== false) {
+      writer.uint32(24).bool(message.present);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecipientChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecipientChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.domain = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.present = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecipientChange {
+    return {
+      domain: isSet(object.domain) ? globalThis.String(object.domain) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      present: isSet(object.present) ? globalThis.Boolean(object.present) : false,
+    };
+  },
+
+  toJSON(message: RecipientChange): unknown {
+    const obj: any = {};
+    if (message.domain !== "") {
+      obj.domain = message.domain;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.present !== false) {
+      obj.present = message.present;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RecipientChange>): RecipientChange {
+    return RecipientChange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RecipientChange>): RecipientChange {
+    const message = createBaseRecipientChange();
+    message.domain = object.domain ?? "";
+    message.address = object.address ?? "";
+    message.present = object.present ?? false;
+    return message;
+  },
+};
+
+function createBaseRecipientsAck(): RecipientsAck {
+  return { version: 0, error: "" };
+}
+
+export const RecipientsAck: MessageFns<RecipientsAck> = {
+  encode(message: RecipientsAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.error !== "") {
+      writer.uint32(18).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecipientsAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecipientsAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RecipientsAck {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: RecipientsAck): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RecipientsAck>): RecipientsAck {
+    return RecipientsAck.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RecipientsAck>): RecipientsAck {
+    const message = createBaseRecipientsAck();
+    message.version = object.version ?? 0;
+    message.error = object.error ?? "";
     return message;
   },
 };

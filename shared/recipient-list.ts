@@ -1,0 +1,73 @@
+import { hasRoutingInLocalPart, normalizeDomain, parseRecipient } from './address.js';
+import { MxError, quoteInput } from './errors.js';
+
+/** One change to the recipient lists: an address (or, with address '', a domain's whole list) present or gone. */
+export interface RecipientChange {
+  domain: string;
+  address: string;
+  present: boolean;
+}
+
+/** Lists move from `baseVersion` to `version`; a snapshot replaces every list. */
+export interface RecipientDelta {
+  version: number;
+  baseVersion: number;
+  snapshot: boolean;
+  changes: RecipientChange[];
+}
+
+/** The longest address SMTP carries (RFC 5321 4.5.3.1: a 256-octet path minus the brackets). */
+const MAX_ADDRESS = 254;
+
+/** A listed address, normalised as RCPT lookups see it (lower case, ASCII domain); throws INVALID_ARGUMENT. */
+export function listAddress(raw: string): { domain: string; address: string } {
+  const text = raw.trim();
+  if (!text) throw new MxError('INVALID_ARGUMENT', 'empty address');
+  if (text.length > MAX_ADDRESS) throw new MxError('INVALID_ARGUMENT', `address longer than ${MAX_ADDRESS} characters`);
+  if (/[\s\x00-\x1f\x7f<>]/.test(text)) throw new MxError('INVALID_ARGUMENT', `${quoteInput(text)} is not an address (spaces, control characters or <>)`);
+  const parsed = parseRecipient(text);
+  if (!parsed.ok) throw new MxError('INVALID_ARGUMENT', `${quoteInput(text)}: ${parsed.reason}`);
+  if (hasRoutingInLocalPart(parsed.value.local)) throw new MxError('INVALID_ARGUMENT', `${quoteInput(text)}: a local part with %, ! or @ is never accepted at RCPT`);
+  return { domain: parsed.value.domain, address: parsed.value.address };
+}
+
+/** A domain a list belongs to, normalised; throws INVALID_ARGUMENT. */
+export function listDomain(raw: string): string {
+  const d = normalizeDomain(raw.trim());
+  if (!d) throw new MxError('INVALID_ARGUMENT', `${quoteInput(raw)} is not a domain`);
+  return d;
+}
+
+/**
+ * The addresses of a list file for `domain`: one per line, `#` starts a comment, blank lines are skipped. Any bad
+ * line (not text, too long, not an address, another domain) fails the whole file with its line number.
+ */
+export function parseListFile(data: Buffer, domain: string): string[] {
+  const d = listDomain(domain);
+  if (data.includes(0)) throw new MxError('INVALID_ARGUMENT', `line ${lineOf(data, data.indexOf(0))}: not a text file (NUL byte)`);
+  const text = new TextDecoder('utf-8', { fatal: false }).decode(data);
+  const out: string[] = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/#.*/, '').trim();
+    if (!line) continue;
+    const fail = (why: string) => new MxError('INVALID_ARGUMENT', `line ${i + 1}: ${why}`);
+    if (line.includes('\uFFFD')) throw fail('not valid UTF-8 text');
+    if (line.length > MAX_ADDRESS) throw fail(`longer than ${MAX_ADDRESS} characters`);
+    let a: { domain: string; address: string };
+    try {
+      a = listAddress(line);
+    } catch (err) {
+      throw fail((err as Error).message);
+    }
+    if (a.domain !== d) throw fail(`${quoteInput(line)} is not in ${d}`);
+    out.push(a.address);
+  }
+  return out;
+}
+
+function lineOf(data: Buffer, offset: number): number {
+  let n = 1;
+  for (let i = 0; i < offset; i++) if (data[i] === 0x0a) n++;
+  return n;
+}
