@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { ConfigError, errorMessage } from './errors.js';
+import { ConfigError, errorMessage, quoteInput } from './errors.js';
 import { parseServer } from './dns/query.js';
 import { normalizeRoutes } from './routes.js';
 import { parseDuration, parseHostPort, parseSize } from './units.js';
@@ -238,27 +238,58 @@ export function envName(path: readonly string[]): string {
   return `MXSWITCH_${path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')}`;
 }
 
-function applyEnv(doc: Record<string, Json>, schema: z.ZodType, env: NodeJS.ProcessEnv): void {
+/** Sets the keys given in MXSWITCH_* variables; returns which keys came from which variable. */
+function applyEnv(doc: Record<string, Json>, schema: z.ZodType, env: NodeJS.ProcessEnv): Map<string, string> {
+  const fromEnv = new Map<string, string>();
   for (const path of schemaKeyPaths(schema)) {
-    const value = env[envName(path)];
+    const name = envName(path);
+    const value = env[name];
     if (value === undefined) continue;
+    fromEnv.set(path.join('.'), name);
     let node = doc;
     for (const seg of path.slice(0, -1)) {
       const next = node[seg];
       node = (typeof next === 'object' && next !== null ? next : (node[seg] = {})) as Record<string, Json>;
     }
-    node[path.at(-1)!] = parseYaml(value) as Json;
+    try {
+      node[path.at(-1)!] = parseYaml(value) as Json;
+    } catch (err) {
+      throw new ConfigError(name, `not a value (${errorMessage(err).split('\n')[0]})`);
+    }
   }
+  return fromEnv;
 }
 
-function issueToError(issue: z.core.$ZodIssue): ConfigError {
+/** What a value is, for "expected a number, got string 'abc'". */
+function describe(input: unknown): string {
+  if (input === null) return 'null';
+  if (Array.isArray(input)) return 'a list';
+  if (typeof input === 'object') return 'a mapping';
+  if (typeof input === 'string') return `string ${quoteInput(input)}`;
+  return `${typeof input} ${String(input)}`;
+}
+
+/** One problem of a config document: the key and what is wrong with it. */
+function issueText(issue: z.core.$ZodIssue): { key: string; problem: string } {
   const key = issue.path.join('.');
   if (issue.code === 'unrecognized_keys') {
     const keys = issue.keys.map((k) => (key ? `${key}.${k}` : k));
-    return new ConfigError(keys[0]!, `unknown key${keys.length > 1 ? ` (also ${keys.slice(1).join(', ')})` : ''}`);
+    return { key: keys[0]!, problem: `unknown key${keys.length > 1 ? ` (also ${keys.slice(1).join(', ')})` : ''}` };
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined) return new ConfigError(key, 'required key is missing');
-  return new ConfigError(key, issue.message);
+  if (issue.code === 'invalid_type') {
+    if (issue.input === undefined) return { key, problem: issue.message.startsWith('required key') ? issue.message : 'required key is missing' };
+    return { key, problem: `expected ${issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a mapping' : `a ${issue.expected}`}, got ${describe(issue.input)}` };
+  }
+  return { key, problem: issue.message };
+}
+
+/** Every problem of the document in one error (the first one's key), so a file is fixed in one round. */
+function issuesToError(issues: readonly z.core.$ZodIssue[], fromEnv: ReadonlyMap<string, string>): ConfigError {
+  // A value from the environment is named by its variable: the file does not have it.
+  const named = (t: { key: string; problem: string }) => (fromEnv.has(t.key) ? { ...t, key: `${fromEnv.get(t.key)} (${t.key})` } : t);
+  const [first, ...rest] = issues.map(issueText).map(named);
+  if (!rest.length) return new ConfigError(first!.key, first!.problem);
+  return new ConfigError(first!.key, `${first!.problem}; also ${rest.map((r) => `${r.key}: ${r.problem}`).join('; ')}`);
 }
 
 /** Parses an already-loaded document (plus MXSWITCH_* env overrides); throws ConfigError naming the first bad key. */
@@ -266,9 +297,10 @@ export function parseConfig<S extends z.ZodType>(schema: S, doc: Json, env: Node
   const base = doc === null || doc === undefined ? {} : doc;
   if (typeof base !== 'object' || Array.isArray(base)) throw new ConfigError('', 'the config must be a YAML mapping of keys');
   const merged = structuredClone(base) as Record<string, Json>;
-  applyEnv(merged, schema, env);
-  const result = schema.safeParse(merged);
-  if (!result.success) throw issueToError(result.error.issues[0]!);
+  const fromEnv = applyEnv(merged, schema, env);
+  // reportInput: without it zod 4 leaves `input` out of every issue, and a wrong type read as a missing key.
+  const result = schema.safeParse(merged, { reportInput: true });
+  if (!result.success) throw issuesToError(result.error.issues, fromEnv);
   return result.data;
 }
 

@@ -14,8 +14,6 @@ import { fail } from './output.js';
 
 const program = new Command('mxswitch')
   .description('Move a domain\'s mail to a new server with no downtime: relay agents on the MX hosts, one controller, this CLI.')
-  .showHelpAfterError()
-  .configureOutput({ outputError: (str, write) => write(str) })
   .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .addHelpText(
     'after',
@@ -34,5 +32,15 @@ registerFleetStatus(program, agent);
 registerQueue(program);
 registerRecipients(program);
 registerDnsCommand(program);
+
+/**
+ * A usage error as one line that says where to read more ("mxswitch route set: missing required argument
+ * 'match'; see `mxswitch route set --help`"), exit 2; not the whole help, which buries the error.
+ */
+function oneLineUsageErrors(cmd: Command, path: string): void {
+  cmd.configureOutput({ outputError: (str, write) => write(`${path}: ${str.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}; see \`${path} --help\`\n`) });
+  for (const sub of cmd.commands) oneLineUsageErrors(sub, `${path} ${sub.name()}`);
+}
+oneLineUsageErrors(program, 'mxswitch');
 
 await program.parseAsync(process.argv).catch(fail);

@@ -17,7 +17,8 @@ describe('agent config validation', () => {
     ['bad size', { ...base, smtp: { listen: '127.0.0.1:0', maxMessageSize: 'huge' } }, /smtp\.maxMessageSize: "huge" is not a size/],
     ['bad target', { ...base, routes: [{ match: 'example.com', target: 'smtp:[10.0.0.1]:25' }, { match: 'b.com', target: 'smtp:bad host' }] }, /routes\.1: target "smtp:bad host"/],
     ['bad match', { ...base, routes: [{ match: 'not a domain', target: 'smtp:[10.0.0.1]:25' }] }, /routes\.0: match "not a domain"/],
-    ['wrong type', { ...base, smtp: { listen: '127.0.0.1:0', maxConnections: 'many' } }, /smtp\.maxConnections: /],
+    ['wrong type', { ...base, smtp: { listen: '127.0.0.1:0', maxConnections: 'many' } }, /: smtp\.maxConnections: expected a number, got string "many"$/],
+    ['a mapping where a list belongs', { ...base, routes: { match: 'example.com' } }, /: routes: expected a list, got a mapping$/],
     ['unreadable TLS file', { ...base, smtp: { listen: '127.0.0.1:0', tls: { cert: '/nonexistent.crt', key: '/nonexistent.key' } } }, /smtp\.tls\.cert: file cannot be read/],
     ['bad duration', { ...base, retry: { intervals: ['1x'] } }, /retry\.intervals\.0: "1x" is not a duration/],
     ['too few max recipients', { ...base, smtp: { listen: '127.0.0.1:0', maxRecipients: 10 } }, /smtp\.maxRecipients: /],
@@ -27,6 +28,19 @@ describe('agent config validation', () => {
       assert.throws(() => parseConfig(agentConfigSchema, doc), expected);
     });
   }
+
+  test('every problem of a file in one error, in the order of the schema', () => {
+    const doc = { ...base, smtp: { listen: '127.0.0.1:0', maxConnections: 'abc', bareNewline: 'maybe' }, retry: { jitter: [1] } };
+    assert.throws(
+      () => parseConfig(agentConfigSchema, doc),
+      (e: Error) => e.message === 'smtp.bareNewline: Invalid option: expected one of "normalize"|"reject"; also smtp.maxConnections: expected a number, got string "abc"; retry.jitter: expected a number, got a list',
+    );
+  });
+
+  test('a bad value in an MXSWITCH_* variable names the variable', () => {
+    assert.throws(() => parseConfig(agentConfigSchema, base, { MXSWITCH_SMTP_MAX_CONNECTIONS: 'abc' }), (e: Error) => e.message === 'MXSWITCH_SMTP_MAX_CONNECTIONS (smtp.maxConnections): expected a number, got string "abc"');
+    assert.throws(() => parseConfig(agentConfigSchema, base, { MXSWITCH_RETRY_INTERVALS: '[1s' }), /: MXSWITCH_RETRY_INTERVALS: not a value \(/);
+  });
 
   test('environment overrides config keys (MXSWITCH_SMTP_MAX_MESSAGE_SIZE)', () => {
     const c = parseConfig(agentConfigSchema, base, { MXSWITCH_SMTP_MAX_MESSAGE_SIZE: '1MB', MXSWITCH_RETRY_INTERVALS: '[1s, 2s]' });
