@@ -46,7 +46,6 @@ describe('argument checks (exit 2 before contacting the controller)', () => {
     { args: ['flush', 'x..y'], names: /^mxswitch: MATCH "x\.\.y"/ },
     { args: ['queue', 'ls', '--match', 'a..b'], names: /^mxswitch: --match "a\.\.b"/ },
     { args: ['queue', 'ls', '--limit', '0'], names: /^mxswitch: --limit 0:/ },
-    { args: ['queue', 'rm', 'Q1'], names: /--agent ID/ },
     { args: ['queue', 'ls', '--agent', 'mx-a', '--data-dir', '/tmp'], names: /--data-dir and --agent/ },
     { args: ['agent', 'rm', 'bad id'], names: /^mxswitch: ID "bad id"/ },
     { args: ['agent'], names: /--config FILE is required/, raw: true },

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { waitFor } from '../helpers/agent.js';
+import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
 import { makePki } from '../helpers/certs.js';
 import { ADMIN_TOKEN, agentsAt, startController } from '../helpers/controller.js';
 import { fleet } from '../helpers/fleet.js';
@@ -120,6 +120,29 @@ test('hold, switchover --wait-drained, release, flush through the CLI; status an
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /s1\s+test\s+connected\s+v\d+/);
   assert.match(status.stdout, /recent operations:\n.*release example\.com\s+done/);
+});
+
+test('queue show / rm ID without --agent find the message on whichever agent holds it; an id on no agent is exit 1 naming the agents asked', async (t) => {
+  const { api, agents, cli } = await setup(t, ['q1', 'q2']);
+  // Nothing listens on port 9: the message stays queued (deferred) on the agent that took it.
+  await api.setRoute('example.com', 'smtp:[127.0.0.1]:9');
+  await waitFor('both at version 1', () => agentsAt(api, 1, 2));
+  await smtpClient(agents[1]!.port).sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(1, 'u@example.com') });
+  const id = agents[1]!.agent.queue.allRecipients()[0]!.msgId;
+
+  const shown = await cli('queue', 'show', id, '--json');
+  assert.equal(shown.code, 0, shown.stderr);
+  const results = (JSON.parse(shown.stdout) as { results: { agent: string; ok: boolean; result: { id: string } }[] }).results;
+  assert.deepEqual(results.map((r) => [r.agent, r.ok, r.result.id]), [['q2', true, id]], 'only the agent that holds it answers');
+
+  const missing = await cli('queue', 'rm', 'NOSUCHID');
+  assert.equal(missing.code, 1);
+  assert.equal(missing.stderr, 'mxswitch: queue rm: no message NOSUCHID on any agent (asked q1, q2)\n');
+
+  const removed = await cli('queue', 'rm', id);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(removed.stdout, `q2: removed ${id}\n`);
+  assert.equal(agents[1]!.agent.queue.inspect.counts().recipients, 0);
 });
 
 test('a nacking agent: hold exits 1 naming it; a disconnected agent blocks until --exclude; agent rm', async (t) => {

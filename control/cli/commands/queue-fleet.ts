@@ -28,21 +28,27 @@ function parseResults<T>(results: readonly AgentCommandResult[]): AgentResult<T>
   });
 }
 
-async function runQueueCommand<T>(what: string, kind: QueueCommandKind, opts: QueueOptions, render: (r: AgentResult<T>) => string): Promise<void> {
+/**
+ * Runs a queue command on --agent or every expected agent. With `id` and no --agent, the message is looked for
+ * on every agent (queue ids are per agent): the agents that do not have it are left out of the answer, and
+ * none having it is an error.
+ */
+async function runQueueCommand<T>(what: string, kind: QueueCommandKind, opts: QueueOptions, render: (r: AgentResult<T>) => string, id?: string): Promise<void> {
   const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
   const timeoutMs = checkDuration('--timeout', opts.timeout) ?? 0;
   const res = await withAdmin(opts, (a) => a.queueCommand({ agentId, kind, timeoutMs }, timeoutMs || DEFAULT_WAIT_MS));
-  const results = parseResults<T>(res.results);
+  let results = parseResults<T>(res.results);
+  if (id !== undefined && !agentId) {
+    const holders = results.filter((r) => r.ok || !r.error?.startsWith('NOT_FOUND: '));
+    if (!holders.length) throw new ControllerError(`${what}: no message ${id} on any agent (asked ${results.map((r) => r.agent).join(', ') || 'none: no expected agents'})`);
+    results = holders;
+  }
   if (results.length === 0 && agentId) throw new ControllerError(`${what}: agent ${agentId} did not answer`);
   emit(opts, { results }, ({ results: rs }) =>
     rs.length === 0 ? 'no expected agents to ask' : rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`)).join('\n'),
   );
   const failed = results.filter((r) => !r.ok);
   if (failed.length) throw new ControllerError(`${what} failed on ${failed.map((r) => `${r.agent}: ${r.error}`).join('; ')}`);
-}
-
-function needAgent(opts: QueueOptions, cmd: string): void {
-  if (opts.agent === undefined) throw new UsageError(`queue ${cmd}: give --agent ID (queue ids are per agent) or --data-dir DIR for the local queue`);
 }
 
 export const fleetQueue: QueueBackend = {
@@ -55,19 +61,20 @@ export const fleetQueue: QueueBackend = {
     });
   },
   async show(id, opts) {
-    needAgent(opts, 'show');
-    await runQueueCommand<MessageDetail>('queue show', { $case: 'queueShow', value: { id } }, opts, (r) =>
-      r.result ? `== ${r.agent}\n${renderEntries([r.result])}\n\n${r.result.headers}` : `== ${r.agent}: no details`,
+    await runQueueCommand<MessageDetail>(
+      'queue show',
+      { $case: 'queueShow', value: { id } },
+      opts,
+      (r) => (r.result ? `== ${r.agent}\n${renderEntries([r.result])}\n\n${r.result.headers}` : `== ${r.agent}: no details`),
+      id,
     );
   },
   async rm(id, opts) {
-    needAgent(opts, 'rm');
-    await runQueueCommand<{ removed: string }>('queue rm', { $case: 'queueRemove', value: { id } }, opts, (r) => `${r.agent}: removed ${id}`);
+    await runQueueCommand<{ removed: string }>('queue rm', { $case: 'queueRemove', value: { id } }, opts, (r) => `${r.agent}: removed ${id}`, id);
   },
   async retry(id, opts) {
     if (!id && !opts.all) throw new UsageError('queue retry: give a queue ID or --all');
     if (id && opts.all) throw new UsageError('queue retry: give a queue ID or --all, not both');
-    if (id) needAgent(opts, 'retry ID');
-    await runQueueCommand<{ due: number }>('queue retry', { $case: 'queueRetry', value: { id: id ?? '', all: !id } }, opts, (r) => `${r.agent}: ${r.result?.due ?? 0} recipient(s) due now`);
+    await runQueueCommand<{ due: number }>('queue retry', { $case: 'queueRetry', value: { id: id ?? '', all: !id } }, opts, (r) => `${r.agent}: ${r.result?.due ?? 0} recipient(s) due now`, id);
   },
 };
