@@ -14,6 +14,8 @@ import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry } from './metrics.js';
 import { loadRouteState, saveRouteState } from './route-state.js';
+import { parseHostPort } from '../shared/units.js';
+import { buildInfo } from '../shared/version.js';
 import { RecipientLists, type ListChunk } from './recipients/lists.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
@@ -33,6 +35,8 @@ export interface ControlHandler {
   /** The controller's current table version, as it just told (the agent is current once it has applied it). */
   controllerCurrent(version: number): void;
   readonly recipientsVersion: number;
+  /** What Hello tells about this agent: its software and its SMTP listener. */
+  readonly software: { version: string; smtpListen: string };
   /** One chunk of a recipient-list update; the outcome once the update is whole (see RecipientLists.receive). */
   applyRecipients(chunk: ListChunk): { version: number; error?: string } | undefined;
 }
@@ -209,6 +213,12 @@ export class Agent implements ControlHandler {
 
   get recipientsVersion(): number {
     return this.recipients.version;
+  }
+
+  get software(): { version: string; smtpListen: string } {
+    const b = buildInfo();
+    const { host } = parseHostPort(this.config.smtp.listen);
+    return { version: `${b.version}${b.commit ? ` (${b.commit})` : ''}`, smtpListen: `${host.includes(':') ? `[${host}]` : host}:${this.smtpPort}` };
   }
 
   applyRecipients(chunk: ListChunk): { version: number; error?: string } | undefined {

@@ -131,7 +131,7 @@ class GrpcControlChannel implements ControlChannel {
       SessionRequest.fromPartial({
         body: {
           $case: 'hello',
-          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion },
+          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion, softwareVersion: this.session.software.version, smtpListen: this.session.software.smtpListen },
         },
       }),
     );

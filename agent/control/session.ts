@@ -91,6 +91,10 @@ export class ControlSession {
     });
   }
 
+  get software(): { version: string; smtpListen: string } {
+    return this.handler.software;
+  }
+
   /** The recipient-list version in force (what Hello reports). */
   get recipientsVersion(): number {
     return this.handler.recipientsVersion;

@@ -15,6 +15,8 @@ export interface AgentInfo {
   state: AgentState;
   /** Table version the agent has acked (or reported when its session started). */
   appliedVersion: number;
+  /** What it runs and where it takes mail, from its last session's start ('' until then). */
+  software: { version: string; smtpListen: string };
   /** Recipient-list version the agent has acked (or reported when its session started). */
   recipientsVersion: number;
   /** The last nack: the version the agent refused and why. */
@@ -32,7 +34,7 @@ export interface AgentInfo {
 
 /** What watchers of an agent see change (its last-seen time alone is not news). */
 function signature(a: AgentInfo): string {
-  return JSON.stringify([a.state, a.appliedVersion, a.recipientsVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected]);
+  return JSON.stringify([a.state, a.appliedVersion, a.recipientsVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected, a.software]);
 }
 
 /** What a transport saw of one agent (see Registry.observe). */
@@ -46,6 +48,7 @@ export interface Observation {
   nack?: { version: number; error: string };
   /** The recipient-list version the agent reports as applied. */
   recipientsVersion?: number;
+  software?: { version: string; smtpListen: string };
   health?: AgentHealth;
   /** Why the link went down. */
   error?: string;
@@ -92,6 +95,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       state: 'disconnected',
       appliedVersion: 0,
       recipientsVersion: 0,
+      software: { version: '', smtpListen: '' },
       lastNack: undefined,
       lastError: '',
       health: undefined,
@@ -165,6 +169,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (o.appliedVersion !== undefined) a.appliedVersion = starts ? o.appliedVersion : Math.max(a.appliedVersion, o.appliedVersion);
     // A list snapshot may lower it (the controller's database was restored): taken as reported.
     if (o.recipientsVersion !== undefined) a.recipientsVersion = o.recipientsVersion;
+    if (o.software) a.software = { ...o.software };
     if (starts) {
       a.state = 'connected';
       a.connectedAt = at;

@@ -178,7 +178,7 @@ describe('fleet state', () => {
     const r = await cli('status');
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^route table version \d+/);
-    assert.match(r.stdout, /AGENT\s+REGION\s+STATE\s+APPLIED\s+QUEUE\s+HELD\s+DEFERRED\s+OLDEST\s+DELIV\/DEFER\/BOUNCE\s+LAST ERROR/);
+    assert.match(r.stdout, /AGENT\s+REGION\s+STATE\s+APPLIED\s+QUEUE\s+HELD\s+DEFERRED\s+OLDEST\s+DELIV\/DEFER\/BOUNCE\s+VERSION\s+LAST ERROR/);
     assert.match(r.stdout, /mx-a\s+eu\s+connected\s+v\d+\s+3\s+1\s+2\s+90s\s+7\/2\/1/);
     assert.match(r.stdout, /mx-b\s+us\s+lost .*\(behind\).*heartbeat timeout/);
     assert.match(r.stdout, /running operations:\n\s+op-9\s+hold example\.com\s+running/);

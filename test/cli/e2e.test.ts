@@ -1,8 +1,9 @@
 // The CLI as a child process against a real in-process controller with real agents (gRPC sessions on loopback).
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
 import { makePki } from '../helpers/certs.js';
@@ -11,6 +12,7 @@ import { fleet } from '../helpers/fleet.js';
 import { grpcTransport } from '../helpers/transport.js';
 import { ndjson, runCli } from './run-cli.js';
 
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const OLD = 'smtp:[127.0.0.1]:2';
 const NEW = 'smtp:[127.0.0.1]:3';
 
@@ -143,6 +145,27 @@ test('queue show / rm ID without --agent find the message on whichever agent hol
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(removed.stdout, `q2: removed ${id}\n`);
   assert.equal(agents[1]!.agent.queue.inspect.counts().recipients, 0);
+});
+
+test('route set and switchover refuse a target that is an agent\'s own SMTP listener; status shows what each agent runs', async (t) => {
+  const { agents, cli } = await setup(t, ['l1', 'l2']);
+  const port = agents[1]!.port;
+  for (const target of [`smtp:[127.0.0.1]:${port}`, `smtp:localhost:${port}`]) {
+    const r = await cli('route', 'set', 'example.com', target);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `mxswitch: target "${target}" is agent l2's own SMTP listener (127.0.0.1:${port}): mail would loop through the fleet; route to the mail server\n`);
+  }
+  assert.equal((await cli('route', 'set', 'example.com', 'smtp:[127.0.0.1]:9')).code, 0);
+  const sw = await cli('switchover', 'example.com', '--to', `smtp:[127.0.0.1]:${agents[0]!.port}`);
+  assert.equal(sw.code, 2);
+  assert.match(sw.stderr, /is agent l1's own SMTP listener/);
+
+  const status = JSON.parse((await cli('status', '--json')).stdout) as { agents: { id: string; softwareVersion: string; smtpListen: string }[] };
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+  for (const a of status.agents) assert.match(a.softwareVersion, new RegExp(`^${pkg.version.replace(/\./g, '\\.')}( \\([0-9a-f]+\\))?$`));
+  assert.deepEqual(status.agents.map((a) => a.smtpListen), agents.map((a) => `127.0.0.1:${a.port}`));
+  const human = await cli('status');
+  assert.match(human.stdout, new RegExp(`l1 .* ${pkg.version.replace(/\./g, '\\.')}`));
 });
 
 test('a nacking agent: hold exits 1 naming it; a disconnected agent blocks until --exclude; agent rm', async (t) => {

@@ -21,6 +21,7 @@ import { toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator } from '../../orchestrator/runner.js';
 import type { StartRequest } from '../../orchestrator/validate.js';
 import type { AgentInfo, Registry } from '../../core/registry.js';
+import { refuseSelfTarget } from '../../core/self-loop.js';
 import type { OperationRecord, Progress } from '../../core/model.js';
 import type { AgentCommander, RecipientStoreApi, RouteStoreApi } from '../../core/ports.js';
 
@@ -49,6 +50,9 @@ export function agentStatus(a: AgentInfo): AgentStatus {
     expected: a.expected,
     lastError: a.lastError,
     recipientsVersion: a.recipientsVersion,
+    softwareVersion: a.software.version,
+    smtpListen: a.software.smtpListen,
+    hostname: a.hostname,
   });
 }
 
@@ -177,6 +181,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
     }),
 
     setRoute: unary('SetRoute', async (req, call) => {
+      refuseSelfTarget(req.target, registry.list());
       const route: Route = { match: req.match, target: req.target, ...(req.hold ? { hold: true } : {}) };
       const tls = tlsPolicy(req.tls);
       if (tls) route.tls = tls;
@@ -244,7 +249,10 @@ export function adminService(d: AdminDeps): AdminServiceServer {
     release: operation('Release', (r) => ({ kind: 'release', match: r.match, exclude: r.exclude, timeoutMs: r.timeoutMs, actor: r.actor }), (progress) => ({ progress })),
     switchover: operation(
       'Switchover',
-      (r) => ({ kind: 'switchover', match: r.match, target: r.target, exclude: r.exclude, timeoutMs: r.timeoutMs, waitDrained: r.waitDrained, actor: r.actor }),
+      (r) => {
+        refuseSelfTarget(r.target, registry.list());
+        return { kind: 'switchover', match: r.match, target: r.target, exclude: r.exclude, timeoutMs: r.timeoutMs, waitDrained: r.waitDrained, actor: r.actor };
+      },
       (progress) => ({ progress }),
     ),
     flush: operation('Flush', (r) => ({ kind: 'flush', match: r.match, exclude: r.exclude, timeoutMs: r.timeoutMs, actor: r.actor }), (progress) => ({ progress })),

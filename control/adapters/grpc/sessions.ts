@@ -232,8 +232,8 @@ export class Sessions implements AgentCommander {
       previous.close('replaced by a newer session for this agent', status.ABORTED);
     }
     const { agentId, appliedVersion, ...identity } = hello;
-    const { recipientsVersion, ...who } = identity;
-    const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion })!;
+    const { recipientsVersion, softwareVersion, smtpListen, ...who } = identity;
+    const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion, software: { version: softwareVersion, smtpListen } })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
     const snap = store.snapshot();
     if (hello.appliedVersion > snap.version) {

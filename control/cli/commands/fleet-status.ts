@@ -110,6 +110,7 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
       h ? String(sumQueues(a, 'deferred')) : '-',
       h && h.totalQueued > 0 ? formatDuration(h.oldestAgeSeconds * 1000) : '-',
       c ? `${c.delivered}/${c.deferred}/${c.bounced}` : '-',
+      a.softwareVersion || '-',
       (a.lastError || waiting || h?.lastDeliveryError || '').replace(/\s+/g, ' ').slice(0, 70),
     ];
   });
@@ -118,7 +119,7 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
   return [
     `route table version ${s.version}`,
     rows.length
-      ? table(['AGENT', 'REGION', 'STATE', 'APPLIED', 'QUEUE', 'HELD', 'DEFERRED', 'OLDEST', 'DELIV/DEFER/BOUNCE', 'LAST ERROR'], rows)
+      ? table(['AGENT', 'REGION', 'STATE', 'APPLIED', 'QUEUE', 'HELD', 'DEFERRED', 'OLDEST', 'DELIV/DEFER/BOUNCE', 'VERSION', 'LAST ERROR'], rows)
       : 'no agents registered',
     running.length ? `running operations:\n${running.map((o) => `  ${operationLine(o, now)}`).join('\n')}` : 'no operation running',
     ...(recent.length ? [`recent operations:\n${recent.map((o) => `  ${operationLine(o, now)}`).join('\n')}`] : []),

@@ -60,6 +60,12 @@ export interface AgentStatus {
   lastError: string;
   /** Recipient-list version the agent last acknowledged. */
   recipientsVersion: number;
+  /** The agent's software version ("0.1.0 (abc1234)"); empty if unknown. */
+  softwareVersion: string;
+  /** Its SMTP listener (host:port); empty if unknown. */
+  smtpListen: string;
+  /** Its host name. */
+  hostname: string;
 }
 
 /** Operation is a long-running fleet-wide change. */
@@ -422,6 +428,9 @@ function createBaseAgentStatus(): AgentStatus {
     expected: false,
     lastError: "",
     recipientsVersion: 0,
+    softwareVersion: "",
+    smtpListen: "",
+    hostname: "",
   };
 }
 
@@ -456,6 +465,15 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     }
     if (message.recipientsVersion !== 0) {
       writer.uint32(80).uint64(message.recipientsVersion);
+    }
+    if (message.softwareVersion !== "") {
+      writer.uint32(90).string(message.softwareVersion);
+    }
+    if (message.smtpListen !== "") {
+      writer.uint32(98).string(message.smtpListen);
+    }
+    if (message.hostname !== "") {
+      writer.uint32(106).string(message.hostname);
     }
     return writer;
   },
@@ -553,6 +571,30 @@ export const AgentStatus: MessageFns<AgentStatus> = {
             message.recipientsVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.softwareVersion = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.smtpListen = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -597,6 +639,17 @@ export const AgentStatus: MessageFns<AgentStatus> = {
         : isSet(object.recipients_version)
         ? globalThis.Number(object.recipients_version)
         : 0,
+      softwareVersion: isSet(object.softwareVersion)
+        ? globalThis.String(object.softwareVersion)
+        : isSet(object.software_version)
+        ? globalThis.String(object.software_version)
+        : "",
+      smtpListen: isSet(object.smtpListen)
+        ? globalThis.String(object.smtpListen)
+        : isSet(object.smtp_listen)
+        ? globalThis.String(object.smtp_listen)
+        : "",
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
     };
   },
 
@@ -632,6 +685,15 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     if (message.recipientsVersion !== 0) {
       obj.recipientsVersion = Math.round(message.recipientsVersion);
     }
+    if (message.softwareVersion !== "") {
+      obj.softwareVersion = message.softwareVersion;
+    }
+    if (message.smtpListen !== "") {
+      obj.smtpListen = message.smtpListen;
+    }
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
     return obj;
   },
 
@@ -652,6 +714,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     message.expected = object.expected ?? false;
     message.lastError = object.lastError ?? "";
     message.recipientsVersion = object.recipientsVersion ?? 0;
+    message.softwareVersion = object.softwareVersion ?? "";
+    message.smtpListen = object.smtpListen ?? "";
+    message.hostname = object.hostname ?? "";
     return message;
   },
 };

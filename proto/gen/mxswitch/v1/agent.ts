@@ -58,6 +58,10 @@ export interface Hello {
   hostname: string;
   /** Recipient-list version the agent has on disk (0: none). */
   recipientsVersion: number;
+  /** The agent's software: "0.1.0 (abc1234)". */
+  softwareVersion: string;
+  /** Its SMTP listener (smtp.listen, host:port): a route to it would loop. */
+  smtpListen: string;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -473,7 +477,16 @@ export const SessionRequest: MessageFns<SessionRequest> = {
 };
 
 function createBaseHello(): Hello {
-  return { agentId: "", region: "", bootId: "", appliedVersion: 0, hostname: "", recipientsVersion: 0 };
+  return {
+    agentId: "",
+    region: "",
+    bootId: "",
+    appliedVersion: 0,
+    hostname: "",
+    recipientsVersion: 0,
+    softwareVersion: "",
+    smtpListen: "",
+  };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -495,6 +508,12 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.recipientsVersion !== 0) {
       writer.uint32(48).uint64(message.recipientsVersion);
+    }
+    if (message.softwareVersion !== "") {
+      writer.uint32(58).string(message.softwareVersion);
+    }
+    if (message.smtpListen !== "") {
+      writer.uint32(66).string(message.smtpListen);
     }
     return writer;
   },
@@ -560,6 +579,22 @@ export const Hello: MessageFns<Hello> = {
             message.recipientsVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.softwareVersion = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.smtpListen = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -596,6 +631,16 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.recipients_version)
         ? globalThis.Number(object.recipients_version)
         : 0,
+      softwareVersion: isSet(object.softwareVersion)
+        ? globalThis.String(object.softwareVersion)
+        : isSet(object.software_version)
+        ? globalThis.String(object.software_version)
+        : "",
+      smtpListen: isSet(object.smtpListen)
+        ? globalThis.String(object.smtpListen)
+        : isSet(object.smtp_listen)
+        ? globalThis.String(object.smtp_listen)
+        : "",
     };
   },
 
@@ -619,6 +664,12 @@ export const Hello: MessageFns<Hello> = {
     if (message.recipientsVersion !== 0) {
       obj.recipientsVersion = Math.round(message.recipientsVersion);
     }
+    if (message.softwareVersion !== "") {
+      obj.softwareVersion = message.softwareVersion;
+    }
+    if (message.smtpListen !== "") {
+      obj.smtpListen = message.smtpListen;
+    }
     return obj;
   },
 
@@ -633,6 +684,8 @@ export const Hello: MessageFns<Hello> = {
     message.appliedVersion = object.appliedVersion ?? 0;
     message.hostname = object.hostname ?? "";
     message.recipientsVersion = object.recipientsVersion ?? 0;
+    message.softwareVersion = object.softwareVersion ?? "";
+    message.smtpListen = object.smtpListen ?? "";
     return message;
   },
 };
