@@ -66,7 +66,11 @@ async function routeLs(opts: CommonOptions): Promise<void> {
   emit(opts, { version: res.version, routes }, (v) =>
     [
       `route table version ${v.version}`,
-      v.routes.length ? table(['MATCH', 'TARGET', 'HOLD', 'TLS'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls])) : 'no routes: every recipient is refused (550 5.7.1)',
+      v.routes.length
+        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls]))
+        : v.version === 0
+          ? 'no table set on the controller yet: the agents relay with the bootstrap routes of their config files'
+          : 'no routes: every recipient is refused (550 5.7.1)',
     ].join('\n'),
   );
 }
