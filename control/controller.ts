@@ -1,18 +1,15 @@
-import { readFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
+import type { Server } from '@grpc/grpc-js';
 import type { ControllerConfig } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
-import { AgentServiceService } from '../proto/gen/mxswitch/v1/agent.js';
-import { AdminServiceService } from '../proto/gen/mxswitch/v1/admin.js';
 import { Access } from './adapters/grpc/access.js';
 import { MemoryAgentDirectory, SqliteAgentDirectory } from './adapters/sqlite/agent-directory.js';
 import { adminService } from './adapters/grpc/admin-service.js';
 import { openControllerDb, type Db } from './adapters/sqlite/db.js';
-import { isLoopback, serverOptions } from './adapters/grpc/grpc-util.js';
+import { grpcCredentials, serveGrpc, stopGrpc } from './adapters/grpc/server.js';
 import { controllerMetrics } from './metrics.js';
 import { NatsControlPlane } from './adapters/nats/plane.js';
 import { SqliteOperationStore } from './adapters/sqlite/operation-store.js';
@@ -22,21 +19,6 @@ import { RecipientStore } from './adapters/sqlite/recipient-store.js';
 import { RouteStore } from './adapters/sqlite/route-store.js';
 import type { AgentCommander, OperationStore, RecipientStoreApi, RouteStoreApi } from './core/ports.js';
 import { Sessions } from './adapters/grpc/sessions.js';
-
-/** gRPC credentials from config: TLS (optionally mutual) or plaintext, which is allowed off loopback only on request. */
-function credentials(config: ControllerConfig, host: string, log: Logger): ServerCredentials {
-  const tls = config.grpc.tls;
-  if (tls) {
-    const ca = tls.ca ? readFileSync(tls.ca) : null;
-    log.info({ mutual: tls.requireClientCert }, tls.requireClientCert ? 'gRPC with mutual TLS' : 'gRPC with TLS');
-    return ServerCredentials.createSsl(ca, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], tls.requireClientCert);
-  }
-  if (!isLoopback(host) && !config.grpc.allowInsecureRemote) {
-    throw new ConfigError('grpc.listen', `${config.grpc.listen} is not a loopback address and no grpc.tls is configured; tokens would cross the network in plaintext. Configure grpc.tls, or set grpc.allowInsecureRemote: true`);
-  }
-  log.warn({ listen: config.grpc.listen }, 'gRPC is plaintext (no grpc.tls configured)');
-  return ServerCredentials.createInsecure();
-}
 
 /**
  * The controller's composition root: the admin service, the orchestrator and HTTP /metrics + /healthz over one of
@@ -80,8 +62,8 @@ export class Controller {
 
   async start(): Promise<void> {
     const { config, log } = this;
-    const { host, port } = parseHostPort(config.grpc.listen);
-    const creds = credentials(config, host, log);
+    const { host } = parseHostPort(config.grpc.listen);
+    const creds = grpcCredentials(config, log);
     const access = new Access(config.tokens);
     if (config.nats) {
       this.nats = await NatsControlPlane.open(config.nats, log, this.natsTuning);
@@ -123,31 +105,25 @@ export class Controller {
     }
     this.orchestrator = new Orchestrator({ ops: this.operations, store: this.store, registry: this.registry, commands: this.commands, stepTimeoutMs: config.stepTimeout, log });
 
-    const server = new Server({ ...serverOptions, interceptors: [access.interceptor()] });
-    // In NATS mode agents talk to NATS, not to us: only the admin API is served.
-    if (this.sessions) server.addService(AgentServiceService, { session: this.sessions.handle });
-    server.addService(
-      AdminServiceService,
-      adminService({
-        store: this.store,
-        recipients: this.recipients,
-        registry: this.registry,
-        orchestrator: this.orchestrator,
-        commands: this.commands,
-        access,
-        commandTimeoutMs: config.commandTimeout,
-        log,
-      }),
-    );
-    const bindHost = host.includes(':') ? `[${host}]` : host;
+    const admin = adminService({
+      store: this.store,
+      recipients: this.recipients,
+      registry: this.registry,
+      orchestrator: this.orchestrator,
+      commands: this.commands,
+      access,
+      commandTimeoutMs: config.commandTimeout,
+      log,
+    });
+    let server: Server;
     try {
-      this.grpcPort = await new Promise<number>((resolve, reject) => server.bindAsync(`${bindHost}:${port}`, creds, (err, bound) => (err ? reject(err) : resolve(bound))));
+      ({ server, port: this.grpcPort } = await serveGrpc({ config, creds, access, admin, sessions: this.sessions }));
     } catch (err) {
       this.db?.close();
       this.db = undefined;
       await this.nats?.stop().catch(() => undefined);
       this.nats = undefined;
-      throw new ConfigError('grpc.listen', `cannot listen on ${config.grpc.listen}: ${(err as Error).message}`);
+      throw err;
     }
     this.server = server;
     this.registry.start();
@@ -184,18 +160,7 @@ export class Controller {
     this.sessions?.stop();
     this.registry?.stop();
     const server = this.server;
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 1000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
-    }
+    if (server) await stopGrpc(server);
     this.server = undefined;
     const http = this.http;
     this.http = undefined;
