@@ -117,6 +117,12 @@ export function resultsOf(
   });
 }
 
+/**
+ * The message goes out as stored (raw), headers and all; without a Message-ID of its own nodemailer makes one
+ * per message that it never sends (five randomBytes calls: ~3% of the agent's event loop in a profile).
+ */
+const RAW_MESSAGE_ID = '<raw@mxswitch.invalid>';
+
 /** "mx1.example.net[192.0.2.1]:25" or "[192.0.2.1]:25": the next hop as a reply text names it. */
 function where(hop: { address: string; name?: string; port?: number }): string {
   return `${hop.name ?? ''}[${hop.address}]${hop.port ? `:${hop.port}` : ''}`;
@@ -159,7 +165,7 @@ export class Delivery {
     for (const hop of hops) {
       const pool = this.pool(hop.address, target.port, tlsRequired, hop.name);
       try {
-        const info = await pool.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: typeof body === 'function' ? body() : body });
+        const info = await pool.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: typeof body === 'function' ? body() : body, messageId: RAW_MESSAGE_ID });
         const rejected = (info as unknown as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [];
         return resultsOf(envelope.to, { ok: true, response: String(info.response ?? '250'), rejected }, where({ ...hop, port: target.port }), this.config);
       } catch (err) {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
 import { unsyncedRunner } from './open.js';
-import { bodySize, PART_BYTES, storageError, type NewMessage } from './types.js';
+import { bodySize, PART_BYTES, type NewMessage } from './types.js';
 
 /** A message for delivery: whole, or a new stream of its stored parts per call; `head` covers its header section. */
 export interface DeliveryBody {
@@ -12,10 +12,11 @@ export interface DeliveryBody {
 const EMPTY = Buffer.alloc(0);
 
 /**
- * Message rows and their bytes (tables messages and body_parts). A message over PART_BYTES is stored as an
- * empty body in its row (with the real size) and its bytes in parts of about PART_BYTES, never whole in memory.
+ * Writes of message rows and their bytes (tables messages and body_parts), in the writer thread. A message over
+ * PART_BYTES is stored as an empty body in its row (with the real size) and its bytes in parts of about
+ * PART_BYTES, never whole in memory.
  */
-export class Bodies {
+export class BodyWrites {
   private readonly stmts;
   private readonly unsynced;
 
@@ -23,9 +24,6 @@ export class Bodies {
     this.unsynced = unsyncedRunner(db);
     this.stmts = {
       insertMsg: db.prepare('INSERT INTO messages (id, sender, arrived_at, size, dsn, body) VALUES (?, ?, ?, ?, ?, ?)'),
-      body: db.prepare('SELECT body, size FROM messages WHERE id = ?'),
-      parts: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? ORDER BY seq').pluck(),
-      part: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? AND seq = ?').pluck(),
       insertPart: db.prepare('INSERT INTO body_parts (msg_id, seq, data) VALUES (?, ?, ?)'),
       deleteParts: db.prepare('DELETE FROM body_parts WHERE msg_id = ?'),
       deleteMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
@@ -69,11 +67,7 @@ export class Bodies {
    * `dropParts`, or at the next start.
    */
   stagePart(msgId: string, seq: number, data: Buffer): void {
-    try {
-      this.unsynced(() => this.stmts.insertPart.run(msgId, seq, data));
-    } catch (err) {
-      throw storageError(err);
-    }
+    this.unsynced(() => this.stmts.insertPart.run(msgId, seq, data));
   }
 
   dropParts(msgId: string): void {
@@ -89,6 +83,19 @@ export class Bodies {
   /** Removes a message row with its parts once it has no recipients left. */
   deleteIfDone(msgId: string): void {
     if (this.stmts.deleteMsgIfDone.run(msgId, msgId).changes) this.stmts.deleteParts.run(msgId);
+  }
+}
+
+/** Reads of a message's bytes for delivery and display, on the spool's own connection (beside the writer's: WAL). */
+export class BodyReads {
+  private readonly stmts;
+
+  constructor(db: Database.Database) {
+    this.stmts = {
+      body: db.prepare('SELECT body, size FROM messages WHERE id = ?'),
+      parts: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? ORDER BY seq').pluck(),
+      part: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? AND seq = ?').pluck(),
+    };
   }
 
   /**

@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import Database from 'better-sqlite3';
 
 /** What the spool holds, counted (for tests, benchmarks and diagnostics). */
 export interface SpoolCounts {
@@ -17,6 +17,11 @@ export interface PageUsage {
 /** SQLite's default (and largest) max_page_count: no limit. */
 const UNLIMITED_PAGES = 1073741823;
 
+/** Lets `db` grow to `max` pages at most (never below its current size); no argument: no limit. */
+export function setPageLimit(db: Database.Database, max = UNLIMITED_PAGES): void {
+  db.pragma(`max_page_count = ${Math.floor(max)}`);
+}
+
 /**
  * Named inspection of the spool's storage, so tests and benchmarks never need SQL: row counts, SQLite's
  * quick_check, and the page limit that simulates a full disk (like the `maxPages` open option).
@@ -24,7 +29,11 @@ const UNLIMITED_PAGES = 1073741823;
 export class Inspection {
   private readonly stmts;
 
-  constructor(private readonly db: Database.Database) {
+  constructor(
+    private readonly db: Database.Database,
+    /** The page limit for the connection that writes, when that is not `db` (the spool's writer thread). */
+    private readonly limitWrites?: (max: number) => void,
+  ) {
     const count = (table: string) => db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck();
     this.stmts = {
       messages: count('messages'),
@@ -57,8 +66,23 @@ export class Inspection {
     return { count: this.db.pragma('page_count', { simple: true }) as number, max: this.db.pragma('max_page_count', { simple: true }) as number };
   }
 
+  /**
+   * Takes the database's write lock on a connection of its own and keeps it until the returned function is
+   * called: every write (a commit before a 250 too) waits meanwhile, as it would for a very slow disk.
+   */
+  holdWriteLock(): () => void {
+    const holder = new Database(this.db.name, { fileMustExist: true });
+    holder.pragma('busy_timeout = 5000');
+    holder.exec('BEGIN IMMEDIATE');
+    return () => {
+      holder.exec('ROLLBACK');
+      holder.close();
+    };
+  }
+
   /** Lets the database grow to `max` pages at most (never below its current size); no argument: no limit. */
   limitPages(max = UNLIMITED_PAGES): void {
-    this.db.pragma(`max_page_count = ${Math.floor(max)}`);
+    setPageLimit(this.db, max);
+    this.limitWrites?.(max);
   }
 }

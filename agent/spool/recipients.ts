@@ -1,25 +1,51 @@
 import type Database from 'better-sqlite3';
-import type { Bodies } from './bodies.js';
+import type { BodyWrites } from './bodies.js';
 import { unsyncedRunner } from './open.js';
-import { CLAIMED_COLUMNS, RCPT_COLUMNS, type ClaimedRecipient, type HoldKind, type OutcomeRecord, type RecipientRow } from './types.js';
+import { CLAIMED_COLUMNS, RCPT_COLUMNS, type ClaimedRecipient, type HoldKind, type OutcomeWrite, type RecipientRow } from './types.js';
 
 /** Selects recipient rows for a bulk change (hold, release, retry). */
 export type RowPick = (row: RecipientRow) => boolean;
 
+/** A bulk change of the rows a RowPick chose (see pickIds). */
+export type BulkChange = { kind: 'release' } | { kind: 'hold'; holdKind: HoldKind; reply: string } | { kind: 'retry' };
+
+/** The rows each bulk change is for (the writer re-checks that each chosen row can still take it). */
+const CANDIDATES: Record<BulkChange['kind'], string> = {
+  release: "r.state = 'held'",
+  hold: 'r.due_at IS NOT NULL',
+  retry: 'r.due_at > @now',
+};
+
 /**
- * The recipients table: one row per recipient of a queued message. Claiming due rows, delivery outcomes, and
- * the bulk changes (hold, release, retry). Dequeue order is by next attempt through the partial index on due_at
- * (due_at is NULL for in-flight and held rows), so taking the next batch costs the same at any queue size.
+ * The ids of the candidates for `kind` that `pick` chooses (pick is a function: it runs on the spool's thread,
+ * the writer gets the ids). Rows are streamed one at a time so a large queue is never held in memory as row
+ * objects.
  */
-export class Recipients {
+export function pickIds(db: Database.Database, kind: BulkChange['kind'], pick: RowPick, now: number): number[] {
+  const ids: number[] = [];
+  const rows = db.prepare(`SELECT ${RCPT_COLUMNS} FROM recipients r WHERE ${CANDIDATES[kind]}`);
+  for (const row of (kind === 'retry' ? rows.iterate({ now }) : rows.iterate()) as IterableIterator<RecipientRow>) if (pick(row)) ids.push(row.id);
+  return ids;
+}
+
+/**
+ * The recipients table, written in the writer thread: one row per recipient of a queued message. Claiming due
+ * rows, delivery outcomes, and the bulk changes (hold, release, retry). Dequeue order is by next attempt through
+ * the partial index on due_at (due_at is NULL for in-flight and held rows), so taking the next batch costs the
+ * same at any queue size.
+ */
+export class RecipientWrites {
   private readonly stmts;
   private readonly unsynced;
 
   constructor(
     private readonly db: Database.Database,
-    private readonly bodies: Bodies,
+    private readonly bodies: BodyWrites,
   ) {
     this.unsynced = unsyncedRunner(db);
+    // Bulk changes take the chosen ids as one JSON array; each re-checks its candidate condition, because the
+    // row may have changed (been claimed, say) since it was picked on the other thread.
+    const chosen = 'id IN (SELECT value FROM json_each(@ids))';
     this.stmts = {
       insert: db.prepare("INSERT INTO recipients (msg_id, rcpt, state, due_at) VALUES (?, ?, 'queued', ?)"),
       due: db.prepare(`SELECT ${CLAIMED_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE r.due_at IS NOT NULL AND r.due_at <= ? ORDER BY r.due_at LIMIT ?`),
@@ -28,11 +54,12 @@ export class Recipients {
       deleteOf: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
       defer: db.prepare("UPDATE recipients SET state = 'deferred', attempts = attempts + 1, due_at = ?, last_reply = ?, route = ? WHERE id = ?"),
       hold: db.prepare("UPDATE recipients SET state = 'held', due_at = NULL, last_reply = ?, route = ?, hold_kind = ?, hold_since = ? WHERE id = ?"),
-      release: db.prepare(
-        "UPDATE recipients SET state = 'queued', due_at = ?, hold_kind = NULL, held_ms = held_ms + (? - hold_since), hold_since = NULL WHERE id = ?",
+      holdChosen: db.prepare(`UPDATE recipients SET state = 'held', due_at = NULL, last_reply = @reply, hold_kind = @holdKind, hold_since = @now WHERE due_at IS NOT NULL AND ${chosen}`),
+      releaseChosen: db.prepare(
+        `UPDATE recipients SET state = 'queued', due_at = @now, hold_kind = NULL, held_ms = held_ms + (@now - hold_since), hold_since = NULL WHERE state = 'held' AND ${chosen}`,
       ),
+      retryChosen: db.prepare(`UPDATE recipients SET due_at = @now WHERE due_at IS NOT NULL AND ${chosen}`),
       retryAll: db.prepare('UPDATE recipients SET due_at = ? WHERE due_at > ?'),
-      retryOne: db.prepare('UPDATE recipients SET due_at = ? WHERE id = ? AND due_at IS NOT NULL'),
     };
   }
 
@@ -57,38 +84,44 @@ export class Recipients {
   }
 
   /** Writes delivery outcomes (inside a transaction): delivered and bounced recipients leave the queue. */
-  applyOutcomes(results: readonly OutcomeRecord[], now: number): void {
-    for (const { row, route, outcome } of results) {
+  applyOutcomes(results: readonly OutcomeWrite[], now: number): void {
+    for (const { id, msgId, route, outcome } of results) {
       switch (outcome.kind) {
         case 'delivered':
         case 'bounced':
-          this.stmts.delete.run(row.id);
-          this.bodies.deleteIfDone(row.msgId);
+          this.stmts.delete.run(id);
+          this.bodies.deleteIfDone(msgId);
           break;
         case 'deferred':
-          this.stmts.defer.run(outcome.dueAt, outcome.reply, route, row.id);
+          this.stmts.defer.run(outcome.dueAt, outcome.reply, route, id);
           break;
         case 'held':
-          this.stmts.hold.run(outcome.reply, route, outcome.holdKind, now, row.id);
+          this.stmts.hold.run(outcome.reply, route, outcome.holdKind, now, id);
           break;
       }
     }
   }
 
-  /** Releases held recipients chosen by `pick`; they become due at once and their hold time stops counting. */
-  releaseWhere(pick: RowPick, now: number): number {
-    return this.change("r.state = 'held'", [], pick, (r) => this.stmts.release.run(now, now, r.id));
+  /**
+   * Applies a bulk change to the rows `ids` (chosen by pickIds) that are still candidates for it, in one
+   * statement. Released rows become due at once and their hold time stops counting; retried rows are due now.
+   * Returns how many changed.
+   */
+  change(change: BulkChange, ids: readonly number[], now: number): number {
+    const params = { ids: JSON.stringify(ids), now };
+    switch (change.kind) {
+      case 'release':
+        return this.stmts.releaseChosen.run(params).changes;
+      case 'hold':
+        return this.stmts.holdChosen.run({ ...params, holdKind: change.holdKind, reply: change.reply }).changes;
+      case 'retry':
+        return this.stmts.retryChosen.run(params).changes;
+    }
   }
 
-  /** Puts waiting (queued/deferred) recipients chosen by `pick` on hold. */
-  holdWhere(pick: RowPick, kind: HoldKind, reply: string, now: number): number {
-    return this.change('r.due_at IS NOT NULL', [], pick, (r) => this.stmts.hold.run(reply, r.route, kind, now, r.id));
-  }
-
-  /** Makes deferred recipients (all, or those chosen by `pick`) due now; all of them in one statement. */
-  retryWhere(pick: RowPick | undefined, now: number): number {
-    if (!pick) return this.stmts.retryAll.run(now, now).changes;
-    return this.change('r.due_at > ?', [now], pick, (r) => this.stmts.retryOne.run(now, r.id));
+  /** Makes every deferred recipient due now, in one statement. */
+  retryAll(now: number): number {
+    return this.stmts.retryAll.run(now, now).changes;
   }
 
   /** Operator removal of a whole message with its recipients; true when there was one. */
@@ -97,19 +130,5 @@ export class Recipients {
       this.stmts.deleteOf.run(msgId);
       return this.bodies.deleteMessage(msgId);
     })();
-  }
-
-  /**
-   * Applies `apply` in one transaction to the rows of `where` (a fixed SQL condition) that `pick` chooses.
-   * Rows are streamed one at a time so a large queue is never held in memory as row objects: only the chosen
-   * ids (and routes) are kept. Returns how many were chosen.
-   */
-  private change(where: string, params: unknown[], pick: RowPick, apply: (row: { id: number; route: string | null }) => void): number {
-    const chosen: { id: number; route: string | null }[] = [];
-    for (const row of this.db.prepare(`SELECT ${RCPT_COLUMNS} FROM recipients r WHERE ${where}`).iterate(...params) as IterableIterator<RecipientRow>) {
-      if (pick(row)) chosen.push({ id: row.id, route: row.route });
-    }
-    this.db.transaction(() => chosen.forEach(apply))();
-    return chosen.length;
   }
 }

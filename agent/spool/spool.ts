@@ -1,13 +1,16 @@
 import type Database from 'better-sqlite3';
 import { Ballast } from './ballast.js';
 import { Batcher } from './batcher.js';
-import { Bodies, type DeliveryBody } from './bodies.js';
+import { BodyReads, type DeliveryBody } from './bodies.js';
+import { FreshBodies } from './fresh-bodies.js';
 import { Inspection } from './inspect.js';
-import { openReadOnly, openSpoolDb, recoverAtStart, type OpenOptions } from './open.js';
-import { Recipients, type RowPick } from './recipients.js';
+import { openReadOnly, openSpoolDb, type OpenOptions } from './open.js';
+import { pickIds, type BulkChange, type RowPick } from './recipients.js';
 import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
-import { storageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
+import { outcomeWrite, PART_BYTES, QueueStorageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
+import { ownCopy } from './wire.js';
+import { WriterClient } from './writer-client.js';
 
 export type { DeliveryBody } from './bodies.js';
 export type { Inspection, PageUsage, SpoolCounts } from './inspect.js';
@@ -29,13 +32,14 @@ export interface SpoolOptions extends OpenOptions {
 
 /**
  * The agent's durable queue, and the only module of the agent that the rest of it imports for storage (the
- * modules beside this file hold the SQL, one job each). Every commit that precedes an SMTP 250 is made with
- * synchronous=FULL in WAL mode, so it has been fsynced when `commit()` resolves.
+ * modules beside this file hold the SQL, one job each). Every write goes to a writer thread (writer.ts) with a
+ * connection of its own, so that no fsync stalls this event loop; every commit that precedes an SMTP 250 is made
+ * with synchronous=FULL in WAL mode, so it has been fsynced when `commit()` resolves.
  *
- * Writes, claims and outcomes return promises, so that the database can move off the event loop (a worker
- * thread) without touching callers. Callers must not rely on anything having happened before the promise
- * settles. The read-only views (stats, listings, a message's body) and the free-space check stay synchronous:
- * in WAL mode they can keep a connection of their own on this thread.
+ * Writes, claims and outcomes return promises that settle once the writer thread has committed them; callers
+ * must not rely on anything having happened before. The read-only views (stats, listings, a message's body) and
+ * the free-space check stay synchronous, on this thread's own connection: in WAL mode it reads what the writer
+ * committed last, never a half-written transaction.
  */
 export class Spool {
   /**
@@ -53,10 +57,13 @@ export class Spool {
 
   /** Counts, integrity and the simulated full disk, for tests and benchmarks. */
   readonly inspect: Inspection;
+  /** This thread's connection: it opens (and checks) the file, and reads. */
   private readonly db: Database.Database;
+  private readonly writer: WriterClient;
   private readonly space: SpaceAccount;
-  private readonly bodies: Bodies;
-  private readonly recipients: Recipients;
+  private readonly bodies: BodyReads;
+  /** Bodies committed and not yet sent: most are delivered at once, and then never read back. */
+  private readonly fresh = new FreshBodies(16 * 1024 * 1024, PART_BYTES);
   private readonly batcher: Batcher;
   private readonly views: Views;
 
@@ -65,13 +72,13 @@ export class Spool {
     opts: SpoolOptions = {},
   ) {
     this.db = openSpoolDb(dataDir, opts);
+    this.writer = new WriterClient({ dataDir, ...(opts.maxPages ? { maxPages: opts.maxPages } : {}) });
     const headroom = opts.headroomBytes ?? STORAGE_HEADROOM;
     this.space = new SpaceAccount(dataDir, this.db, headroom, opts.ballast ? new Ballast(dataDir, headroom, opts.ballast.onRelease) : undefined);
-    this.bodies = new Bodies(this.db);
-    this.recipients = new Recipients(this.db, this.bodies);
-    this.batcher = new Batcher(this.db, this.bodies, this.recipients, this.space, (write) => this.drain(write));
+    this.bodies = new BodyReads(this.db);
+    this.batcher = new Batcher(this.writer, this.space, (write) => this.drain(write));
     this.views = new Views(this.db);
-    this.inspect = new Inspection(this.db);
+    this.inspect = new Inspection(this.db, (max) => this.writer.limitPages(max));
   }
 
   /** Whether a message of `size` bytes may still be accepted (see SpaceAccount). */
@@ -90,69 +97,81 @@ export class Spool {
   }
 
   /** At agent start only: rows a crash left in flight become due again; parts of unfinished messages go. */
-  async recoverInFlight(now = Date.now()): Promise<number> {
-    return recoverAtStart(this.db, now);
-  }
-
-  /** Queues a message; resolves with its id once it is on disk. Concurrent calls share one fsync (group commit). */
-  commit(msg: NewMessage): Promise<string> {
-    return this.batcher.commit(msg);
+  recoverInFlight(now = Date.now()): Promise<number> {
+    return this.writer.call('recover', [now]);
   }
 
   /**
-   * Records delivery outcomes in the next group commit, in one transaction with the messages committed in this
-   * event-loop turn. Rejects with a QueueStorageError when they could not be written; their rows then stay in flight.
+   * Queues a message; resolves with its id once it is on disk. Calls made while the writer syncs share the next
+   * fsync (group commit). The writer gets a copy of the body; a body in one Buffer may be kept for its first
+   * delivery, so it must not change after the commit.
+   */
+  async commit(msg: NewMessage): Promise<string> {
+    const id = await this.batcher.commit(msg);
+    if (Buffer.isBuffer(msg.body) && !msg.staged) this.fresh.keep(id, msg.body);
+    return id;
+  }
+
+  /**
+   * Records delivery outcomes in the next group commit, in one transaction with the messages committed with it.
+   * Rejects with a QueueStorageError when they could not be written; their rows then stay in flight.
    */
   recordSoon(results: readonly OutcomeRecord[]): Promise<void> {
-    return this.batcher.record(results);
+    return this.batcher.record(results.map(outcomeWrite));
   }
 
   /** Records delivery outcomes now, in one transaction of their own. */
-  async record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
-    this.drain(() => this.db.transaction(() => this.recipients.applyOutcomes(results, now))());
+  record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
+    const outcomes = results.map(outcomeWrite);
+    return this.drain(() => this.writer.call('write', [[], outcomes, now]));
   }
 
   /** Takes up to `limit` due recipients, oldest due first, and marks them in flight. */
-  async claimDue(now: number, limit: number): Promise<ClaimedRecipient[]> {
-    return this.drain(() => this.recipients.claimDue(now, limit));
+  claimDue(now: number, limit: number): Promise<ClaimedRecipient[]> {
+    return this.drain(() => this.writer.call('claim', [now, limit]));
   }
 
-  /** The message for delivery (a stream of its parts when it is large); undefined when it was removed. */
+  /**
+   * The message for delivery (a stream of its parts when it is large); undefined when it was removed (or, for a
+   * message whose first attempt this is, removed by another process after it was claimed).
+   */
   async forDelivery(msgId: string): Promise<DeliveryBody | undefined> {
-    return this.bodies.forDelivery(msgId);
+    const fresh = this.fresh.take(msgId);
+    return fresh ? { raw: fresh, head: fresh } : this.bodies.forDelivery(msgId);
   }
 
-  /** Writes part `seq` of a message still arriving; the message's commit makes it durable. */
-  async stagePart(msgId: string, seq: number, data: Buffer): Promise<void> {
-    this.bodies.stagePart(msgId, seq, data);
+  /** Writes part `seq` of a message still arriving (a copy of `data`); the message's commit makes it durable. */
+  stagePart(msgId: string, seq: number, data: Buffer): Promise<void> {
+    const copy = ownCopy(data);
+    return this.writer.call('stagePart', [msgId, seq, copy], [copy.buffer as ArrayBuffer]);
   }
 
   /** Removes the staged parts of a message that will not be committed. */
-  async dropParts(msgId: string): Promise<void> {
-    this.bodies.dropParts(msgId);
+  dropParts(msgId: string): Promise<void> {
+    return this.writer.call('dropParts', [msgId]);
   }
 
   /** Releases held recipients chosen by `pick`; they become due at once and their hold time stops counting. */
-  async releaseWhere(pick: RowPick, now = Date.now()): Promise<number> {
-    this.batcher.writeRecordsNow();
-    return this.recipients.releaseWhere(pick, now);
+  releaseWhere(pick: RowPick, now = Date.now()): Promise<number> {
+    return this.change({ kind: 'release' }, pick, now);
   }
 
   /** Puts waiting (queued/deferred) recipients chosen by `pick` on hold. */
-  async holdWhere(pick: RowPick, kind: HoldKind, reply: string, now = Date.now()): Promise<number> {
-    this.batcher.writeRecordsNow();
-    return this.recipients.holdWhere(pick, kind, reply, now);
+  holdWhere(pick: RowPick, kind: HoldKind, reply: string, now = Date.now()): Promise<number> {
+    return this.change({ kind: 'hold', holdKind: kind, reply }, pick, now);
   }
 
   /** Makes deferred recipients (all, or those chosen by `pick`) due now. */
   async retryWhere(pick?: RowPick, now = Date.now()): Promise<number> {
-    this.batcher.writeRecordsNow();
-    return this.recipients.retryWhere(pick, now);
+    if (pick) return this.change({ kind: 'retry' }, pick, now);
+    await this.batcher.settled();
+    return this.writer.call('retryAll', [now]);
   }
 
   /** Operator removal of a whole message; false when there is none. */
-  async remove(msgId: string): Promise<boolean> {
-    return this.recipients.removeMessage(msgId);
+  remove(msgId: string): Promise<boolean> {
+    this.fresh.forget(msgId);
+    return this.writer.call('remove', [msgId]);
   }
 
   message(msgId: string): MessageRow | undefined {
@@ -182,19 +201,30 @@ export class Spool {
     return this.bodies.whole(msgId);
   }
 
+  /**
+   * A bulk change of the rows `pick` chooses, decided on the states after the outcomes still waiting have been
+   * written (see Batcher.settled); rows picked here are changed only if the change still applies to them there.
+   */
+  private async change(change: BulkChange, pick: RowPick, now: number): Promise<number> {
+    await this.batcher.settled();
+    const ids = pickIds(this.db, change.kind, pick, now);
+    return ids.length ? this.writer.call('change', [change, ids, now]) : 0;
+  }
+
   /** A write that empties the queue: on a full disk it is tried once more after the ballast has gone. */
-  private drain<T>(write: () => T): T {
+  private async drain<T>(write: () => Promise<T>): Promise<T> {
     try {
-      return write();
+      return await write();
     } catch (err) {
-      if (!storageError(err).full || !this.space.releaseBallast()) throw err;
+      if (!(err instanceof QueueStorageError && err.full) || !this.space.releaseBallast()) throw err;
       return write();
     }
   }
 
-  /** Writes what waits for this turn's group commit, then closes the database. */
+  /** Writes what waits for a group commit, ends the writer thread, then closes this thread's connection. */
   async close(): Promise<void> {
-    this.batcher.flush();
+    await this.batcher.settled();
+    await this.writer.close();
     this.db.close();
   }
 }

@@ -14,8 +14,9 @@
  * Postfix's smtp-source (new connection per message, and -d: connections reused), or both (the default when
  * /usr/sbin/smtp-source exists). Each ingest shape runs --reps times (3; 1 with --quick) per peer, interleaved;
  * medians are printed. --connections new|reused|both picks smtp-source's connection modes (both by default).
- * Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under `node --cpu-prof`; `tsx test/bench/profile-top.ts
- * DIR/*.cpuprofile` lists the top self-time functions.
+ * Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under `node --cpu-prof` (one file per thread: the event
+ * loop, the spool's writer thread, and from source tsx's loader threads); `tsx test/bench/profile-top.ts FILE`
+ * lists the top self-time functions of one.
  * Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
  */
 import { cpus, loadavg } from 'node:os';
