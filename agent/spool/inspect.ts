@@ -42,6 +42,7 @@ export class Inspection {
       messagesOf: db.prepare('SELECT COUNT(*) FROM messages WHERE id = ?').pluck(),
       recipientsOf: db.prepare('SELECT COUNT(*) FROM recipients WHERE msg_id = ?').pluck(),
       partsOf: db.prepare('SELECT COUNT(*) FROM body_parts WHERE msg_id = ?').pluck(),
+      orphans: db.prepare('SELECT COUNT(*) FROM recipients r WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.msg_id)').pluck(),
     };
   }
 
@@ -50,6 +51,14 @@ export class Inspection {
     const s = this.stmts;
     const n = (all: Database.Statement, of: Database.Statement) => (msgId === undefined ? all.get() : of.get(msgId)) as number;
     return { messages: n(s.messages, s.messagesOf), recipients: n(s.recipients, s.recipientsOf), bodyParts: n(s.parts, s.partsOf) };
+  }
+
+  /**
+   * Recipients whose message row is gone, counted in one statement (one snapshot): row by row, a delivery
+   * committed by the writer thread between two reads would look like one.
+   */
+  orphanRecipients(): number {
+    return this.stmts.orphans.get() as number;
   }
 
   /** SQLite's quick_check: 'ok', or what it found. */
