@@ -37,6 +37,10 @@ test('npm run bench -- --quick --json runs every scenario; every message is acce
   assert.equal(scale.length, 1);
   assert.ok(scale[0]!.queued > 0 && scale[0]!.claimP50ms > 0 && scale[0]!.rssBytes > 0);
 
+  const lists = of('recipients') as unknown as { addresses: number; appliedMs: number; editMs: number }[];
+  assert.equal(lists.length, 1);
+  assert.ok(lists[0]!.addresses > 0 && lists[0]!.appliedMs > 0 && lists[0]!.editMs > 0);
+
   const big = of('large') as unknown as { accepted: boolean; relayed: boolean; peakRssBytes: number }[];
   assert.equal(big.length, 1);
   assert.ok(big[0]!.accepted && big[0]!.relayed && big[0]!.peakRssBytes > 0);

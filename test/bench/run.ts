@@ -8,6 +8,7 @@
  *   queue-scale  claimDue cost, agent start, health scrape and RSS with 10k / 100k / 1M 4 KB messages queued
  *   large        a 50 MB message accepted and relayed; the agent's peak RSS rise against the message size
  *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
+ *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit
  * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
  * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
  * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
@@ -22,6 +23,7 @@
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { convergence, type ConvergenceResult } from './convergence.js';
+import { recipientLists, type RecipientsResult } from './recipients.js';
 import { ensurePostfix, type PeerName } from './peers.js';
 import {
   drain,
@@ -57,7 +59,7 @@ const { values } = parseArgs({
     size: { type: 'string' },
   },
 });
-const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence'];
+const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients'];
 const chosen = values.scenario ? values.scenario.split(',') : SCENARIOS;
 for (const s of chosen) if (!SCENARIOS.includes(s)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
 if (values.peer && values.peer !== 'postfix') throw new Error(`--peer ${values.peer}: only postfix`);
@@ -142,8 +144,13 @@ if (wanted('large')) {
   larges.push(await large(largeSize, quick ? 60_000 : 300_000));
 }
 if (wanted('convergence')) for (const n of quick ? [1, 3] : [1, 10, 50]) converged.push(await convergence(n, quick ? 4 : 40));
+const lists: RecipientsResult[] = [];
+if (wanted('recipients')) {
+  progress('recipients');
+  lists.push(await recipientLists(quick ? 20_000 : 200_000, quick ? 2 : 3));
+}
 
-const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged];
+const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists];
 const num = (v: number, d = 0, w = 8) => v.toFixed(d).padStart(w);
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 const shapeText = (s: Shape) => `${s.sessions} x ${s.messages} x ${Math.round(s.size / 1024)}KB`;
@@ -224,6 +231,9 @@ if (values.json) {
     console.log('\nconvergence (admin call -> last agent ack, one hold/release step)');
     console.log('agents  steps  p50 ms  p99 ms');
     for (const c of converged) console.log(`${String(c.agents).padStart(6)}  ${String(c.steps).padStart(5)}  ${c.p50ms.toFixed(1).padStart(6)}  ${c.p99ms.toFixed(1).padStart(6)}`);
+  }
+  for (const l of lists) {
+    console.log(`\nrecipient lists: ${l.addresses} addresses imported in ${l.importMs.toFixed(0)} ms, on all ${l.agents} agents ${l.appliedMs.toFixed(0)} ms later; one add afterwards reached them in ${l.editMs.toFixed(0)} ms`);
   }
 }
 const ok =
