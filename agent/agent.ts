@@ -250,7 +250,8 @@ export class Agent implements ControlHandler {
       oldestAgeSeconds: stats.oldestArrival ? (now - stats.oldestArrival) / 1000 : 0,
       routes: queueByRoute(this.queue, this.router.table, now),
       counters: { ...this.ingress.counters, delivered: d.delivered, deferred: d.deferred, bounced: d.bounced },
-      lastDeliveryError: d.lastError,
+      // News only while mail waits: with the queue empty, status would show an error of mail long delivered.
+      lastDeliveryError: stats.total ? d.lastError : '',
       diskFreeBytes: this.queue.diskFreeBytes(),
       uptimeSeconds: (now - this.startedAt) / 1000,
     };
