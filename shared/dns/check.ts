@@ -54,7 +54,12 @@ export interface MxCheck {
   /** The latest moment a checked resolver may still serve an MX set other than the expected one. */
   safeAfter: string;
   safeInSeconds: number;
-  /** How safeInSeconds was found, for humans. */
+  /**
+   * False when the check cannot tell when it is safe: nothing answered, or a resolver was silent and no TTL was
+   * seen anywhere to bound its cache (safeInSeconds is then 0 and means nothing).
+   */
+  safeKnown: boolean;
+  /** How safeInSeconds was found (or why it is unknown), for humans. */
   safeReason: string;
 }
 
@@ -251,6 +256,7 @@ export async function checkMx(domainText: string, expectText: readonly string[],
   const fullTtl = authoritative.ttlSeconds ?? (reportedTtls.length ? Math.max(...reportedTtls) : null);
   let safeIn = 0;
   let safeReason = 'every checked resolver already serves the expected MX set';
+  let unknown = answering.length === 0 ? 'no resolver or authoritative server answered' : '';
   for (const a of answers) {
     let wait: number | null = null;
     let why = '';
@@ -264,7 +270,7 @@ export async function checkMx(domainText: string, expectText: readonly string[],
     if (wait !== null && wait > safeIn) {
       safeIn = wait;
       safeReason = why;
-    } else if (wait === null && why && safeIn === 0) safeReason = `${why}; no TTL known`;
+    } else if (wait === null && why) unknown ||= `${why}; no TTL known to bound it`;
   }
 
   return {
@@ -279,6 +285,7 @@ export async function checkMx(domainText: string, expectText: readonly string[],
     unanswered: all.length - answering.length,
     safeAfter: new Date(at + safeIn * 1000).toISOString(),
     safeInSeconds: safeIn,
-    safeReason,
+    safeKnown: !unknown,
+    safeReason: unknown || safeReason,
   };
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { within } from '../helpers/agent.js';
 import { after, before, describe, test } from 'node:test';
+import { renderCheck } from '../../control/cli/commands/dns.js';
 import { checkMx, parseExpect } from '../../shared/dns/check.js';
 import { parseServer, query, type Resolver } from '../../shared/dns/query.js';
 import { ZoneServer } from './zone-server.js';
@@ -116,6 +117,10 @@ describe('dns check', () => {
 
     const allDown = await checkMx('example.test', EXPECT, [asResolver(down, 'dead')], { ...withDown(), authoritative: false });
     assert.equal(allDown.verdict, 'not-propagated', 'no answer at all is not propagation');
+    assert.equal(allDown.safeKnown, false, 'nothing answered: no "safe now"');
+    assert.equal(allDown.safeReason, 'no resolver or authoritative server answered');
+    assert.match(renderCheck(allDown), /\nno answer: cannot tell when it is safe \(no resolver or authoritative server answered\)$/);
+    assert.equal(c.safeKnown, true);
   });
 
   test('authoritative server not updated yet: partial even when every resolver matches', async () => {

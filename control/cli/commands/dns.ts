@@ -108,6 +108,7 @@ function verdictLine(c: MxCheck): string {
 }
 
 function safeLine(c: MxCheck): string {
+  if (!c.safeKnown) return `no answer: cannot tell when it is safe (${c.safeReason})`;
   if (c.safeInSeconds === 0) return `safe now: ${c.safeReason}`;
   return `safe after ${when(c.safeAfter)} (in ${formatDuration(c.safeInSeconds * 1000)}): ${c.safeReason}`;
 }
@@ -133,7 +134,7 @@ export function progressLine(c: MxCheck, n: number): string {
   const authOld = c.authoritative.servers.filter((a) => isAnswer(a) && !a.matches);
   const at = c.safeInSeconds < 86_400 ? `${c.safeAfter.slice(11, 19)}Z` : when(c.safeAfter);
   const parts = [`${c.checkedAt.slice(11, 19)} check ${n}: ${c.verdict}, ${c.matching}/${c.answering} match`];
-  parts.push(c.safeInSeconds ? `safe after ${at} (in ${formatDuration(c.safeInSeconds * 1000)})` : 'safe now');
+  parts.push(!c.safeKnown ? 'safe: unknown (no answer)' : c.safeInSeconds ? `safe after ${at} (in ${formatDuration(c.safeInSeconds * 1000)})` : 'safe now');
   if (stale.length) parts.push(`old: ${stale.map((a) => `${label(a.resolver)}${a.ttlSeconds !== null ? ` (TTL ${a.ttlSeconds}s)` : ''}`).join(', ')}`);
   if (authOld.length) parts.push(`authoritative not updated: ${authOld.map((a) => a.resolver.name).join(', ')}`);
   if (silent.length) parts.push(`no answer: ${silent.map((a) => `${label(a.resolver)} (${a.status})`).join(', ')}`);
@@ -141,7 +142,7 @@ export function progressLine(c: MxCheck, n: number): string {
 }
 
 function failureLine(c: MxCheck): string {
-  return `MX of ${c.domain} not propagated (${verdictLine(c)}); ${c.safeInSeconds ? `safe after ${when(c.safeAfter)}` : 'no TTL left to wait for'}`;
+  return `MX of ${c.domain} not propagated (${verdictLine(c)}); ${!c.safeKnown ? 'no answer to tell when it is safe' : c.safeInSeconds ? `safe after ${when(c.safeAfter)}` : 'no TTL left to wait for'}`;
 }
 
 async function run(domain: string, opts: DnsCheckOptions): Promise<void> {
