@@ -33,7 +33,7 @@ export function registerFleetStatus(program: Command, agent: Command): void {
   operator(
     program,
     'watch',
-    'Live health stream: one line per agent, operation or routing-table change (NDJSON with --json), until Ctrl-C.',
+    'Live health stream until Ctrl-C: a line when an agent changes (state, version, queue, counts; an unchanged agent again every 30 s), per operation step and per table change. --json: every event (NDJSON).',
     exitHelp('events until Ctrl-C.', 'stopped with Ctrl-C', 'the controller could not be reached or closed the stream'),
   ).action(action(watch));
 }
@@ -50,6 +50,7 @@ async function status(opts: CommonOptions): Promise<void> {
 async function watch(opts: CommonOptions): Promise<void> {
   await withAdmin(opts, async (a) => {
     const stream = a.watch();
+    const printer = new WatchPrinter();
     let stopped = false;
     const onSigint = () => {
       stopped = true;
@@ -61,7 +62,10 @@ async function watch(opts: CommonOptions): Promise<void> {
         if (opts.json) {
           const e = ev.event;
           process.stdout.write(`${JSON.stringify(e ? { type: e.$case, atMs: ev.atMs, [e.$case]: e.value } : { type: 'empty', atMs: ev.atMs })}\n`);
-        } else process.stdout.write(`${watchLine(ev)}\n`);
+        } else {
+          const line = printer.line(ev);
+          if (line) process.stdout.write(`${line}\n`);
+        }
       }
       if (!stopped) throw new ControllerError(`controller at ${a.address} closed the watch stream`);
     } catch (err) {
@@ -126,6 +130,28 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
   ].join('\n');
 }
 
+/** How often an unchanged agent is shown again, so that a quiet watch still shows it alive. */
+const WATCH_HEARTBEAT_MS = 30_000;
+
+/**
+ * `watch` on a terminal: an agent's line when it says something new (its state, version, queue or counts
+ * moved), else again after 30 s as a heartbeat; operations and table changes always. Health arrives every few
+ * seconds per agent, and repeating the same line buried what changed.
+ */
+export class WatchPrinter {
+  private readonly last = new Map<string, { text: string; at: number }>();
+
+  line(ev: WatchResponse, now = Date.now()): string | undefined {
+    const line = watchLine(ev);
+    if (ev.event?.$case !== 'agent') return line;
+    const text = line.slice(line.indexOf(' ') + 1);
+    const prev = this.last.get(ev.event.value.id);
+    if (prev && prev.text === text && now - prev.at < WATCH_HEARTBEAT_MS) return undefined;
+    this.last.set(ev.event.value.id, { text, at: now });
+    return line;
+  }
+}
+
 export function watchLine(ev: WatchResponse): string {
   const at = new Date(ev.atMs || Date.now()).toISOString();
   const e = ev.event;
@@ -135,7 +161,9 @@ export function watchLine(ev: WatchResponse): string {
       const a = e.value;
       const h = a.health;
       const queue = h ? ` queue ${h.totalQueued} (held ${sumQueues(a, 'held')}, deferred ${sumQueues(a, 'deferred')})` : '';
-      return `${at} agent ${a.id}${a.region ? ` [${a.region}]` : ''} ${a.state} v${a.appliedVersion}${queue}${a.lastError ? ` error: ${a.lastError}` : ''}`;
+      const c = h?.counters;
+      const counts = c ? ` accepted ${c.accepted} delivered ${c.delivered} deferred ${c.deferred} bounced ${c.bounced}` : '';
+      return `${at} agent ${a.id}${a.region ? ` [${a.region}]` : ''} ${a.state} v${a.appliedVersion}${queue}${counts}${a.lastError ? ` error: ${a.lastError}` : ''}`;
     }
     case 'operation':
       return `${at} operation ${operationLine(e.value, ev.atMs || Date.now())}`;
