@@ -120,6 +120,12 @@ test('hold, switchover --wait-drained, release, flush through the CLI; status an
       { agent: 's2', ok: true, result: [] },
     ],
   });
+  const ops = await cli('operation', 'ls', '--json');
+  assert.equal(ops.code, 0, ops.stderr);
+  const listed = (JSON.parse(ops.stdout) as { operations: { kind: string; match: string; state: string }[] }).operations;
+  assert.deepEqual(listed.map((o) => `${o.kind} ${o.state}`), ['release done', 'flush done', 'switchover done', 'hold done'], 'newest first');
+  assert.match((await cli('operation', 'ls')).stdout, /^\S+\s+release example\.com\s+done, finished /);
+
   const status = await cli('status');
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, /s1\s+test\s+connected\s+v\d+/);

@@ -66,6 +66,10 @@ export function registerOperations(program: Command): void {
 
   const operation = program.command('operation').description('Coordinated operations (hold, release, switchover, flush) kept by the controller.').addHelpText('after', GROUP_HELP);
 
+  operator(operation, 'ls', 'The running and recent operations (the newest 20), newest first.', exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached')).action(
+    action(operationLs),
+  );
+
   operator(
     operation,
     'follow',
@@ -119,6 +123,12 @@ async function operationFollow(id: string, opts: CommonOptions): Promise<void> {
   await withAdmin(opts, async (a) => {
     await followOperation(a, `operation ${id}`, a.follow(id), opts);
   });
+}
+
+async function operationLs(opts: CommonOptions): Promise<void> {
+  const { operations } = await withAdmin(opts, (a) => a.status());
+  const now = Date.now();
+  emit(opts, { operations }, (v) => (v.operations.length ? v.operations.map((o) => operationLine(o, now)).join('\n') : 'no operations yet'));
 }
 
 /** `operation show ID`: exit 0 when done, 1 when failed or still running. */
