@@ -140,6 +140,10 @@ test('queue show / rm ID without --agent find the message on whichever agent hol
   await smtpClient(agents[1]!.port).sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(1, 'u@example.com') });
   const id = agents[1]!.agent.queue.allRecipients()[0]!.msgId;
 
+  const listed = await cli('queue', 'ls');
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /^== q1\nqueue is empty\n-- 0 KB in 0 messages, 0 recipients\n== q2\nID .*\n.*u@example\.com.*\n-- 1 KB in 1 message, 1 recipient\n== every agent that answered\n-- 1 KB in 1 message, 1 recipient\n$/);
+
   const shown = await cli('queue', 'show', id, '--json');
   assert.equal(shown.code, 0, shown.stderr);
   const results = (JSON.parse(shown.stdout) as { results: { agent: string; ok: boolean; result: { id: string } }[] }).results;

@@ -4,7 +4,7 @@ import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandK
 import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { renderEntries } from './queue-render.js';
+import { queueSummary, renderEntries } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
 
@@ -33,7 +33,14 @@ function parseResults<T>(results: readonly AgentCommandResult[]): AgentResult<T>
  * on every agent (queue ids are per agent): the agents that do not have it are left out of the answer, and
  * none having it is an error.
  */
-async function runQueueCommand<T>(what: string, kind: QueueCommandKind, opts: QueueOptions, render: (r: AgentResult<T>) => string, id?: string): Promise<void> {
+async function runQueueCommand<T>(
+  what: string,
+  kind: QueueCommandKind,
+  opts: QueueOptions,
+  render: (r: AgentResult<T>) => string,
+  id?: string,
+  total?: (rs: AgentResult<T>[]) => string,
+): Promise<void> {
   const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
   const timeoutMs = checkDuration('--timeout', opts.timeout) ?? 0;
   const res = await withAdmin(opts, (a) => a.queueCommand({ agentId, kind, timeoutMs }, timeoutMs || DEFAULT_WAIT_MS));
@@ -44,9 +51,13 @@ async function runQueueCommand<T>(what: string, kind: QueueCommandKind, opts: Qu
     results = holders;
   }
   if (results.length === 0 && agentId) throw new ControllerError(`${what}: agent ${agentId} did not answer`);
-  emit(opts, { results }, ({ results: rs }) =>
-    rs.length === 0 ? 'no expected agents to ask' : rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`)).join('\n'),
-  );
+  emit(opts, { results }, ({ results: rs }) => {
+    if (rs.length === 0) return 'no expected agents to ask';
+    const lines = rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`));
+    // A fleet total under the agents' own lines when more than one answered.
+    if (total && rs.filter((r) => r.ok).length > 1) lines.push(total(rs.filter((r) => r.ok)));
+    return lines.join('\n');
+  });
   const failed = results.filter((r) => !r.ok);
   if (failed.length) throw new ControllerError(`${what} failed on ${failed.map((r) => `${r.agent}: ${r.error}`).join('; ')}`);
 }
@@ -55,10 +66,14 @@ export const fleetQueue: QueueBackend = {
   async ls(opts) {
     const match = opts.match === undefined ? '' : checkMatch(opts.match, '--match');
     const { state = '', limit = 0 } = checkListFilter(opts);
-    await runQueueCommand<QueueEntry[]>('queue ls', { $case: 'queueList', value: { match, state, limit } }, opts, (r) => {
-      const entries = r.result ?? [];
-      return `== ${r.agent}: ${entries.length} message(s)\n${renderEntries(entries)}`;
-    });
+    await runQueueCommand<QueueEntry[]>(
+      'queue ls',
+      { $case: 'queueList', value: { match, state, limit } },
+      opts,
+      (r) => `== ${r.agent}\n${renderEntries(r.result ?? [])}\n${queueSummary(r.result ?? [])}`,
+      undefined,
+      (rs) => `== every agent that answered\n${queueSummary(rs.flatMap((r) => r.result ?? []))}`,
+    );
   },
   async show(id, opts) {
     await runQueueCommand<MessageDetail>(

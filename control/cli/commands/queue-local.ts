@@ -6,7 +6,7 @@ import { UsageError } from '../../../shared/errors.js';
 import { checkListFilter } from '../args.js';
 import { emit, type OutputOptions } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { renderEntries } from './queue-render.js';
+import { queueSummary, renderEntries } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -32,7 +32,7 @@ export function localQueue(dataDir: string) {
     async ls(opts) {
       const filter = checkListFilter(opts);
       const entries = await withQueue((q) => listQueue(q, { ...(opts.match ? { match: opts.match } : {}), ...filter }));
-      emit(opts, entries, renderEntries);
+      emit(opts, entries, (e) => `${renderEntries(e)}\n${queueSummary(e)}`);
     },
     async show(id, opts) {
       const detail = await withQueue((q) => showMessage(q, id));

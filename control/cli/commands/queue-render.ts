@@ -19,3 +19,13 @@ export function renderEntries(entries: readonly QueueEntry[]): string {
   );
   return table(['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENT', 'STATE', 'NEXT', 'LAST REPLY'], rows);
 }
+
+/** Bytes as mailq shows them, rounded up to kilobytes. */
+const kilobytes = (bytes: number) => `${Math.ceil(bytes / 1024)} KB`;
+
+/** The mailq-style last line: how much is queued, in how many messages and recipients. */
+export function queueSummary(entries: readonly QueueEntry[]): string {
+  const bytes = entries.reduce((n, e) => n + e.size, 0);
+  const recipients = entries.reduce((n, e) => n + e.recipients.length, 0);
+  return `-- ${kilobytes(bytes)} in ${entries.length} message${entries.length === 1 ? '' : 's'}, ${recipients} recipient${recipients === 1 ? '' : 's'}`;
+}
