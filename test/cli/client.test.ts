@@ -256,6 +256,6 @@ describe('fleet state', () => {
     assert.match(one.stdout, /mx-a: 1 recipient\(s\) due now/);
     const human = await cli('queue', 'ls', '--agent', 'mx-a');
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /== mx-a: 1 message\(s\)\nID\s+AGE/);
+    assert.match(human.stdout, /^== mx-a\nID\s+AGE.*\n.*\n-- 1 KB in 1 message, 1 recipient\n$/);
   });
 });
