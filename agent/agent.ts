@@ -194,7 +194,7 @@ export class Agent implements ControlHandler {
           ...(command.limit ? { limit: command.limit } : {}),
         });
       case 'queueShow':
-        return showMessage(this.queue, command.id);
+        return showMessage(this.queue, command.id, { body: command.body });
       case 'queueRemove':
         await removeMessage(this.queue, command.id);
         return { removed: command.id };

@@ -69,14 +69,21 @@ export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now
 
 export interface MessageDetail extends QueueEntry {
   headers: string;
+  /** With `body`: the stored message (its first MESSAGE_SHOWN bytes), base64 (it may be 8-bit), and whether it was cut. */
+  message?: { base64: string; truncated: boolean };
 }
 
-export function showMessage(queue: Spool, id: string, now = Date.now()): MessageDetail {
+/** How much of a message `queue show --body` carries: a command result travels in one control-plane message. */
+export const MESSAGE_SHOWN = 1024 * 1024;
+
+export function showMessage(queue: Spool, id: string, opts: { body?: boolean } = {}, now = Date.now()): MessageDetail {
   const e = entry(queue, id, queue.recipientsOf(id), now);
   const body = queue.body(id);
   if (!e || !body) throw new MxError('NOT_FOUND', `no message ${id} in the queue`);
   const end = body.indexOf('\r\n\r\n');
-  return { ...e, headers: body.subarray(0, end === -1 ? body.length : end).toString('utf8') };
+  const detail: MessageDetail = { ...e, headers: body.subarray(0, end === -1 ? body.length : end).toString('utf8') };
+  if (opts.body) detail.message = { base64: body.subarray(0, MESSAGE_SHOWN).toString('base64'), truncated: body.length > MESSAGE_SHOWN };
+  return detail;
 }
 
 export async function removeMessage(queue: Spool, id: string): Promise<void> {

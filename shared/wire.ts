@@ -48,7 +48,7 @@ export function healthToWire(h: HealthReport): Health {
 export type AgentCommand =
   | { kind: 'flush'; match: string }
   | { kind: 'queueList'; match: string; state: string; limit: number }
-  | { kind: 'queueShow'; id: string }
+  | { kind: 'queueShow'; id: string; body: boolean }
   | { kind: 'queueRemove'; id: string }
   | { kind: 'queueRetry'; id: string; all: boolean };
 
@@ -59,7 +59,7 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
     case 'queueList':
       return { kind: 'queueList', match: k.value.match, state: k.value.state, limit: k.value.limit };
     case 'queueShow':
-      return { kind: 'queueShow', id: k.value.id };
+      return { kind: 'queueShow', id: k.value.id, body: k.value.body };
     case 'queueRemove':
       return { kind: 'queueRemove', id: k.value.id };
     case 'queueRetry':
@@ -76,7 +76,7 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
     case 'queueList':
       return { $case: 'queueList', value: { match: c.match, state: c.state, limit: c.limit } };
     case 'queueShow':
-      return { $case: 'queueShow', value: { id: c.id } };
+      return { $case: 'queueShow', value: { id: c.id, body: c.body } };
     case 'queueRemove':
       return { $case: 'queueRemove', value: { id: c.id } };
     case 'queueRetry':

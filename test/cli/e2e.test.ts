@@ -149,6 +149,12 @@ test('queue show / rm ID without --agent find the message on whichever agent hol
   const results = (JSON.parse(shown.stdout) as { results: { agent: string; ok: boolean; result: { id: string } }[] }).results;
   assert.deepEqual(results.map((r) => [r.agent, r.ok, r.result.id]), [['q2', true, id]], 'only the agent that holds it answers');
 
+  const body = await cli('queue', 'show', id, '--body');
+  assert.equal(body.code, 0, body.stderr);
+  // The message as stored (and as it will be sent): our Received header, then what the client sent, byte for byte.
+  assert.match(body.stdout, /\n\nReceived: from \[127\.0\.0\.1\] /);
+  assert.ok(body.stdout.endsWith(`${testMessage(1, 'u@example.com').toString('latin1')}\n`), body.stdout);
+
   const missing = await cli('queue', 'rm', 'NOSUCHID');
   assert.equal(missing.code, 1);
   assert.equal(missing.stderr, 'mxswitch: queue rm: no message NOSUCHID on any agent (asked q1, q2)\n');

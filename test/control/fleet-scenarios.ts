@@ -104,7 +104,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
         ['c2', true, '[]'],
       ],
     );
-    const show = await api.queueCommand({ agentId: 'c1', kind: { $case: 'queueShow', value: { id: 'nope' } } });
+    const show = await api.queueCommand({ agentId: 'c1', kind: { $case: 'queueShow', value: { id: 'nope', body: false } } });
     assert.equal(show.results.length, 1);
     assert.equal(show.results[0]!.ok, false);
     assert.match(show.results[0]!.error, /NOT_FOUND: no message nope/);

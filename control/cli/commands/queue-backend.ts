@@ -1,6 +1,6 @@
 import type { CommonOptions } from './common.js';
 
-export type QueueOptions = CommonOptions & { dataDir?: string; agent?: string; match?: string; state?: string; limit?: string; all?: boolean; timeout?: string };
+export type QueueOptions = CommonOptions & { dataDir?: string; agent?: string; match?: string; state?: string; limit?: string; all?: boolean; timeout?: string; body?: boolean };
 
 /** What a queue subcommand does, on the local file or through the controller. */
 export interface QueueBackend {

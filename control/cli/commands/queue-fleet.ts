@@ -4,7 +4,7 @@ import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandK
 import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { queueSummary, renderEntries } from './queue-render.js';
+import { queueSummary, renderDetail, renderEntries } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
 
@@ -78,9 +78,9 @@ export const fleetQueue: QueueBackend = {
   async show(id, opts) {
     await runQueueCommand<MessageDetail>(
       'queue show',
-      { $case: 'queueShow', value: { id } },
+      { $case: 'queueShow', value: { id, body: opts.body ?? false } },
       opts,
-      (r) => (r.result ? `== ${r.agent}\n${renderEntries([r.result])}\n\n${r.result.headers}` : `== ${r.agent}: no details`),
+      (r) => (r.result ? `== ${r.agent}\n${renderDetail(r.result)}` : `== ${r.agent}: no details`),
       id,
     );
   },

@@ -6,7 +6,7 @@ import { UsageError } from '../../../shared/errors.js';
 import { checkListFilter } from '../args.js';
 import { emit, type OutputOptions } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { queueSummary, renderEntries } from './queue-render.js';
+import { queueSummary, renderDetail, renderEntries } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -35,8 +35,8 @@ export function localQueue(dataDir: string) {
       emit(opts, entries, (e) => `${renderEntries(e)}\n${queueSummary(e)}`);
     },
     async show(id, opts) {
-      const detail = await withQueue((q) => showMessage(q, id));
-      emit(opts, detail, (d) => `${renderEntries([d])}\n\n${d.headers}`);
+      const detail = await withQueue((q) => showMessage(q, id, { body: opts.body ?? false }));
+      emit(opts, detail, renderDetail);
     },
     async rm(id, opts) {
       await withQueue((q) => removeMessage(q, id));

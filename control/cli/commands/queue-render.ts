@@ -1,4 +1,4 @@
-import type { QueueEntry } from '../../../agent/queue-ops.js';
+import { MESSAGE_SHOWN, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
 import { formatDuration } from '../../../shared/units.js';
 import { table } from '../output.js';
 
@@ -18,6 +18,12 @@ export function renderEntries(entries: readonly QueueEntry[]): string {
     ]),
   );
   return table(['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENT', 'STATE', 'NEXT', 'LAST REPLY'], rows);
+}
+
+/** `queue show`: the entry, then its headers, or with --body the stored message as it will be sent. */
+export function renderDetail(d: MessageDetail): string {
+  const tail = d.message ? `${Buffer.from(d.message.base64, 'base64').toString('latin1')}${d.message.truncated ? `\n[... cut at ${MESSAGE_SHOWN} bytes of ${d.size}]` : ''}` : d.headers;
+  return `${renderEntries([d])}\n\n${tail}`;
 }
 
 /** Bytes as mailq shows them, rounded up to kilobytes. */

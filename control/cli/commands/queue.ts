@@ -57,7 +57,11 @@ export function registerQueue(program: Command): void {
       .option('-n, --limit <n>', 'at most this many messages (per agent)'),
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.ls(opts))));
 
-  targetOptions(operator(queue, 'show', 'Show one message: envelope, per-recipient state and its headers.', queueHelp('shown')).argument('<id>', 'queue id')).action(
+  targetOptions(
+    operator(queue, 'show', 'Show one message: envelope, per-recipient state and its headers (with --body the stored message, like postcat -q).', queueHelp('shown'))
+      .argument('<id>', 'queue id')
+      .option('--body', 'the whole stored message instead of its headers (its first MiB; --json: base64)'),
+  ).action(
     action((id: string, opts: QueueOptions) => onQueue(opts, (q) => q.show(id, opts))),
   );
 

@@ -238,6 +238,8 @@ export interface QueueListCommand {
 export interface QueueShowCommand {
   /** Queue id of the message. */
   id: string;
+  /** Also the stored message itself (its first MiB), like postcat -q. */
+  body: boolean;
 }
 
 /** QueueRemoveCommand deletes one queued message. */
@@ -2347,13 +2349,16 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
 };
 
 function createBaseQueueShowCommand(): QueueShowCommand {
-  return { id: "" };
+  return { id: "", body: false };
 }
 
 export const QueueShowCommand: MessageFns<QueueShowCommand> = {
   encode(message: QueueShowCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
+    }
+    if (message.body !== false) {
+      writer.uint32(16).bool(message.body);
     }
     return writer;
   },
@@ -2379,6 +2384,14 @@ export const QueueShowCommand: MessageFns<QueueShowCommand> = {
             message.id = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.body = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2392,13 +2405,19 @@ export const QueueShowCommand: MessageFns<QueueShowCommand> = {
   },
 
   fromJSON(object: any): QueueShowCommand {
-    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      body: isSet(object.body) ? globalThis.Boolean(object.body) : false,
+    };
   },
 
   toJSON(message: QueueShowCommand): unknown {
     const obj: any = {};
     if (message.id !== "") {
       obj.id = message.id;
+    }
+    if (message.body !== false) {
+      obj.body = message.body;
     }
     return obj;
   },
@@ -2409,6 +2428,7 @@ export const QueueShowCommand: MessageFns<QueueShowCommand> = {
   fromPartial(object: DeepPartial<QueueShowCommand>): QueueShowCommand {
     const message = createBaseQueueShowCommand();
     message.id = object.id ?? "";
+    message.body = object.body ?? false;
     return message;
   },
 };
