@@ -73,8 +73,8 @@ export interface MessageDetail extends QueueEntry {
   message?: { base64: string; truncated: boolean };
 }
 
-/** How much of a message `queue show --body` carries: a command result travels in one control-plane message. */
-export const MESSAGE_SHOWN = 1024 * 1024;
+/** How much of a message `queue show --body` carries: a command result is one control-plane message (NATS: 1 MB at most, base64 included). */
+export const MESSAGE_SHOWN = 512 * 1024;
 
 export function showMessage(queue: Spool, id: string, opts: { body?: boolean } = {}, now = Date.now()): MessageDetail {
   const e = entry(queue, id, queue.recipientsOf(id), now);

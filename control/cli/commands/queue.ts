@@ -60,7 +60,7 @@ export function registerQueue(program: Command): void {
   targetOptions(
     operator(queue, 'show', 'Show one message: envelope, per-recipient state and its headers (with --body the stored message, like postcat -q).', queueHelp('shown'))
       .argument('<id>', 'queue id')
-      .option('--body', 'the whole stored message instead of its headers (its first MiB; --json: base64)'),
+      .option('--body', 'the whole stored message instead of its headers (its first 512 KiB; --json: base64)'),
   ).action(
     action((id: string, opts: QueueOptions) => onQueue(opts, (q) => q.show(id, opts))),
   );

@@ -238,7 +238,7 @@ export interface QueueListCommand {
 export interface QueueShowCommand {
   /** Queue id of the message. */
   id: string;
-  /** Also the stored message itself (its first MiB), like postcat -q. */
+  /** Also the stored message itself (its first 512 KiB), like postcat -q. */
   body: boolean;
 }
 
