@@ -17,6 +17,7 @@ import { loadRouteState, saveRouteState } from './route-state.js';
 import { parseHostPort } from '../shared/units.js';
 import { buildInfo } from '../shared/version.js';
 import { RecipientLists, type ListChunk } from './recipients/lists.js';
+import { createVerifier } from './verify/setup.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
 import { Spool } from './spool/spool.js';
@@ -55,6 +56,7 @@ export class Agent implements ControlHandler {
   readonly router: Router;
   /** The controller's recipient lists, as last applied (persisted in dataDir). */
   readonly recipients: RecipientLists;
+  private readonly verification: ReturnType<typeof createVerifier>;
   readonly ingress: Ingress;
   readonly scheduler: Scheduler;
   private readonly delivery: Delivery;
@@ -84,7 +86,16 @@ export class Agent implements ControlHandler {
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
     this.recipients = new RecipientLists(config.dataDir);
     if (this.recipients.version) log.info({ version: this.recipients.version, domains: this.recipients.counts().length }, 'starting with the last applied recipient lists');
-    this.ingress = new Ingress({ config, queue: this.queue, router: this.router, recipients: this.recipients, log, onQueued: () => this.scheduler.kick() });
+    this.verification = createVerifier(config, hostname, log);
+    this.ingress = new Ingress({
+      config,
+      queue: this.queue,
+      router: this.router,
+      recipients: this.recipients,
+      verifier: this.verification.verifier,
+      log,
+      onQueued: () => this.scheduler.kick(),
+    });
     if (config.controller && controlFactory) {
       this.gate = new DeliveryGate({ graceMs: config.controller.startupGrace, appliedVersion: this.appliedVersion, onOpen: () => this.scheduler.start(), log });
     }
@@ -131,6 +142,7 @@ export class Agent implements ControlHandler {
     await this.ingress.close();
     await this.scheduler.stop();
     this.delivery.close();
+    this.verification.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     await this.queue.close();
   }

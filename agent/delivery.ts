@@ -5,7 +5,7 @@ import type { AgentConfig } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import type { Target } from '../shared/routes.js';
 import { applyVendorPatches } from '../shared/vendor-patches.js';
-import { MxResolver } from './mx-resolver.js';
+import { MxResolver, nextHops } from './mx-resolver.js';
 
 /** What happened to one recipient at the next hop. */
 export type RecipientResult = { rcpt: string; status: 'delivered' | 'temporary' | 'permanent'; reply: string };
@@ -158,7 +158,7 @@ export class Delivery {
    */
   /** `body`: the message, or a function that makes a new stream of it for each attempt (a large message). */
   async send(target: Target, tlsRequired: boolean, envelope: Envelope, body: Buffer | (() => Readable)): Promise<RecipientResult[]> {
-    const hops = await this.hops(target);
+    const hops = await nextHops(this.mx, target);
     if ('reply' in hops) return envelope.to.map((rcpt) => ({ rcpt, status: hops.status, reply: hops.reply }));
     const failures: string[] = [];
     let last: SmtpError | undefined;
@@ -179,14 +179,6 @@ export class Delivery {
     }
     const err: SmtpError = Object.assign(new Error(`no MX host of ${target.host} answered: ${failures.join('; ')}`), { code: last?.code ?? 'ECONNECTION' });
     return resultsOf(envelope.to, { ok: false, err }, `MX hosts of ${target.host}`, this.config);
-  }
-
-  /** Where to connect, in order: the bracketed host itself, or the MX candidates (see MxResolver). */
-  private async hops(target: Target): Promise<{ address: string; name?: string }[] | { status: 'permanent' | 'temporary'; reply: string }> {
-    if (!target.mx) return [{ address: target.host }];
-    const r = await this.mx.resolve(target.host);
-    if (!r.ok) return { status: r.status, reply: r.reply };
-    return r.candidates.map((c) => ({ address: c.address, name: c.host }));
   }
 
   /** `servername`: the MX host name for TLS SNI when `host` is its resolved address. */

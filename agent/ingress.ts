@@ -13,6 +13,7 @@ import { IncomingData, type StoredData } from './incoming-data.js';
 import { newQueueId, QueueStorageError, type Spool } from './spool/spool.js';
 import type { RecipientLists } from './recipients/lists.js';
 import type { Router } from './router.js';
+import type { RecipientVerifier } from './verify/verifier.js';
 
 /** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
 class SmtpReply extends Error {
@@ -36,6 +37,8 @@ export interface IngressDeps {
   router: Router;
   /** Where a domain has a list, RCPT accepts only its addresses. */
   recipients: Pick<RecipientLists, 'accepts'>;
+  /** For routes with `verify: probe` and no list: asks the next hop (cached). */
+  verifier: Pick<RecipientVerifier, 'check'>;
   log: Logger;
   /** Called after a message is committed so delivery can start at once. */
   onQueued: (id: string) => void;
@@ -180,13 +183,21 @@ export class Ingress {
     if (!route) return deny('no route');
     // user%host@routed.example asks the next hop to relay on: only an exact address route may carry that.
     if (hasRoutingInLocalPart(parsed.value.local) && route.match !== parsed.value.address) return deny('routing characters in local part');
-    if (this.deps.recipients.accepts(parsed.value.domain, parsed.value.address) === false) {
+    const listed = this.deps.recipients.accepts(parsed.value.domain, parsed.value.address);
+    if (listed === false) {
       // Refused now, never queued: a 5xx later at the final server would become a bounce to a forged sender.
       this.counters.rejected++;
       this.deps.log.info({ rcpt: address.address }, 'recipient refused: not on its domain\'s list');
       return cb(new SmtpReply(550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`));
     }
-    cb();
+    // A list, where there is one, is the authority: no probe for a listed address.
+    if (listed === true || route.verify !== 'probe') return cb();
+    void this.deps.verifier.check(address.address, parsed.value.address, route).then((verdict) => {
+      if (verdict.ok) return cb();
+      this.counters.rejected++;
+      this.deps.log.info({ rcpt: address.address, reply: verdict.text }, 'recipient refused by verification');
+      cb(new SmtpReply(verdict.code, verdict.enhanced, verdict.text));
+    });
   }
 
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {

@@ -1,4 +1,5 @@
 import { networkInterfaces } from 'node:os';
+import type { Target } from '../shared/routes.js';
 import { normalizeName, parseServer, query, systemResolvers, negativeTtl, type DnsServer, type QueryResult } from '../shared/dns/query.js';
 
 /**
@@ -176,4 +177,12 @@ export class MxResolver {
     const cap = resolved.some((h) => h.failure) ? 60 : Infinity;
     return { ok: true, hosts: resolved.map(({ host, preference, addresses }) => ({ host, preference, addresses })), implicit, ttl: Math.min(ttl, cap, ...withAddresses.map((h) => h.ttl)) };
   }
+}
+
+/** Where to connect for a target, in order: the bracketed host itself, or its MX candidates. */
+export async function nextHops(mx: MxResolver, target: Target): Promise<{ address: string; name?: string }[] | { status: 'permanent' | 'temporary'; reply: string }> {
+  if (!target.mx) return [{ address: target.host }];
+  const r = await mx.resolve(target.host);
+  if (!r.ok) return { status: r.status, reply: r.reply };
+  return r.candidates.map((c) => ({ address: c.address, name: c.host }));
 }

@@ -72,6 +72,7 @@ const routeSchema = z.strictObject({
   target: z.string(),
   hold: z.boolean().optional(),
   tls: z.enum(['may', 'required']).optional(),
+  verify: z.enum(['probe', 'none']).optional(),
 });
 const routeList = z.array(routeSchema).superRefine((routes, ctx) => {
   // Validate one route at a time so the error names its index (routes.3: ...), then the table as a whole.
@@ -159,6 +160,16 @@ export const agentConfigSchema = z.strictObject({
       resolvers: z
         .array(z.string().refine((v) => { try { parseServer(v); return true; } catch { return false; } }, { message: 'expected IP[:PORT]' }))
         .optional(),
+    })
+    .prefault({}),
+  // Recipient verification by probe, for routes with `verify: probe` (Postfix reject_unverified_recipient).
+  verify: z
+    .strictObject({
+      unreachable: z.enum(['accept', 'tempfail']).default('accept'),
+      positiveTtl: duration.default(30 * 86_400_000),
+      negativeTtl: duration.default(3_600_000),
+      timeout: duration.default(10_000),
+      probesPerSecond: z.number().int().positive().default(20),
     })
     .prefault({}),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),

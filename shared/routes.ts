@@ -9,6 +9,8 @@ export interface Route {
   hold?: boolean;
   /** "required": never deliver in plaintext (defer instead); default opportunistic STARTTLS. */
   tls?: 'may' | 'required';
+  /** "probe": RCPT asks the next hop whether the address exists before accepting it (no list needed); default none. */
+  verify?: 'probe' | 'none';
 }
 
 /** A parsed Postfix-style transport: smtp:[host]:port (no MX lookup) or smtp:host:port (MX lookup). */
@@ -69,6 +71,8 @@ export function normalizeRoutes(routes: readonly Route[]): Route[] {
     if (r.hold) out.hold = true;
     if (r.tls === 'required') out.tls = 'required';
     else if (r.tls !== undefined && r.tls !== 'may') throw new RouteError(`match ${quoteInput(r.match)}: tls must be "may" or "required"`);
+    if (r.verify === 'probe') out.verify = 'probe';
+    else if (r.verify !== undefined && r.verify !== 'none') throw new RouteError(`match ${quoteInput(r.match)}: verify must be "probe" or "none"`);
     return out;
   });
 }

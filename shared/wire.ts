@@ -7,14 +7,20 @@ import type { RecipientDelta } from './recipient-list.js';
 import { MxError } from './errors.js';
 import type { Route } from './routes.js';
 
-/** A route on the wire: `hold` and `tls` always present (`tls` "" = opportunistic). */
+/** A route on the wire: `hold`, `tls` and `verify` always present (`tls` "" = opportunistic, `verify` "" = none). */
 export function routeToWire(r: Route): RouteMsg {
-  return { match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '' };
+  return { match: r.match, target: r.target, hold: r.hold ?? false, tls: r.tls === 'required' ? 'required' : '', verify: r.verify ?? '' };
 }
 
-/** A route from the wire (protobuf or JSON; older JSON values may leave out hold and tls). */
-export function routeFromWire(r: { match: string; target: string; hold?: boolean | undefined; tls?: string | undefined }): Route {
-  return { match: r.match, target: r.target, ...(r.hold ? { hold: true } : {}), ...(r.tls === 'required' ? { tls: 'required' as const } : {}) };
+/** A route from the wire (protobuf or JSON; older JSON values may leave out hold, tls and verify). */
+export function routeFromWire(r: { match: string; target: string; hold?: boolean | undefined; tls?: string | undefined; verify?: string | undefined }): Route {
+  return {
+    match: r.match,
+    target: r.target,
+    ...(r.hold ? { hold: true } : {}),
+    ...(r.tls === 'required' ? { tls: 'required' as const } : {}),
+    ...(r.verify === 'probe' ? { verify: 'probe' as const } : {}),
+  };
 }
 
 /** One route's share of an agent's queue, as the agent reports it in its health. */

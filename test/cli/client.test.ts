@@ -47,7 +47,7 @@ describe('routes', () => {
     const set = await cli('route', 'set', 'Example.COM', 'smtp:[192.0.2.10]', '--tls', 'required', '--json');
     assert.equal(set.code, 0, set.stderr);
     const setDoc = JSON.parse(set.stdout) as Record<string, unknown>;
-    assert.deepEqual(setDoc, { match: 'example.com', target: 'smtp:[192.0.2.10]:25', hold: false, tls: 'required', version: fake.version });
+    assert.deepEqual(setDoc, { match: 'example.com', target: 'smtp:[192.0.2.10]:25', hold: false, tls: 'required', verify: 'none', version: fake.version });
     const req = lastRequest('SetRoute')!.request as Record<string, unknown>;
     assert.equal(req.match, 'example.com');
     assert.equal(req.target, 'smtp:[192.0.2.10]:25');
@@ -64,11 +64,11 @@ describe('routes', () => {
     const doc = JSON.parse(ls.stdout) as { version: number; routes: unknown[] };
     assert.equal(doc.version, fake.version);
     assert.deepEqual(doc.routes, [
-      { match: 'example.com', target: 'smtp:[192.0.2.10]:25', hold: false, tls: 'required' },
-      { match: '.example.org', target: 'smtp:mx.example.net:2525', hold: true, tls: 'may' },
+      { match: 'example.com', target: 'smtp:[192.0.2.10]:25', hold: false, tls: 'required', verify: 'none' },
+      { match: '.example.org', target: 'smtp:mx.example.net:2525', hold: true, tls: 'may', verify: 'none' },
     ]);
     const human = await cli('route', 'ls');
-    assert.match(human.stdout, /^route table version \d+\nMATCH\s+TARGET\s+HOLD\s+TLS\n/);
+    assert.match(human.stdout, /^route table version \d+\nMATCH\s+TARGET\s+HOLD\s+TLS\s+VERIFY\n/);
     assert.match(human.stdout, /\.example\.org\s+smtp:mx\.example\.net:2525\s+held\s+may/);
 
     const stale = await cli('route', 'rm', 'example.com', '--expect-version', '1');

@@ -29,7 +29,7 @@ test('route set / ls / rm through the CLI: --json shapes, compare-and-set, --wai
 
   const set = await cli('route', 'set', 'Example.com', 'smtp:[127.0.0.1]:2', '--json', '--wait', '--timeout', '10s');
   assert.equal(set.code, 0, set.stderr);
-  assert.deepEqual(JSON.parse(set.stdout), { match: 'example.com', target: OLD, hold: false, tls: 'may', version: 1, appliedBy: ['e1', 'e2'] });
+  assert.deepEqual(JSON.parse(set.stdout), { match: 'example.com', target: OLD, hold: false, tls: 'may', verify: 'none', version: 1, appliedBy: ['e1', 'e2'] });
   for (const a of agents) assert.equal(a.agent.router.table.get('example.com')?.target, OLD);
 
   const tls = await cli('route', 'set', '.example.org', 'smtp:mx.example.net', '--tls', 'required', '--expect-version', '1');
@@ -48,8 +48,8 @@ test('route set / ls / rm through the CLI: --json shapes, compare-and-set, --wai
   assert.deepEqual(
     lsDoc.routes.sort((a, b) => a.match.localeCompare(b.match)),
     [
-      { match: '.example.org', target: 'smtp:mx.example.net:25', hold: false, tls: 'required' },
-      { match: 'example.com', target: OLD, hold: false, tls: 'may' },
+      { match: '.example.org', target: 'smtp:mx.example.net:25', hold: false, tls: 'required', verify: 'none' },
+      { match: 'example.com', target: OLD, hold: false, tls: 'may', verify: 'none' },
     ],
   );
   const human = await cli('route', 'ls');

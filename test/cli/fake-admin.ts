@@ -102,7 +102,7 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
       if (!authed('SetRoute', call.request, call.metadata)) return cb(unauth());
       const r = call.request;
       if (r.expectedVersion && r.expectedVersion !== state.version) return cb(err(status.ABORTED, `route table is at version ${state.version}, not ${r.expectedVersion}`));
-      state.routes = [...state.routes.filter((x) => x.match !== r.match), { match: r.match, target: r.target, hold: r.hold, tls: r.tls }];
+      state.routes = [...state.routes.filter((x) => x.match !== r.match), { match: r.match, target: r.target, hold: r.hold, tls: r.tls, verify: r.verify }];
       cb(null, { version: ++state.version });
     },
     removeRoute(call, cb) {

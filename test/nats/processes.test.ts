@@ -42,7 +42,7 @@ test('controller and agent processes over NATS: route set --wait, status, a stop
   await waitFor('p1 connected', async () => (await api.status()).agents.some((a) => a.id === 'p1' && a.state === 'connected'), 15_000);
   const set = await cli('route', 'set', 'example.com', 'smtp:[127.0.0.1]:2', '--json', '--wait', '--timeout', '10s');
   assert.equal(set.code, 0, set.stderr);
-  assert.deepEqual(JSON.parse(set.stdout), { match: 'example.com', target: 'smtp:[127.0.0.1]:2', hold: false, tls: 'may', version: 1, appliedBy: ['p1'] });
+  assert.deepEqual(JSON.parse(set.stdout), { match: 'example.com', target: 'smtp:[127.0.0.1]:2', hold: false, tls: 'may', verify: 'none', version: 1, appliedBy: ['p1'] });
   const status = JSON.parse((await cli('status', '--json')).stdout) as { version: number; agents: { id: string; state: string; appliedVersion: number }[] };
   assert.equal(status.version, 1);
   assert.deepEqual(status.agents.map((a) => [a.id, a.state, a.appliedVersion]), [['p1', 'connected', 1]]);

@@ -9,7 +9,7 @@ import { ADMIN_TOKEN, adminApi, adminClient, auth, deferrer, startController, st
 
 const setRoute = (address: string, match: string, md: Metadata) =>
   new Promise<ServiceError | null>((resolve) =>
-    adminClient(address).setRoute({ match, target: 'smtp:[127.0.0.1]:25', hold: false, expectedVersion: 0, actor: 'test', tls: '' }, md, (err) => resolve(err)),
+    adminClient(address).setRoute({ match, target: 'smtp:[127.0.0.1]:25', hold: false, expectedVersion: 0, actor: 'test', tls: '', verify: '' }, md, (err) => resolve(err)),
   );
 
 test('controller: a call without a valid token is refused before its message is read; oversized input is capped; errors echo at most ~100 characters', async (t) => {

@@ -89,6 +89,12 @@ function tlsPolicy(tls: string): 'required' | undefined {
   throw new MxError('INVALID_ARGUMENT', `tls must be "may" or "required", not ${quoteInput(tls)}`);
 }
 
+function verifyPolicy(verify: string): 'probe' | undefined {
+  if (verify === 'probe') return 'probe';
+  if (verify === '' || verify === 'none') return undefined;
+  throw new MxError('INVALID_ARGUMENT', `verify must be "probe" or "none", not ${quoteInput(verify)}`);
+}
+
 /**
  * The AdminService (the CLI's API). Every call needs `authorization: Bearer <admin token>`. Operations stream
  * OperationProgress until they end; a failed operation ends the stream normally with a final progress whose
@@ -185,6 +191,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       const route: Route = { match: req.match, target: req.target, ...(req.hold ? { hold: true } : {}) };
       const tls = tlsPolicy(req.tls);
       if (tls) route.tls = tls;
+      if (verifyPolicy(req.verify)) route.verify = 'probe';
       const version = await store.set(route, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
       log.info({ match: req.match, target: req.target, hold: req.hold, version, actor: req.actor }, 'route set');
       return { version };

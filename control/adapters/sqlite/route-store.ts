@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS routes (
   target TEXT NOT NULL,
   hold INTEGER NOT NULL DEFAULT 0,
   tls TEXT,
+  verify TEXT,
   version INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -32,10 +33,17 @@ interface RouteRow {
   target: string;
   hold: number;
   tls: string | null;
+  verify: string | null;
 }
 
-// A row has the wire's shape (hold 0/1, tls '' or 'required').
-const toRoute = (r: RouteRow): Route => routeFromWire({ match: r.match, target: r.target, hold: Boolean(r.hold), tls: r.tls ?? '' });
+// A row has the wire's shape (hold 0/1, tls '' or 'required', verify '' or 'probe').
+const toRoute = (r: RouteRow): Route => routeFromWire({ match: r.match, target: r.target, hold: Boolean(r.hold), tls: r.tls ?? '', verify: r.verify ?? '' });
+
+/** A controller.db from before route verification has no verify column: add it (NULL = none) in place. */
+function addVerifyColumn(db: Db): void {
+  const columns = db.prepare("SELECT name FROM pragma_table_info('routes')").all() as { name: string }[];
+  if (!columns.some((c) => c.name === 'verify')) db.exec('ALTER TABLE routes ADD COLUMN verify TEXT');
+}
 
 function invalid(err: unknown): MxError {
   return new MxError(INVALID_ARGUMENT, errorMessage(err));
@@ -52,11 +60,12 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
   constructor(private readonly db: Db) {
     super();
     db.exec(SCHEMA);
+    addVerifyColumn(db);
     this.current = this.load();
   }
 
   private load(): Snapshot {
-    const rows = this.db.prepare('SELECT match, target, hold, tls FROM routes ORDER BY match').all() as RouteRow[];
+    const rows = this.db.prepare('SELECT match, target, hold, tls, verify FROM routes ORDER BY match').all() as RouteRow[];
     return { version: this.readVersion(), routes: rows.map(toRoute) };
   }
 
@@ -160,7 +169,7 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
       if (opts.expectedVersion && opts.expectedVersion !== version) {
         throw new MxError(VERSION_CONFLICT, `the route table is at version ${version}, not ${opts.expectedVersion}: someone else changed it; re-read and retry`);
       }
-      const oldRow = this.db.prepare('SELECT match, target, hold, tls FROM routes WHERE match = ?').get(key) as RouteRow | undefined;
+      const oldRow = this.db.prepare('SELECT match, target, hold, tls, verify FROM routes WHERE match = ?').get(key) as RouteRow | undefined;
       const old = oldRow ? toRoute(oldRow) : undefined;
       const next = change(old);
       const floor = (this.db.prepare("SELECT value FROM meta WHERE key = 'floor'").get() as { value: number } | undefined)?.value ?? 0;
@@ -169,11 +178,11 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
       if (next) {
         this.db
           .prepare(
-            `INSERT INTO routes (match, target, hold, tls, version, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+            `INSERT INTO routes (match, target, hold, tls, verify, version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(match) DO UPDATE SET target = excluded.target, hold = excluded.hold, tls = excluded.tls,
-               version = excluded.version, updated_at = excluded.updated_at`,
+               verify = excluded.verify, version = excluded.version, updated_at = excluded.updated_at`,
           )
-          .run(key, next.target, next.hold ? 1 : 0, next.tls ?? null, newVersion, now);
+          .run(key, next.target, next.hold ? 1 : 0, next.tls ?? null, next.verify ?? null, newVersion, now);
       } else {
         this.db.prepare('DELETE FROM routes WHERE match = ?').run(key);
       }

@@ -8,7 +8,7 @@ import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js'
 /** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
 
 type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string };
-type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may' };
+type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may'; verify?: 'probe' | 'none' };
 
 const DEFAULT_WAIT_MS = 30_000;
 
@@ -16,7 +16,7 @@ const DEFAULT_WAIT_MS = 30_000;
 export function registerRoutes(program: Command): void {
   const route = program.command('route').description('Read and change the routing table on the controller (every agent applies it).').addHelpText('after', GROUP_HELP);
 
-  operator(route, 'ls', 'List the routing table: MATCH, TARGET, hold flag, TLS policy, and the table version.', exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached')).action(
+  operator(route, 'ls', 'List the routing table: MATCH, TARGET, hold flag, TLS policy, recipient verification, and the table version.', exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached')).action(
     action(routeLs),
   );
 
@@ -35,7 +35,12 @@ export function registerRoutes(program: Command): void {
       .argument('<match>', 'address (alice@example.com), domain (example.com) or domain with subdomains (.example.com)')
       .argument('<target>', 'smtp:[host]:port or smtp:host:port')
       .option('--hold', 'accept and keep mail for MATCH, do not deliver it')
-      .addOption(new Option('--tls <policy>', 'delivery TLS: required (never plaintext) or may (opportunistic STARTTLS)').choices(['required', 'may']).default('may')),
+      .addOption(new Option('--tls <policy>', 'delivery TLS: required (never plaintext) or may (opportunistic STARTTLS)').choices(['required', 'may']).default('may'))
+      .addOption(
+        new Option('--verify <mode>', 'recipient check at RCPT: probe (ask the next hop whether the address exists, cached; unknown users get 550 5.1.1) or none')
+          .choices(['probe', 'none'])
+          .default('none'),
+      ),
   ).action(action(routeSet));
 
   changeOptions(
@@ -62,12 +67,12 @@ function changeOptions(cmd: Command): Command {
 
 async function routeLs(opts: CommonOptions): Promise<void> {
   const res = await withAdmin(opts, (a) => a.listRoutes());
-  const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may' }));
+  const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may', verify: r.verify || 'none' }));
   emit(opts, { version: res.version, routes }, (v) =>
     [
       `route table version ${v.version}`,
       v.routes.length
-        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls]))
+        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls, r.verify]))
         : v.version === 0
           ? 'no table set on the controller yet: the agents relay with the bootstrap routes of their config files'
           : 'no routes: every recipient is refused (550 5.7.1)',
@@ -80,11 +85,12 @@ async function routeSet(matchText: string, targetText: string, opts: RouteSetOpt
   const target = checkTarget(targetText);
   const change = changeParams(opts);
   const tls = opts.tls === 'required' ? 'required' : '';
+  const verify = opts.verify === 'probe' ? 'probe' : '';
   await withAdmin(opts, async (a) => {
-    const res = await a.setRoute({ match, target, hold: opts.hold ?? false, tls, expectedVersion: change.expectedVersion, actor: actor() });
+    const res = await a.setRoute({ match, target, hold: opts.hold ?? false, tls, verify, expectedVersion: change.expectedVersion, actor: actor() });
     const applied = await change.applied(a, res.version);
-    emit(opts, { match, target, hold: opts.hold ?? false, tls: tls || 'may', version: res.version, ...(applied ? { appliedBy: applied } : {}) }, (v) =>
-      `route ${v.match} -> ${v.target}${v.hold ? ' (held)' : ''}${v.tls === 'required' ? ' (TLS required)' : ''} set: table version ${v.version}` +
+    emit(opts, { match, target, hold: opts.hold ?? false, tls: tls || 'may', verify: verify || 'none', version: res.version, ...(applied ? { appliedBy: applied } : {}) }, (v) =>
+      `route ${v.match} -> ${v.target}${v.hold ? ' (held)' : ''}${v.tls === 'required' ? ' (TLS required)' : ''}${v.verify === 'probe' ? ' (recipients verified by probe)' : ''} set: table version ${v.version}` +
       (applied ? appliedText(applied) : ' (agents apply it within seconds; `mxswitch status` shows their versions)'),
     );
   });

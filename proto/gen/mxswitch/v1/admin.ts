@@ -160,6 +160,8 @@ export interface SetRouteRequest {
   actor: string;
   /** TLS policy for delivery: "" (opportunistic) or "required". */
   tls: string;
+  /** Recipient verification at RCPT: "" (none) or "probe". */
+  verify: string;
 }
 
 /** SetRouteResponse carries the new route table version. */
@@ -1488,7 +1490,7 @@ export const ListRoutesResponse: MessageFns<ListRoutesResponse> = {
 };
 
 function createBaseSetRouteRequest(): SetRouteRequest {
-  return { match: "", target: "", hold: false, expectedVersion: 0, actor: "", tls: "" };
+  return { match: "", target: "", hold: false, expectedVersion: 0, actor: "", tls: "", verify: "" };
 }
 
 export const SetRouteRequest: MessageFns<SetRouteRequest> = {
@@ -1510,6 +1512,9 @@ export const SetRouteRequest: MessageFns<SetRouteRequest> = {
     }
     if (message.tls !== "") {
       writer.uint32(50).string(message.tls);
+    }
+    if (message.verify !== "") {
+      writer.uint32(482).string(message.verify);
     }
     return writer;
   },
@@ -1575,6 +1580,14 @@ export const SetRouteRequest: MessageFns<SetRouteRequest> = {
             message.tls = reader.string();
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.verify = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1599,6 +1612,7 @@ export const SetRouteRequest: MessageFns<SetRouteRequest> = {
         : 0,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
       tls: isSet(object.tls) ? globalThis.String(object.tls) : "",
+      verify: isSet(object.verify) ? globalThis.String(object.verify) : "",
     };
   },
 
@@ -1622,6 +1636,9 @@ export const SetRouteRequest: MessageFns<SetRouteRequest> = {
     if (message.tls !== "") {
       obj.tls = message.tls;
     }
+    if (message.verify !== "") {
+      obj.verify = message.verify;
+    }
     return obj;
   },
 
@@ -1636,6 +1653,7 @@ export const SetRouteRequest: MessageFns<SetRouteRequest> = {
     message.expectedVersion = object.expectedVersion ?? 0;
     message.actor = object.actor ?? "";
     message.tls = object.tls ?? "";
+    message.verify = object.verify ?? "";
     return message;
   },
 };

@@ -197,6 +197,8 @@ export interface Route {
   hold: boolean;
   /** TLS policy for delivery: "" (opportunistic) or "required". */
   tls: string;
+  /** Recipient verification at RCPT: "" (none) or "probe" (ask the next hop, cached). */
+  verify: string;
 }
 
 /** Command is a one-off operational request to an agent. */
@@ -1852,7 +1854,7 @@ export const RouteTable: MessageFns<RouteTable> = {
 };
 
 function createBaseRoute(): Route {
-  return { match: "", target: "", hold: false, tls: "" };
+  return { match: "", target: "", hold: false, tls: "", verify: "" };
 }
 
 export const Route: MessageFns<Route> = {
@@ -1868,6 +1870,9 @@ export const Route: MessageFns<Route> = {
     }
     if (message.tls !== "") {
       writer.uint32(34).string(message.tls);
+    }
+    if (message.verify !== "") {
+      writer.uint32(482).string(message.verify);
     }
     return writer;
   },
@@ -1917,6 +1922,14 @@ export const Route: MessageFns<Route> = {
             message.tls = reader.string();
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.verify = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1935,6 +1948,7 @@ export const Route: MessageFns<Route> = {
       target: isSet(object.target) ? globalThis.String(object.target) : "",
       hold: isSet(object.hold) ? globalThis.Boolean(object.hold) : false,
       tls: isSet(object.tls) ? globalThis.String(object.tls) : "",
+      verify: isSet(object.verify) ? globalThis.String(object.verify) : "",
     };
   },
 
@@ -1952,6 +1966,9 @@ export const Route: MessageFns<Route> = {
     if (message.tls !== "") {
       obj.tls = message.tls;
     }
+    if (message.verify !== "") {
+      obj.verify = message.verify;
+    }
     return obj;
   },
 
@@ -1964,6 +1981,7 @@ export const Route: MessageFns<Route> = {
     message.target = object.target ?? "";
     message.hold = object.hold ?? false;
     message.tls = object.tls ?? "";
+    message.verify = object.verify ?? "";
     return message;
   },
 };
