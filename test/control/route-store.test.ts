@@ -92,3 +92,22 @@ test('route store: version and table survive a restart and keep increasing', (t)
   assert.equal(store.version, 5);
   assert.equal(store.setHold('example.com', true), 41);
 });
+
+test('route store: a controller.db from before route verification gains the verify column and keeps its routes', (t) => {
+  const dir = tempDir('mxs-store-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const old = openControllerDb(dir);
+  old.exec(`CREATE TABLE routes (match TEXT PRIMARY KEY, target TEXT NOT NULL, hold INTEGER NOT NULL DEFAULT 0, tls TEXT,
+    version INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO routes VALUES ('example.com', 'smtp:[192.0.2.1]:25', 1, 'required', 3, 0);
+    INSERT INTO meta VALUES ('version', 3);`);
+  old.close();
+  const { db, store } = open(dir);
+  t.after(() => db.close());
+  assert.deepEqual(store.snapshot(), { version: 3, routes: [{ match: 'example.com', target: 'smtp:[192.0.2.1]:25', hold: true, tls: 'required' }] });
+  store.set({ match: 'example.org', target: 'smtp:[192.0.2.2]:25', verify: 'probe' });
+  const reopened = open(dir);
+  t.after(() => reopened.db.close());
+  assert.deepEqual(reopened.store.snapshot().routes.find((r) => r.match === 'example.org'), { match: 'example.org', target: 'smtp:[192.0.2.2]:25', verify: 'probe' });
+});
