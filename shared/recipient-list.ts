@@ -39,11 +39,12 @@ export function listDomain(raw: string): string {
 }
 
 /**
- * The addresses of a list file for `domain`: one per line, `#` starts a comment, blank lines are skipped. Any bad
- * line (not text, too long, not an address, another domain) fails the whole file with its line number.
+ * The addresses of a list file (for `domain`, or of any domain without it): one per line, `#` starts a comment,
+ * blank lines are skipped. Any bad line (not text, too long, not an address, another domain) fails the whole file
+ * with its line number.
  */
-export function parseListFile(data: Buffer, domain: string): string[] {
-  const d = listDomain(domain);
+export function parseListFile(data: Buffer, domain?: string): string[] {
+  const d = domain === undefined ? undefined : listDomain(domain);
   if (data.includes(0)) throw new MxError('INVALID_ARGUMENT', `line ${lineOf(data, data.indexOf(0))}: not a text file (NUL byte)`);
   const text = new TextDecoder('utf-8', { fatal: false }).decode(data);
   const out: string[] = [];
@@ -60,7 +61,7 @@ export function parseListFile(data: Buffer, domain: string): string[] {
     } catch (err) {
       throw fail((err as Error).message);
     }
-    if (a.domain !== d) throw fail(`${quoteInput(line)} is not in ${d}`);
+    if (d !== undefined && a.domain !== d) throw fail(`${quoteInput(line)} is not in ${d}`);
     out.push(a.address);
   }
   return out;

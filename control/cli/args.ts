@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import type { RecipientState } from '../../agent/spool/spool.js';
-import { errorMessage, UsageError } from '../../shared/errors.js';
+import { errorMessage, MxError, UsageError } from '../../shared/errors.js';
+import { parseListFile } from '../../shared/recipient-list.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
 import { parseDuration } from '../../shared/units.js';
 
@@ -83,4 +85,19 @@ export function collectIds(value: string, previous: string[] | undefined): strin
 
 export function checkExclude(ids: readonly string[] | undefined): string[] {
   return [...new Set((ids ?? []).map((id) => checkAgentId(id, '--exclude')))];
+}
+
+/** The addresses of a list FILE (one per line, # comments), all in `domain` when given; `nothing` ends an error. */
+export function readAddressFile(file: string, domain: string | undefined, nothing: string): string[] {
+  let data: Buffer;
+  try {
+    data = readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(err)}`);
+  }
+  try {
+    return parseListFile(data, domain);
+  } catch (err) {
+    throw new UsageError(`${file}: ${err instanceof MxError ? err.message : errorMessage(err)}; ${nothing}`);
+  }
 }

@@ -24,6 +24,8 @@ export interface OperationRecord {
   version: number;
   /** When the release step completed (drain baseline), 0 before. */
   releasedAt: number;
+  /** A staged switchover: the addresses it moves (each gets an address route); `match` is then ''. */
+  recipients?: string[];
 }
 
 export interface AgentDrainInfo {

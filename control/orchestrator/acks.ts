@@ -30,11 +30,11 @@ const HEALTH_SLACK_MS = 250;
  * for the route empty, or its oldest message younger than the release (with continuous traffic the queue is never
  * empty, but what remains went straight to the new target). `delivered` counts from `baseline`.
  */
-export function drainState(ids: readonly string[], get: Lookup, match: string, releasedAt: number, baseline: ReadonlyMap<string, number>): AgentDrainInfo[] {
+export function drainState(ids: readonly string[], get: Lookup, matches: ReadonlySet<string>, releasedAt: number, baseline: ReadonlyMap<string, number>): AgentDrainInfo[] {
   return ids.map((id) => {
     const a = get(id);
     const h = a?.health;
-    const q = h?.queues.filter((x) => x.match === match) ?? [];
+    const q = h?.queues.filter((x) => matches.has(x.match)) ?? [];
     const queued = q.reduce((n, x) => n + x.queued + x.deferred + x.held + x.inFlight, 0);
     const oldestMs = Math.max(0, ...q.map((x) => x.oldestAgeSeconds * 1000));
     const fresh = Boolean(a && a.healthAt > releasedAt);

@@ -6,7 +6,8 @@ import type { Registry } from '../core/registry.js';
 import type { OpState, OperationRecord, Progress } from '../core/model.js';
 import { OwnershipLost, type AgentCommander, type OperationStore, type RouteStoreApi } from '../core/ports.js';
 import { progressOf, type ProgressLists } from './progress.js';
-import { safetyNote, stepLabel, StepFailed, STEPS, Stopping, type StepName } from './steps.js';
+import { holdAddresses, releaseAddresses, retargetAddresses } from './staged.js';
+import { safetyNote, stepLabel, StepFailed, STEPS, Stopping, subject, type StepName } from './steps.js';
 import { flushAgents, waitAcks, waitDrained, type StepContext } from './step-waits.js';
 import { waitUntil } from './wait.js';
 import { validateStart, type StartRequest } from './validate.js';
@@ -134,7 +135,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
   /** Validates and starts an operation; refusals throw typed errors before anything changes. */
   async start(req: StartRequest): Promise<OperationRecord> {
     if (this.stopping) throw new MxError('UNAVAILABLE', 'the controller is shutting down');
-    const { match, target, exclude } = validateStart(req, { store: this.o.store, registry: this.o.registry, running: this.runningOps(), targets: (ex: readonly string[]) => this.targets(ex) });
+    const { match, target, exclude, recipients } = validateStart(req, { store: this.o.store, registry: this.o.registry, running: this.runningOps(), targets: (ex: readonly string[]) => this.targets(ex) });
     const steps = STEPS[req.kind](Boolean(req.waitDrained));
     const op: OperationRecord = {
       id: `op-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`,
@@ -153,11 +154,12 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       actor: req.actor || 'unknown',
       version: 0,
       releasedAt: 0,
+      ...(recipients.length ? { recipients } : {}),
     };
     await this.o.ops.insert(op);
     this.o.log.info({ op: op.id, kind: op.kind, match, target, excluded: exclude, actor: op.actor }, 'operation started');
     this.emit('operation', op);
-    this.report(op, `${op.kind} ${match || '(all routes)'} started`);
+    this.report(op, `${op.kind} ${subject(op)} started`);
     this.launch(op);
     return op;
   }
@@ -217,7 +219,7 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       op.stepIndex = steps.length;
       // The final report keeps the last step's lists (who acked, per-agent drain) for the operator's summary.
       const prev = this.last.get(op.id);
-      const final = progressOf(op, `${op.kind} ${op.match || '(all routes)'} done`, { waitingVersion: prev?.waitingVersion ?? 0, acked: prev?.acked ?? [], drain: prev?.drain ?? [] });
+      const final = progressOf(op, `${op.kind} ${subject(op)} done`, { waitingVersion: prev?.waitingVersion ?? 0, acked: prev?.acked ?? [], drain: prev?.drain ?? [] });
       await this.save(op, final);
       this.o.log.info({ op: op.id, kind: op.kind, match: op.match, ms: op.finishedAt - op.startedAt }, 'operation done');
       this.publish(final);
@@ -250,6 +252,19 @@ export class Orchestrator extends EventEmitter<{ progress: [Progress]; operation
       if (!r) throw new StepFailed(`the route for ${op.match} was removed during the operation`);
       return r;
     };
+    const moved = op.recipients ?? [];
+    if (moved.length && (step === 'hold' || step === 'retarget' || step === 'release')) {
+      if (step === 'release') this.drainBaseline.set(op.id, this.deliveredCounters());
+      if (step === 'hold') op.version = await holdAddresses(store, moved, actor);
+      else if (step === 'retarget') op.version = await retargetAddresses(store, moved, op.target, actor);
+      else op.version = await releaseAddresses(store, moved, op.target, actor);
+      await waitAcks(this.stepContext(op), `${step} ${subject(op)}${step === 'retarget' ? ` -> ${op.target} (still held)` : ''}`);
+      if (step === 'release') {
+        op.releasedAt = Date.now();
+        await this.save(op);
+      }
+      return;
+    }
     switch (step) {
       case 'hold': {
         const r = route();

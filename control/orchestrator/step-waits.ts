@@ -3,7 +3,7 @@ import type { AgentCommander } from '../core/ports.js';
 import type { Registry } from '../core/registry.js';
 import { classifyAcks, describeAgent, drainState } from './acks.js';
 import type { ProgressLists } from './progress.js';
-import { StepFailed, Stopping } from './steps.js';
+import { StepFailed, Stopping, subject } from './steps.js';
 
 /** What the waits of one operation's step see: the fleet, how to report, and how to wait (see wait.ts). */
 export interface StepContext {
@@ -67,7 +67,8 @@ export async function waitDrained(ctx: StepContext, baseline: ReadonlyMap<string
   const { op, registry } = ctx;
   const releasedAt = op.releasedAt || Date.now();
   let lastKey = '';
-  const compute = () => drainState(ctx.targets(), (id) => registry.get(id), op.match, releasedAt, baseline);
+  const matches = new Set(op.recipients?.length ? op.recipients : [op.match]);
+  const compute = () => drainState(ctx.targets(), (id) => registry.get(id), matches, releasedAt, baseline);
   await ctx.waitUntil(
     () => {
       const drain = compute();
@@ -75,7 +76,7 @@ export async function waitDrained(ctx: StepContext, baseline: ReadonlyMap<string
       if (key !== lastKey) {
         lastKey = key;
         const left = drain.filter((d) => !d.drained);
-        ctx.report(left.length ? `waiting for ${op.match} to drain on ${left.map((d) => d.agentId).join(', ')}` : `${op.match} drained on every agent`, {
+        ctx.report(left.length ? `waiting for ${subject(op)} to drain on ${left.map((d) => d.agentId).join(', ')}` : `${subject(op)} drained on every agent`, {
           acked: drain.filter((d) => d.drained).map((d) => d.agentId),
           pending: left.map((d) => d.agentId),
           drain,
@@ -87,7 +88,7 @@ export async function waitDrained(ctx: StepContext, baseline: ReadonlyMap<string
       const agents = compute()
         .filter((d) => !d.drained)
         .map((d) => `${d.agentId}: ${d.queued} recipients still queued`);
-      return new StepFailed(`timed out after ${op.timeoutMs} ms waiting for ${op.match} to drain: ${agents.join('; ')}`, agents);
+      return new StepFailed(`timed out after ${op.timeoutMs} ms waiting for ${subject(op)} to drain: ${agents.join('; ')}`, agents);
     },
   );
 }

@@ -68,6 +68,7 @@ export function operationMsg(op: OperationRecord): Operation {
     startedAtMs: op.startedAt,
     finishedAtMs: op.finishedAt,
     excluded: op.excluded,
+    recipients: op.recipients ?? [],
   });
 }
 
@@ -258,7 +259,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       'Switchover',
       (r) => {
         refuseSelfTarget(r.target, registry.list());
-        return { kind: 'switchover', match: r.match, target: r.target, exclude: r.exclude, timeoutMs: r.timeoutMs, waitDrained: r.waitDrained, actor: r.actor };
+        return { kind: 'switchover', match: r.match, target: r.target, exclude: r.exclude, timeoutMs: r.timeoutMs, waitDrained: r.waitDrained, actor: r.actor, recipients: r.recipients };
       },
       (progress) => ({ progress }),
     ),

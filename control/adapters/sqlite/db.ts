@@ -17,3 +17,9 @@ export function openControllerDb(dataDir: string): Db {
   db.pragma('busy_timeout = 5000');
   return db;
 }
+
+/** Adds a column that a newer release introduced to a table an older one created (CREATE IF NOT EXISTS keeps it). */
+export function addMissingColumn(db: Db, table: string, column: string, definition: string): void {
+  const columns = db.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as { name: string }[];
+  if (!columns.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+}

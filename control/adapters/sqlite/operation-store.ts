@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Db } from './db.js';
+import { addMissingColumn, type Db } from './db.js';
 import type { OpKind, OpState, OperationRecord } from '../../core/model.js';
 import type { OperationStore, OperationStoreEvents } from '../../core/ports.js';
 
@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS operations (
   wait_drained INTEGER NOT NULL DEFAULT 0,
   actor TEXT NOT NULL DEFAULT '',
   version INTEGER NOT NULL DEFAULT 0,
-  released_at INTEGER NOT NULL DEFAULT 0
+  released_at INTEGER NOT NULL DEFAULT 0,
+  recipients TEXT NOT NULL DEFAULT '[]'
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS operations_started ON operations (started_at);
 CREATE INDEX IF NOT EXISTS operations_state ON operations (state);
@@ -43,6 +44,7 @@ interface OpRow {
   actor: string;
   version: number;
   released_at: number;
+  recipients: string;
 }
 
 const fromRow = (r: OpRow): OperationRecord => ({
@@ -62,6 +64,7 @@ const fromRow = (r: OpRow): OperationRecord => ({
   actor: r.actor,
   version: r.version,
   releasedAt: r.released_at,
+  ...(r.recipients !== '[]' ? { recipients: JSON.parse(r.recipients) as string[] } : {}),
 });
 
 /** Operations in the controller's SQLite database (one controller process: it owns every operation). */
@@ -72,6 +75,8 @@ export class SqliteOperationStore extends EventEmitter<OperationStoreEvents> imp
   constructor(private readonly db: Db) {
     super();
     db.exec(SCHEMA);
+    // A controller.db from before staged switchovers.
+    addMissingColumn(db, 'operations', 'recipients', "TEXT NOT NULL DEFAULT '[]'");
   }
 
   get(id: string): OperationRecord | undefined {
@@ -96,10 +101,10 @@ export class SqliteOperationStore extends EventEmitter<OperationStoreEvents> imp
   async insert(op: OperationRecord): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO operations (id, kind, match, target, state, step, step_index, error, started_at, finished_at, excluded, timeout_ms, wait_drained, actor, version, released_at)
-         VALUES (@id, @kind, @match, @target, @state, @step, @stepIndex, @error, @startedAt, @finishedAt, @excluded, @timeoutMs, @waitDrained, @actor, @version, @releasedAt)`,
+        `INSERT INTO operations (id, kind, match, target, state, step, step_index, error, started_at, finished_at, excluded, timeout_ms, wait_drained, actor, version, released_at, recipients)
+         VALUES (@id, @kind, @match, @target, @state, @step, @stepIndex, @error, @startedAt, @finishedAt, @excluded, @timeoutMs, @waitDrained, @actor, @version, @releasedAt, @recipients)`,
       )
-      .run({ ...op, excluded: JSON.stringify(op.excluded), waitDrained: op.waitDrained ? 1 : 0 });
+      .run({ ...op, excluded: JSON.stringify(op.excluded), waitDrained: op.waitDrained ? 1 : 0, recipients: JSON.stringify(op.recipients ?? []) });
   }
 
   async save(op: OperationRecord): Promise<void> {

@@ -3,7 +3,7 @@ import { MxError, errorMessage, quoteInput } from '../../../shared/errors.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
 import { routeFromWire } from '../../../shared/wire.js';
 import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
-import type { Db } from './db.js';
+import { addMissingColumn, type Db } from './db.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -39,11 +39,6 @@ interface RouteRow {
 // A row has the wire's shape (hold 0/1, tls '' or 'required', verify '' or 'probe').
 const toRoute = (r: RouteRow): Route => routeFromWire({ match: r.match, target: r.target, hold: Boolean(r.hold), tls: r.tls ?? '', verify: r.verify ?? '' });
 
-/** A controller.db from before route verification has no verify column: add it (NULL = none) in place. */
-function addVerifyColumn(db: Db): void {
-  const columns = db.prepare("SELECT name FROM pragma_table_info('routes')").all() as { name: string }[];
-  if (!columns.some((c) => c.name === 'verify')) db.exec('ALTER TABLE routes ADD COLUMN verify TEXT');
-}
 
 function invalid(err: unknown): MxError {
   return new MxError(INVALID_ARGUMENT, errorMessage(err));
@@ -60,7 +55,8 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
   constructor(private readonly db: Db) {
     super();
     db.exec(SCHEMA);
-    addVerifyColumn(db);
+    // A controller.db from before route verification: NULL = none.
+    addMissingColumn(db, 'routes', 'verify', 'TEXT');
     this.current = this.load();
   }
 

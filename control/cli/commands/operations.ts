@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../../shared/errors.js';
 import { formatDuration } from '../../../shared/units.js';
 import { actor, ControllerError, withAdmin, type Operation, type OperationKind } from '../admin-client.js';
-import { checkDuration, checkExclude, checkMatch, checkTarget } from '../args.js';
+import { checkDuration, checkExclude, checkMatch, checkTarget, readAddressFile } from '../args.js';
 import { action, emit } from '../output.js';
 import { describeOperation, followOperation } from '../progress.js';
 import { exitHelp, GROUP_HELP, operator, waitOptions, type CommonOptions } from './common.js';
@@ -13,7 +13,7 @@ import { exitHelp, GROUP_HELP, operator, waitOptions, type CommonOptions } from 
  */
 
 type OpOptions = CommonOptions & { timeout?: string; exclude?: string[] };
-type SwitchoverOptions = OpOptions & { to: string; waitDrained?: boolean };
+type SwitchoverOptions = OpOptions & { to: string; waitDrained?: boolean; recipients?: string };
 
 const OP_FAIL = 'an agent nacked, timed out or is disconnected, or the controller refused or could not be reached (the line names the agents)';
 
@@ -45,13 +45,17 @@ export function registerOperations(program: Command): void {
   coordinated(
     program,
     'switchover',
-    'Coordinated re-route of MATCH to a new server: hold everywhere, re-point to --to everywhere, release, flush. A failure leaves MATCH held (safe).',
+    'Coordinated re-route of MATCH (or, with --recipients FILE, of the listed mailboxes only) to a new server: hold everywhere, re-point to --to everywhere, release, flush. A failure leaves what it moves held (safe).',
     'each step\'s acks from every expected agent (hold, re-point, release, flush); with --wait-drained also until every agent reports zero queued for MATCH (then prints per-agent delivered counts).',
     'every step done and verified on every expected agent',
   )
-    .argument('<match>', 'the route\'s MATCH')
+    .argument('[match]', 'the route\'s MATCH (not with --recipients)')
     .requiredOption('--to <target>', 'new TARGET: smtp:[host]:port or smtp:host:port')
-    .option('--wait-drained', 'after the release, wait until the queue for MATCH is empty on every agent')
+    .option(
+      '--recipients <file>',
+      'staged migration: move only the addresses in FILE (one per line, # comments), each as an address route of its own; the rest of their domains stays where it is',
+    )
+    .option('--wait-drained', 'after the release, wait until the queue for MATCH (or the moved addresses) is empty on every agent')
     .action(action(switchover));
 
   coordinated(
@@ -95,23 +99,29 @@ function coordinated(program: Command, name: OperationKind, description: string,
 }
 
 /** Starts a coordinated operation on `match` (already checked) and follows it until it ends. */
-async function start(kind: OperationKind, match: string, opts: OpOptions, switchTo?: { target: string; waitDrained: boolean }): Promise<void> {
+async function start(kind: OperationKind, match: string, opts: OpOptions, switchTo?: { target: string; waitDrained: boolean; recipients?: string[] }): Promise<void> {
   const timeoutMs = checkDuration('--timeout', opts.timeout);
   const exclude = checkExclude(opts.exclude);
   // The client bounds the stream only when told to (--timeout), by that plus a grace period. A switchover's timeout
   // covers every step plus (with --wait-drained) the drain: four times as long.
   const deadline = timeoutMs === undefined ? undefined : (timeoutMs + STREAM_GRACE_MS) * (switchTo ? 4 : 1);
-  const title = kind === 'flush' ? `flush ${match || '(all routes)'}` : `${kind} ${match}${switchTo ? ` -> ${switchTo.target}` : ''}`;
+  const moved = switchTo?.recipients?.length;
+  const subject = moved ? `${moved} address${moved === 1 ? '' : 'es'}` : match;
+  const title = kind === 'flush' ? `flush ${match || '(all routes)'}` : `${kind} ${subject}${switchTo ? ` -> ${switchTo.target}` : ''}`;
   await withAdmin(opts, async (a) => {
     const req = { match, exclude, timeoutMs: timeoutMs ?? 0, actor: actor(), ...switchTo };
     await followOperation(a, title, a.startOperation(kind, req, deadline), opts);
   });
 }
 
-async function switchover(matchText: string, opts: SwitchoverOptions): Promise<void> {
-  const match = checkMatch(matchText);
+async function switchover(matchText: string | undefined, opts: SwitchoverOptions): Promise<void> {
+  if ((matchText === undefined) === (opts.recipients === undefined)) throw new UsageError('give MATCH or --recipients FILE (one of the two)');
   const target = checkTarget(opts.to, '--to');
-  await start('switchover', match, opts, { target, waitDrained: opts.waitDrained ?? false });
+  const waitDrained = opts.waitDrained ?? false;
+  if (opts.recipients === undefined) return start('switchover', checkMatch(matchText!), opts, { target, waitDrained });
+  const recipients = readAddressFile(opts.recipients, undefined, 'nothing was changed');
+  if (!recipients.length) throw new UsageError(`${opts.recipients}: no addresses; nothing was changed`);
+  await start('switchover', '', opts, { target, waitDrained, recipients });
 }
 
 function checkOperationId(id: string): void {

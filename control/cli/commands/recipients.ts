@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { errorMessage, MxError, UsageError } from '../../../shared/errors.js';
-import { listAddress, listDomain, parseListFile } from '../../../shared/recipient-list.js';
+import { errorMessage, UsageError } from '../../../shared/errors.js';
+import { listAddress, listDomain } from '../../../shared/recipient-list.js';
 import { actor, withAdmin } from '../admin-client.js';
-import { checkPositiveInt } from '../args.js';
+import { checkPositiveInt, readAddressFile } from '../args.js';
 import { action, emit, table } from '../output.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
 
@@ -70,18 +69,7 @@ function checkDomain(text: string): string {
 
 async function importList(domainText: string, file: string, opts: CommonOptions & { replace?: boolean }): Promise<void> {
   const domain = checkDomain(domainText);
-  let data: Buffer;
-  try {
-    data = readFileSync(file);
-  } catch (err) {
-    throw new UsageError(`FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(err)}`);
-  }
-  let addresses: string[];
-  try {
-    addresses = parseListFile(data, domain);
-  } catch (err) {
-    throw new UsageError(`${file}: ${err instanceof MxError ? err.message : errorMessage(err)}; nothing was imported`);
-  }
+  const addresses = readAddressFile(file, domain, 'nothing was imported');
   const res = await withAdmin(opts, (a) => a.importRecipients(domain, addresses, opts.replace ?? false, actor()));
   const change = res.change ?? { version: 0, added: 0, removed: 0 };
   emit(opts, { domain, addresses: addresses.length, replace: opts.replace ?? false, ...change }, (v) =>

@@ -16,9 +16,14 @@ const DEFAULT_WAIT_MS = 30_000;
 export function registerRoutes(program: Command): void {
   const route = program.command('route').description('Read and change the routing table on the controller (every agent applies it).').addHelpText('after', GROUP_HELP);
 
-  operator(route, 'ls', 'List the routing table: MATCH, TARGET, hold flag, TLS policy, recipient verification, and the table version.', exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached')).action(
-    action(routeLs),
-  );
+  operator(
+    route,
+    'ls',
+    'List the routing table: MATCH, TARGET, hold flag, TLS policy, recipient verification, and the table version. Address routes (a staged migration makes many) are shown as one line per domain with their count and targets unless --addresses; --json always has every route.',
+    exitHelp('one answer from the controller.', 'listed', 'the controller refused or could not be reached'),
+  )
+    .option('--addresses', 'list every address route on its own line')
+    .action(action(routeLs));
 
   const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it.';
   changeOptions(
@@ -65,14 +70,43 @@ function changeOptions(cmd: Command): Command {
     .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)');
 }
 
-async function routeLs(opts: CommonOptions): Promise<void> {
+type ListedRoute = { match: string; target: string; hold: boolean; tls: string; verify: string };
+
+/** Table rows: every route, or the address routes of each domain folded into one row after the domain's own. */
+function routeRows(routes: readonly ListedRoute[], addresses: boolean): string[][] {
+  const row = (r: ListedRoute) => [r.match, r.target, r.hold ? 'held' : '-', r.tls, r.verify];
+  if (addresses) return routes.map(row);
+  const byDomain = new Map<string, ListedRoute[]>();
+  for (const r of routes) {
+    if (!r.match.includes('@')) continue;
+    const domain = r.match.slice(r.match.lastIndexOf('@') + 1);
+    byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
+  }
+  const folded = (domain: string, list: readonly ListedRoute[]) => {
+    const targets = [...new Set(list.map((r) => r.target))];
+    const held = list.filter((r) => r.hold).length;
+    return [`  *@${domain} (${list.length} address${list.length === 1 ? '' : 'es'})`, targets.length === 1 ? targets[0]! : `${targets.length} targets`, held ? `${held} held` : '-', '', ''];
+  };
+  const out: string[][] = [];
+  for (const r of routes) {
+    if (r.match.includes('@')) continue;
+    out.push(row(r));
+    const list = byDomain.get(r.match);
+    if (list) out.push(folded(r.match, list));
+    byDomain.delete(r.match);
+  }
+  for (const [domain, list] of byDomain) out.push(folded(domain, list));
+  return out;
+}
+
+async function routeLs(opts: CommonOptions & { addresses?: boolean }): Promise<void> {
   const res = await withAdmin(opts, (a) => a.listRoutes());
   const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may', verify: r.verify || 'none' }));
   emit(opts, { version: res.version, routes }, (v) =>
     [
       `route table version ${v.version}`,
       v.routes.length
-        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], v.routes.map((r) => [r.match, r.target, r.hold ? 'held' : '-', r.tls, r.verify]))
+        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], routeRows(v.routes, opts.addresses ?? false))
         : v.version === 0
           ? 'no table set on the controller yet: the agents relay with the bootstrap routes of their config files'
           : 'no routes: every recipient is refused (550 5.7.1)',

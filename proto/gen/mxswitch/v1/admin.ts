@@ -90,6 +90,8 @@ export interface Operation {
   finishedAtMs: number;
   /** Agent ids excluded from the operation (not waited for). */
   excluded: string[];
+  /** The addresses a staged switchover moves (empty for a route operation). */
+  recipients: string[];
 }
 
 /** OperationProgress is one progress update of an Operation. */
@@ -288,6 +290,8 @@ export interface SwitchoverRequest {
   waitDrained: boolean;
   /** Who started the operation (for the audit log). */
   actor: string;
+  /** A staged switchover: move only these addresses (match empty); each gets an address route. */
+  recipients: string[];
 }
 
 /** SwitchoverResponse is one progress update of a switchover operation. */
@@ -735,6 +739,7 @@ function createBaseOperation(): Operation {
     startedAtMs: 0,
     finishedAtMs: 0,
     excluded: [],
+    recipients: [],
   };
 }
 
@@ -769,6 +774,9 @@ export const Operation: MessageFns<Operation> = {
     }
     for (const v of message.excluded) {
       writer.uint32(82).string(v!);
+    }
+    for (const v of message.recipients) {
+      writer.uint32(482).string(v!);
     }
     return writer;
   },
@@ -866,6 +874,14 @@ export const Operation: MessageFns<Operation> = {
             message.excluded.push(reader.string());
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.recipients.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -898,6 +914,9 @@ export const Operation: MessageFns<Operation> = {
         ? globalThis.Number(object.finished_at_ms)
         : 0,
       excluded: globalThis.Array.isArray(object?.excluded) ? object.excluded.map((e: any) => globalThis.String(e)) : [],
+      recipients: globalThis.Array.isArray(object?.recipients)
+        ? object.recipients.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -933,6 +952,9 @@ export const Operation: MessageFns<Operation> = {
     if (message.excluded?.length) {
       obj.excluded = message.excluded;
     }
+    if (message.recipients?.length) {
+      obj.recipients = message.recipients;
+    }
     return obj;
   },
 
@@ -951,6 +973,7 @@ export const Operation: MessageFns<Operation> = {
     message.startedAtMs = object.startedAtMs ?? 0;
     message.finishedAtMs = object.finishedAtMs ?? 0;
     message.excluded = object.excluded?.map((e) => e) || [];
+    message.recipients = object.recipients?.map((e) => e) || [];
     return message;
   },
 };
@@ -2835,7 +2858,7 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
 };
 
 function createBaseSwitchoverRequest(): SwitchoverRequest {
-  return { match: "", target: "", exclude: [], timeoutMs: 0, waitDrained: false, actor: "" };
+  return { match: "", target: "", exclude: [], timeoutMs: 0, waitDrained: false, actor: "", recipients: [] };
 }
 
 export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
@@ -2857,6 +2880,9 @@ export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(50).string(message.actor);
+    }
+    for (const v of message.recipients) {
+      writer.uint32(482).string(v!);
     }
     return writer;
   },
@@ -2922,6 +2948,14 @@ export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
             message.actor = reader.string();
             continue;
           }
+          case 60: {
+            if (tag !== 482) {
+              break;
+            }
+
+            message.recipients.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2950,6 +2984,9 @@ export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
         ? globalThis.Boolean(object.wait_drained)
         : false,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      recipients: globalThis.Array.isArray(object?.recipients)
+        ? object.recipients.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2973,6 +3010,9 @@ export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.recipients?.length) {
+      obj.recipients = message.recipients;
+    }
     return obj;
   },
 
@@ -2987,6 +3027,7 @@ export const SwitchoverRequest: MessageFns<SwitchoverRequest> = {
     message.timeoutMs = object.timeoutMs ?? 0;
     message.waitDrained = object.waitDrained ?? false;
     message.actor = object.actor ?? "";
+    message.recipients = object.recipients?.map((e) => e) || [];
     return message;
   },
 };
