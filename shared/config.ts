@@ -189,6 +189,8 @@ export const controllerConfigSchema = z.strictObject({
     agent: z.string().min(8).optional(),
     agents: z.record(z.string().min(1), z.string().min(8)).optional(),
     admin: z.string().min(8),
+    // Read-only: the HTTP API and dashboard, and the admin service's read calls.
+    viewer: z.string().min(8).optional(),
   }),
   // NATS mode: routes, agent acks/health and operations live in JetStream KV; agents use controller.nats.
   nats: z
