@@ -41,6 +41,8 @@ export class FleetHistory extends EventEmitter<{ point: [string, HistoryPoint] }
     options: Partial<HistoryOptions> = {},
   ) {
     super();
+    // One listener per open dashboard event stream.
+    this.setMaxListeners(0);
     this.o = { ...DEFAULTS, ...options };
     this.capacity = Math.max(1, Math.ceil(this.o.spanMs / this.o.intervalMs));
   }

@@ -202,3 +202,20 @@ test('the viewer token on the admin gRPC service: status, route ls, queue ls rea
   t.after(() => agentAsAdmin.close());
   await assert.rejects(agentAsAdmin.status(), isStatus(GrpcStatus.UNAUTHENTICATED));
 });
+
+test('a dozen dashboards at once: every event stream gets the state, no listener-leak warning; closing them detaches', async (t) => {
+  const { ctl } = await webFleet(t);
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  t.after(() => void process.off('warning', onWarning));
+  const before = ctl.controller.registry.listenerCount('agent');
+  const streams = await Promise.all(Array.from({ length: 12 }, () => get(ctl.controller.httpPort, '/api/v1/events', bearer(VIEWER_TOKEN))));
+  for (const res of streams) {
+    const ids = (es: { event: string; data: { id: string } }[]) => [...new Set(es.filter((e) => e.event === 'agent').map((e) => e.data.id))].sort();
+    assert.deepEqual(ids(await readEvents(res, (es) => ids(es).length >= 2)), ['web-1', 'web-2']);
+  }
+  // readEvents cancelled each stream: the controller lets go of their listeners.
+  await waitFor('listeners detached', () => ctl.controller.registry.listenerCount('agent') === before);
+  assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), []);
+});

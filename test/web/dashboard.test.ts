@@ -53,6 +53,10 @@ test('the dashboard: login form, every agent, a hold live within 2 s, chart poin
     return n;
   });
   assert.ok(inked > 50, `the delivery-rate chart drew lines (${inked} pixels)`);
+  // The controller keeps the history: a reload draws the same points again.
+  const points = Number(await page.locator('#chart-queue').getAttribute('data-points'));
+  await page.reload();
+  await page.waitForFunction((n) => Number(document.querySelector('#chart-queue')!.getAttribute('data-points')) >= n, points, { timeout: 5_000 });
 
   // A hold from the CLI's API: the banner and the route row change without a reload, within 2 s.
   await page.evaluate(() => ((window as unknown as { notReloaded: boolean }).notReloaded = true));
