@@ -68,7 +68,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'tokens.agent': 'Bearer token gRPC agents present (at least 8 characters), shared by every agent: whoever holds it may claim any agent id; required unless `nats` or `tokens.agents` is set',
     'tokens.agents': 'Per-agent tokens, `{ID: TOKEN}`: an agent presenting one may only be the agent `ID` (`PERMISSION_DENIED` otherwise), identity without mTLS',
     'tokens.admin': 'Bearer token operators and the CLI present',
-    'tokens.viewer': 'Read-only bearer token (at least 8 characters): the HTTP API and dashboard on `http.listen`, and the admin service\'s read calls (status, watch, route ls, operation, queue ls/show); every change is refused with `PERMISSION_DENIED`',
+    'tokens.viewer': 'Read-only bearer token (at least 8 characters): the HTTP API and dashboard on `http.listen`, and the admin service\'s read calls (status, watch, route ls, operation, queue ls/show); every change is refused with `PERMISSION_DENIED`; must differ from every other token',
     'nats.servers': 'NATS mode: NATS servers; routes, agent acks/health and operations live in JetStream KV, agents use `controller.nats`',
     'nats.token': 'NATS token (one of token, user/password, credentials)',
     'nats.user': 'NATS user (with `password`)',

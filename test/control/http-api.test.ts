@@ -7,7 +7,9 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
 import { ADMIN_TOKEN, AGENT_TOKEN, adminApi, isStatus, last } from '../helpers/controller.js';
 import { fleet } from '../helpers/fleet.js';
-import { grpcTransport } from '../helpers/transport.js';
+import { NatsServer } from '../helpers/nats-server.js';
+import { grpcTransport, natsTransport } from '../helpers/transport.js';
+import { controllerConfigSchema, parseConfig } from '../../shared/config.js';
 
 const VIEWER_TOKEN = 'viewer-token-0123456789';
 const ENDPOINTS = ['status', 'routes', 'operations', 'history', 'agents/web-1/queue', 'events'];
@@ -218,4 +220,28 @@ test('a dozen dashboards at once: every event stream gets the state, no listener
   // readEvents cancelled each stream: the controller lets go of their listeners.
   await waitFor('listeners detached', () => ctl.controller.registry.listenerCount('agent') === before);
   assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), []);
+});
+
+test('tokens.viewer must be a token of its own: equal to the admin, agent or a per-agent token is a config error naming the key', () => {
+  const config = (tokens: Record<string, unknown>) => parseConfig(controllerConfigSchema, { dataDir: '/tmp/x', tokens: { agent: AGENT_TOKEN, admin: ADMIN_TOKEN, ...tokens } });
+  for (const viewer of [ADMIN_TOKEN, AGENT_TOKEN, 'per-agent-token-1']) {
+    assert.throws(() => config({ viewer, agents: { 'mx-1': 'per-agent-token-1' } }), /^ConfigError: tokens\.viewer: must differ from tokens\.admin, tokens\.agent and every tokens\.agents entry/);
+  }
+  assert.throws(() => config({ viewer: 'short' }), /tokens\.viewer/);
+  assert.equal(config({ viewer: VIEWER_TOKEN }).tokens.viewer, VIEWER_TOKEN);
+});
+
+test('over NATS too: the API reads the same registry and the event stream carries the agents', async (t) => {
+  const nats = await NatsServer.start();
+  t.after(() => nats.stop());
+  const { ctl } = await fleet(t, natsTransport(nats), {
+    agents: ['nats-1'],
+    routes: () => ({ 'example.com': 'smtp:[127.0.0.1]:9' }),
+    controller: { http: { listen: '127.0.0.1:0' }, tokens: { admin: ADMIN_TOKEN, viewer: VIEWER_TOKEN } },
+  });
+  const s = (await (await get(ctl.controller.httpPort, '/api/v1/status', bearer(VIEWER_TOKEN))).json()) as { agents: { id: string; state: string }[]; converged: boolean };
+  assert.deepEqual(s.agents.map((a) => [a.id, a.state]), [['nats-1', 'connected']]);
+  assert.equal(s.converged, true);
+  const events = await readEvents(await get(ctl.controller.httpPort, '/api/v1/events', bearer(VIEWER_TOKEN)), (es) => es.some((e) => e.event === 'agent'));
+  assert.equal(events.find((e) => e.event === 'agent')?.data.id, 'nats-1');
 });
