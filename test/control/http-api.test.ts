@@ -154,6 +154,7 @@ test('status, routes, operations and agents/ID/queue answer with the viewer and 
   assert.deepEqual(q.body.entries[0].recipients.map((r: { rcpt: string }) => r.rcpt), ['rcpt@queued.test']);
   assert.deepEqual((await json('agents/web-2/queue')).body.entries, []);
   assert.equal((await json('agents/nobody/queue')).status, 404);
+  assert.equal((await json('agents/%E0%A4%A/queue')).status, 400, 'a broken URL escape');
   const bad = await json('agents/web-1/queue?state=lost');
   assert.deepEqual([bad.status, bad.body.error], [400, 'USAGE']);
   assert.match(bad.body.message, /state "lost": expected one of queued, deferred, inflight, held/);

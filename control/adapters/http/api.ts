@@ -41,7 +41,13 @@ export function sendError(res: ServerResponse, err: unknown): void {
 }
 
 /** `agents/ID/queue?match=&state=&limit=`: the agent's queue listing (as `mxswitch queue ls --agent ID --json`). */
-async function agentQueue(d: ApiDeps, idText: string, query: URLSearchParams): Promise<unknown> {
+async function agentQueue(d: ApiDeps, idPart: string, query: URLSearchParams): Promise<unknown> {
+  let idText: string;
+  try {
+    idText = decodeURIComponent(idPart);
+  } catch {
+    throw new MxError('USAGE', 'agent ID: not a valid URL component');
+  }
   const id = checkAgentId(idText, 'agent ID');
   if (!d.registry.get(id)) throw new MxError('NOT_FOUND', `no agent ${id}`);
   const matchText = query.get('match');
@@ -79,7 +85,7 @@ export function serveApi(d: ApiDeps, req: IncomingMessage, res: ServerResponse, 
         (body) => sendJson(res, 200, body),
         (err: unknown) => sendError(res, err),
       );
-  if (queue) return void answer(() => agentQueue(d, decodeURIComponent(queue[1]!), url.searchParams));
+  if (queue) return void answer(() => agentQueue(d, queue[1]!, url.searchParams));
   switch (path) {
     case 'status':
       return void answer(() => {
