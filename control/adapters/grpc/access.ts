@@ -12,7 +12,12 @@ export type OperatorRole = 'admin' | 'viewer';
  * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show) and
  * writes (flush, remove, retry); the service checks its kind once the request has been read.
  */
-export const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand']);
+const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand']);
+
+/** May a caller with `role` call AdminService `method` (its name, e.g. "Status")? */
+export function mayCall(role: OperatorRole | undefined, method: string): boolean {
+  return role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(method));
+}
 
 const AGENT_SERVICE = '/mxswitch.v1.AgentService/';
 const ADMIN_SERVICE = '/mxswitch.v1.AdminService/';
@@ -64,7 +69,7 @@ export class Access {
                   if (path.startsWith(AGENT_SERVICE) && this.agent(metadata).ok) return accept(metadata);
                   const role = path.startsWith(ADMIN_SERVICE) ? this.operator(metadata) : undefined;
                   const name = path.slice(ADMIN_SERVICE.length);
-                  if (role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(name))) return accept(metadata);
+                  if (mayCall(role, name)) return accept(metadata);
                   if (role === 'viewer') return call.sendStatus({ code: status.PERMISSION_DENIED, details: readOnlyDenied(name).message, metadata: new Metadata() });
                   const what = path.startsWith(AGENT_SERVICE) ? 'agent' : 'admin';
                   call.sendStatus({ code: status.UNAUTHENTICATED, details: `invalid or missing ${what} token`, metadata: new Metadata() });

@@ -1,12 +1,12 @@
 import type { Metadata, sendUnaryData, ServerUnaryCall } from '@grpc/grpc-js';
 import { MxError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
-import { READ_ONLY_METHODS, type Access } from './access.js';
+import { mayCall, type Access } from './access.js';
 import { readOnlyDenied, toServiceError, unauthenticated } from './grpc-util.js';
 
 /**
  * How every admin RPC checks the caller's token and answers: shared by the admin service's parts. The admin token
- * may call every method, the viewer token the read-only ones (READ_ONLY_METHODS).
+ * may call every method, the viewer token the read-only ones (see mayCall).
  */
 export interface AdminCalls {
   authorized(call: { metadata: Metadata; getPeer(): string }, method: string): boolean;
@@ -18,7 +18,7 @@ export function adminCalls(access: Access, log: Logger): AdminCalls {
   /** Why this caller may not call `method` (undefined: it may). */
   const refusal = (call: { metadata: Metadata; getPeer(): string }, method: string) => {
     const role = access.operator(call.metadata);
-    if (role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(method))) return undefined;
+    if (mayCall(role, method)) return undefined;
     log.warn({ peer: call.getPeer(), method, role }, role ? 'admin call rejected: the viewer token is read-only' : 'admin call rejected: invalid or missing admin token');
     return role ? toServiceError(readOnlyDenied(method)) : unauthenticated('admin');
   };
