@@ -12,7 +12,7 @@ import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
-import { agentRegistry } from './metrics.js';
+import { agentRegistry, deliveryLatency } from './metrics.js';
 import { loadRouteState, saveRouteState } from './route-state.js';
 import { parseHostPort } from '../shared/units.js';
 import { buildInfo } from '../shared/version.js';
@@ -122,6 +122,8 @@ export class Agent implements ControlHandler {
     this.log.info({ listen: `${addr.host}:${addr.port}`, version: this.appliedVersion }, 'smtp listening');
     if (this.config.http) {
       const registry = agentRegistry(() => this.health());
+      const latency = deliveryLatency(registry);
+      this.scheduler.onDelivered = (seconds) => latency.observe(seconds);
       const { server, port } = await startHttp(this.config.http.listen, registry, () => ({
         ok: true,
         detail: { id: this.config.id, version: this.appliedVersion, controllerConnected: this.connected, delivery: this.deliveryState },

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { registerBuildInfo } from '../shared/build-info-metric.js';
 import type { HealthSnapshot } from './health.js';
 
@@ -40,6 +40,27 @@ export function agentRegistry(live: () => HealthSnapshot): Registry {
     },
   });
   new Gauge({
+    name: 'mxswitch_agent_route_queue_recipients',
+    help: 'Recipients in the queue by the route in force for them (its match) and state',
+    labelNames: ['route', 'state'],
+    registers: [registry],
+    collect() {
+      // Reset: a route that left the table must not keep its last value.
+      this.reset();
+      for (const r of snapshot().routes) {
+        for (const [state, n] of [['queued', r.queued], ['deferred', r.deferred], ['held', r.held], ['inflight', r.inFlight]] as const) this.set({ route: r.match, state }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'mxswitch_agent_disk_free_bytes',
+    help: 'Free space of the file system that holds the queue (dataDir)',
+    registers: [registry],
+    collect() {
+      this.set(snapshot().diskFreeBytes);
+    },
+  });
+  new Gauge({
     name: 'mxswitch_agent_queue_oldest_seconds',
     help: 'Age of the oldest queued message',
     registers: [registry],
@@ -72,4 +93,17 @@ export function agentRegistry(live: () => HealthSnapshot): Registry {
     },
   });
   return registry;
+}
+
+/** Seconds from arrival to delivery: a whole hold or a long deferral lands in the top buckets. */
+const LATENCY_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600];
+
+/** `mxswitch_agent_delivery_latency_seconds` in `registry`: the scheduler observes each delivered recipient. */
+export function deliveryLatency(registry: Registry): Histogram {
+  return new Histogram({
+    name: 'mxswitch_agent_delivery_latency_seconds',
+    help: "Time from a message's arrival (250 to the sender) to its delivery (the next hop's 250), per recipient",
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
 }

@@ -37,6 +37,8 @@ const hopKey = (target: Target, tls: boolean) => `${target.mx ? target.host : `[
  */
 export class Scheduler {
   readonly counters: DeliveryCounters = { delivered: 0, deferred: 0, bounced: 0, lastError: '' };
+  /** Told each delivered recipient's time from arrival to the next hop's 250, in seconds (the latency histogram). */
+  onDelivered: (seconds: number) => void = () => undefined;
   private readonly waiting = new Map<string, Group[]>();
   private readonly active = new Map<string, number>();
   private readonly inflight = new Set<Group>();
@@ -297,9 +299,12 @@ export class Scheduler {
 
   private finish(records: { row: ClaimedRecipient; route: string | null; outcome: Outcome }[]): void {
     this.claimed -= records.length;
+    const now = Date.now();
     for (const { row, outcome } of records) {
-      if (outcome.kind === 'delivered') this.counters.delivered++;
-      else if (outcome.kind === 'bounced') this.counters.bounced++;
+      if (outcome.kind === 'delivered') {
+        this.counters.delivered++;
+        this.onDelivered((now - row.arrivedAt) / 1000);
+      } else if (outcome.kind === 'bounced') this.counters.bounced++;
       else if (outcome.kind === 'deferred') {
         this.counters.deferred++;
         this.counters.lastError = `${row.rcpt}: ${outcome.reply}`;

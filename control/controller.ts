@@ -6,6 +6,7 @@ import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
 import { parseHostPort } from '../shared/units.js';
 import { Access } from './adapters/grpc/access.js';
+import { Dashboard } from './adapters/http/dashboard.js';
 import { MemoryAgentDirectory, SqliteAgentDirectory } from './adapters/sqlite/agent-directory.js';
 import { adminService } from './adapters/grpc/admin-service.js';
 import { openControllerDb, type Db } from './adapters/sqlite/db.js';
@@ -32,6 +33,7 @@ export class Controller {
   private nats: NatsControlPlane | undefined;
   private server: Server | undefined;
   private http: HttpServer | undefined;
+  private dashboard: Dashboard | undefined;
   store!: RouteStoreApi;
   /** gRPC (SQLite) mode only. */
   recipients: RecipientStoreApi | undefined;
@@ -132,22 +134,23 @@ export class Controller {
     log.info({ listen: `${host}:${this.grpcPort}`, version: this.store.version, agents: this.registry.list().length, transport: this.nats ? 'nats' : 'grpc' }, 'controller listening');
 
     if (config.http) {
-      const { server: http, port: httpPort } = await this.startHttp(config.http.listen);
+      const { server: http, port: httpPort } = await this.startHttp(config.http.listen, access);
       this.http = http;
       this.httpPort = httpPort;
     }
   }
 
-  private async startHttp(listen: string): Promise<{ server: HttpServer; port: number }> {
+  /** /metrics and /healthz, and the dashboard with its read-only API. */
+  private async startHttp(listen: string, access: Access): Promise<{ server: HttpServer; port: number }> {
+    const { store, recipients, registry, orchestrator, commands, log } = this;
     try {
-      return await startHttp(listen, controllerMetrics(this.store, this.registry, this.orchestrator), () => ({
+      const dashboard = (this.dashboard = new Dashboard({ store, recipients, registry, orchestrator, commands, access, commandTimeoutMs: this.config.commandTimeout, log }));
+      dashboard.start();
+      const health = () => ({
         ok: true,
-        detail: {
-          version: this.store.version,
-          agents: this.registry.list().length,
-          connected: this.registry.list().filter((a) => a.state === 'connected').length,
-        },
-      }));
+        detail: { version: store.version, agents: registry.list().length, connected: registry.list().filter((a) => a.state === 'connected').length },
+      });
+      return await startHttp(listen, controllerMetrics(store, registry, orchestrator), health, dashboard.handle);
     } catch (err) {
       await this.stop();
       throw new ConfigError('http.listen', `cannot listen on ${listen}: ${(err as Error).message}`);
@@ -162,6 +165,8 @@ export class Controller {
     const server = this.server;
     if (server) await stopGrpc(server);
     this.server = undefined;
+    this.dashboard?.stop();
+    this.dashboard = undefined;
     const http = this.http;
     this.http = undefined;
     if (http) {

@@ -200,6 +200,8 @@ export const controllerConfigSchema = z.strictObject({
     agent: z.string().min(8).optional(),
     agents: z.record(z.string().min(1), z.string().min(8)).optional(),
     admin: z.string().min(8),
+    // Read-only: the HTTP API and dashboard, and the admin service's read calls.
+    viewer: z.string().min(8).optional(),
   }),
   // NATS mode: routes, agent acks/health and operations live in JetStream KV; agents use controller.nats.
   nats: z
@@ -220,6 +222,11 @@ export const controllerConfigSchema = z.strictObject({
   commandTimeout: duration.default(30_000),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
 }).superRefine((c, ctx) => {
+  // A token has one role: a viewer token equal to another would read as that one (or make it read-only).
+  const { viewer, admin, agent, agents } = c.tokens;
+  if (viewer !== undefined && [admin, agent, ...Object.values(agents ?? {})].includes(viewer)) {
+    ctx.addIssue({ code: 'custom', path: ['tokens', 'viewer'], message: 'must differ from tokens.admin, tokens.agent and every tokens.agents entry' });
+  }
   if (c.nats) return;
   if (c.dataDir === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['dataDir'], message: 'required key is missing' });
   if (c.tokens.agent === undefined && c.tokens.agents === undefined) {

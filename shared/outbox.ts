@@ -1,9 +1,10 @@
 import type { Writable } from 'node:stream';
 
 /**
- * Writes messages to a gRPC stream without ignoring backpressure: when `write` returns false the rest waits for
- * 'drain'. Messages with the same coalesce key replace an unsent earlier one (a newer route table or health
- * report makes the older one worthless), so a slow peer costs bounded memory for state-of-the-world messages.
+ * Writes messages to a gRPC stream (or, through `encode`, an HTTP response) without ignoring backpressure: when
+ * `write` returns false the rest waits for 'drain'. Messages with the same coalesce key replace an unsent earlier
+ * one (a newer route table or health report makes the older one worthless), so a slow peer costs bounded memory
+ * for state-of-the-world messages.
  */
 export class Outbox<T> {
   private readonly pending: { msg: T; key: string | undefined }[] = [];
@@ -14,6 +15,7 @@ export class Outbox<T> {
   constructor(
     private readonly stream: Writable,
     private readonly coalesceKey: (msg: T) => string | undefined = () => undefined,
+    private readonly encode: (msg: T) => unknown = (msg) => msg,
   ) {
     stream.on('drain', () => {
       this.blocked = false;
@@ -58,7 +60,7 @@ export class Outbox<T> {
       }
       const { msg } = this.pending.shift()!;
       try {
-        if (!this.stream.write(msg)) this.blocked = true;
+        if (!this.stream.write(this.encode(msg))) this.blocked = true;
       } catch {
         this.close();
       }

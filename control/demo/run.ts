@@ -31,7 +31,7 @@ export interface DemoReport {
 }
 
 const DOMAIN = 'example.com';
-const TOKENS = { agent: 'demo-agent-token', admin: 'demo-admin-token' };
+const TOKENS = { agent: 'demo-agent-token', admin: 'demo-admin-token', viewer: 'demo-viewer-token' };
 
 /** Announces phases and shows live fleet state: one redrawn line on a TTY, plain lines otherwise, nothing with --json. */
 class DemoDisplay {
@@ -106,10 +106,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
 
   try {
     display.phase('Setting up', `controller, ${opts.agents} agents ("regions"), old and new mail servers on loopback in ${dir}`);
-    const grpcPort = await freePort();
+    const [grpcPort, httpPort] = [await freePort(), await freePort()];
     const controllerConfig = join(dir, 'controller.yaml');
-    writeFileSync(controllerConfig, stringify({ dataDir: join(dir, 'controller'), grpc: { listen: `127.0.0.1:${grpcPort}` }, tokens: TOKENS, stepTimeout: '20s', log: { level: 'warn' } }));
+    writeFileSync(
+      controllerConfig,
+      stringify({ dataDir: join(dir, 'controller'), grpc: { listen: `127.0.0.1:${grpcPort}` }, http: { listen: `127.0.0.1:${httpPort}` }, tokens: TOKENS, stepTimeout: '20s', log: { level: 'warn' } }),
+    );
     processes.push(await new MxProcess(['controller', '--config', controllerConfig], grpcPort, { logFile: join(dir, 'controller.log') }).start());
+    display.note(dashboardLine(httpPort));
     const tokenFile = join(dir, 'admin.token');
     writeFileSync(tokenFile, TOKENS.admin, { mode: 0o600 });
     admin = new AdminConnection({ controller: `127.0.0.1:${grpcPort}`, tokenFile }, { deadlineMs: 20_000 });
@@ -189,7 +193,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoReport> {
     display.phase('Verification', 'Every accepted message must be at exactly one server; none at the old one after the hold.');
     const report = verify(traffic, oldServer, newServer, holdAckAt, phases);
     if (opts.keep) {
-      display.note(keepInstructions(grpcPort, agentPorts, oldServer, newServer, dir));
+      display.note(keepInstructions(grpcPort, httpPort, agentPorts, oldServer, newServer, dir));
       process.off('SIGINT', onSigint);
       clearInterval(poller);
       admin.close();
@@ -247,9 +251,15 @@ function verify(traffic: TrafficGenerator, oldServer: CaptureServer, newServer: 
   };
 }
 
-function keepInstructions(grpcPort: number, agentPorts: number[], oldServer: CaptureServer, newServer: CaptureServer, dir: string): string {
+/** Where to watch the demo in a browser (the screenshot script reads this line). */
+export function dashboardLine(httpPort: number): string {
+  return `dashboard: http://127.0.0.1:${httpPort}/ (log in with the viewer token ${TOKENS.viewer})`;
+}
+
+function keepInstructions(grpcPort: number, httpPort: number, agentPorts: number[], oldServer: CaptureServer, newServer: CaptureServer, dir: string): string {
   return [
     'The processes keep running (Ctrl-C stops them all). Try:',
+    `  ${dashboardLine(httpPort)}`,
     `  swaks --server 127.0.0.1:${agentPorts[0]} --to someone@${DOMAIN} --from you@sender.example`,
     `  export MXSWITCH_CONTROLLER=127.0.0.1:${grpcPort} MXSWITCH_TOKEN=${TOKENS.admin}`,
     '  npx mxswitch status',

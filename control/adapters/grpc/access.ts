@@ -1,9 +1,23 @@
 import { Metadata, ResponderBuilder, ServerInterceptingCall, ServerListenerBuilder, status, type ServerInterceptor } from '@grpc/grpc-js';
 import type { ControllerConfig } from '../../../shared/config.js';
-import { bearerMatches } from './grpc-util.js';
+import { bearerMatches, bearerSecret, readOnlyDenied, secretMatches } from './grpc-util.js';
 
 /** Who an agent token says the caller is: any agent (the shared token) or one agent id (a per-agent token). */
 export type AgentIdentity = { ok: false } | { ok: true; agentId: string | undefined };
+
+/** What an operator token lets its holder do: everything, or read. */
+export type OperatorRole = 'admin' | 'viewer';
+
+/**
+ * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show) and
+ * writes (flush, remove, retry); the service checks its kind once the request has been read.
+ */
+const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand']);
+
+/** May a caller with `role` call AdminService `method` (its name, e.g. "Status")? */
+export function mayCall(role: OperatorRole | undefined, method: string): boolean {
+  return role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(method));
+}
 
 const AGENT_SERVICE = '/mxswitch.v1.AgentService/';
 const ADMIN_SERVICE = '/mxswitch.v1.AdminService/';
@@ -16,8 +30,17 @@ export class Access {
     this.perAgent = Object.entries(tokens.agents ?? {});
   }
 
-  admin(metadata: Metadata): boolean {
-    return bearerMatches(metadata, this.tokens.admin);
+  /** The role of an `authorization: Bearer` token in gRPC metadata. */
+  operator(metadata: Metadata): OperatorRole | undefined {
+    return this.operatorOf(bearerSecret(metadata.get('authorization')[0]));
+  }
+
+  /** The role of a presented secret (a bearer token, a login form's token); undefined for none or any other. */
+  operatorOf(secret: string | undefined): OperatorRole | undefined {
+    // Both compared every time (constant time each), so the time taken does not tell which token it was.
+    const admin = secretMatches(secret, this.tokens.admin);
+    const viewer = this.tokens.viewer !== undefined && secretMatches(secret, this.tokens.viewer);
+    return admin ? 'admin' : viewer ? 'viewer' : undefined;
   }
 
   agent(metadata: Metadata): AgentIdentity {
@@ -43,8 +66,11 @@ export class Access {
               new ServerListenerBuilder()
                 .withOnReceiveMetadata((metadata, accept) => {
                   const path = method.path;
-                  const allowed = path.startsWith(AGENT_SERVICE) ? this.agent(metadata).ok : path.startsWith(ADMIN_SERVICE) ? this.admin(metadata) : false;
-                  if (allowed) return accept(metadata);
+                  if (path.startsWith(AGENT_SERVICE) && this.agent(metadata).ok) return accept(metadata);
+                  const role = path.startsWith(ADMIN_SERVICE) ? this.operator(metadata) : undefined;
+                  const name = path.slice(ADMIN_SERVICE.length);
+                  if (mayCall(role, name)) return accept(metadata);
+                  if (role === 'viewer') return call.sendStatus({ code: status.PERMISSION_DENIED, details: readOnlyDenied(name).message, metadata: new Metadata() });
                   const what = path.startsWith(AGENT_SERVICE) ? 'agent' : 'admin';
                   call.sendStatus({ code: status.UNAUTHENTICATED, details: `invalid or missing ${what} token`, metadata: new Metadata() });
                 })

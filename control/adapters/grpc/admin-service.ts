@@ -11,13 +11,14 @@ import {
   type AdminServiceServer,
   type FollowResponse,
   type QueueCommandRequest,
+  type StatusResponse,
 } from '../../../proto/gen/mxswitch/v1/admin.js';
 import type { Route } from '../../../shared/routes.js';
 import { commandFromWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { adminCalls } from './admin-calls.js';
 import { recipientHandlers } from './recipients-service.js';
-import { toServiceError, unauthenticated } from './grpc-util.js';
+import { readOnlyDenied, toServiceError, unauthenticated } from './grpc-util.js';
 import type { Orchestrator } from '../../orchestrator/runner.js';
 import type { StartRequest } from '../../orchestrator/validate.js';
 import type { AgentInfo, Registry } from '../../core/registry.js';
@@ -82,6 +83,16 @@ export function progressMsg(p: Progress): OperationProgress {
     failed: p.failed,
     drain: p.drain.map((d) => ({ agentId: d.agentId, queued: d.queued, delivered: d.delivered })),
   });
+}
+
+/** The fleet as `Status` answers it; the HTTP API's /api/v1/status serves the same. */
+export function fleetStatus(d: Pick<AdminDeps, 'store' | 'recipients' | 'registry' | 'orchestrator'>): StatusResponse {
+  return {
+    version: d.store.version,
+    recipientsVersion: d.recipients?.version ?? 0,
+    agents: d.registry.list().map(agentStatus),
+    operations: d.orchestrator.list(20).map(operationMsg),
+  };
 }
 
 function tlsPolicy(tls: string): 'required' | undefined {
@@ -204,12 +215,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       return { version };
     }),
 
-    status: unary('Status', () => ({
-      version: store.version,
-      recipientsVersion: d.recipients?.version ?? 0,
-      agents: registry.list().map(agentStatus),
-      operations: orchestrator.list(20).map(operationMsg),
-    })),
+    status: unary('Status', () => fleetStatus(d)),
 
     removeAgent: unary('RemoveAgent', (req) => {
       registry.remove(req.id);
@@ -279,8 +285,9 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       follow(call, call.request.id, (progress): FollowResponse => ({ progress }));
     },
 
-    queueCommand: unary('QueueCommand', async (req) => {
+    queueCommand: unary('QueueCommand', async (req, call) => {
       const command = queueCommand(req);
+      if (command.kind !== 'queueList' && command.kind !== 'queueShow' && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
       let ids: string[];
       if (req.agentId) {
         if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);

@@ -5,10 +5,19 @@ import { RouteError } from '../../../shared/routes.js';
 
 /** Constant-time comparison of `authorization: Bearer <token>` against the expected token. */
 export function bearerMatches(metadata: Metadata, token: string): boolean {
-  const header = metadata.get('authorization')[0];
-  if (typeof header !== 'string' || !header.startsWith('Bearer ')) return false;
+  return secretMatches(bearerSecret(metadata.get('authorization')[0]), token);
+}
+
+/** The secret of an `authorization: Bearer <secret>` header value; undefined for anything else. */
+export function bearerSecret(header: unknown): string | undefined {
+  return typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7) : undefined;
+}
+
+/** Constant-time comparison of a presented secret (undefined: none presented) against the expected token. */
+export function secretMatches(presented: string | undefined, token: string): boolean {
+  if (presented === undefined) return false;
   // Hash both sides so the comparison is constant-time whatever the lengths.
-  const a = createHash('sha256').update(header.slice(7)).digest();
+  const a = createHash('sha256').update(presented).digest();
   const b = createHash('sha256').update(token).digest();
   return timingSafeEqual(a, b);
 }
@@ -28,6 +37,7 @@ const CODES: Record<ErrorCode, status> = {
   QUEUE_FULL: status.RESOURCE_EXHAUSTED,
   QUEUE_ERROR: status.INTERNAL,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
   UNAVAILABLE: status.UNAVAILABLE,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
   UNSUPPORTED: status.UNIMPLEMENTED,
@@ -38,6 +48,11 @@ const CODES: Record<ErrorCode, status> = {
 export function toServiceError(err: unknown): ServerErrorResponse {
   const code = err instanceof MxError ? CODES[err.code] : err instanceof RouteError ? status.INVALID_ARGUMENT : status.INTERNAL;
   return Object.assign(new Error(errorMessage(err)), { code, details: errorMessage(err) });
+}
+
+/** A viewer token used for a call that changes something. */
+export function readOnlyDenied(what: string): MxError {
+  return new MxError('PERMISSION_DENIED', `${what} needs the admin token: the viewer token is read-only`);
 }
 
 export function unauthenticated(what: string): ServerErrorResponse {

@@ -54,6 +54,8 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
 
   constructor(private readonly db: Db) {
     super();
+    // One listener per watch stream and dashboard event stream: no leak however many are open.
+    this.setMaxListeners(0);
     db.exec(SCHEMA);
     // A controller.db from before route verification: NULL = none.
     addMissingColumn(db, 'routes', 'verify', 'TEXT');

@@ -52,6 +52,8 @@ Runs until stopped (SIGTERM/SIGINT). Exit status: 0 = stopped cleanly; 1 = faile
       'after',
       `
 Everything runs in a temporary directory on 127.0.0.1 with the embedded defaults (SQLite, gRPC) as real processes.
+The controller serves the live dashboard meanwhile: its address and the viewer token to log in with are printed
+at the start (with --keep it stays up until Ctrl-C).
 Exit status: 0 = nothing lost and nothing reached "old" after the hold was acknowledged by every agent; 1 = otherwise
 (the report says what); 2 = bad arguments.`,
     )
