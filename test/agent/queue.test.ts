@@ -51,16 +51,16 @@ describe('queue: local operator commands and storage trouble', () => {
   });
 
   test('queue hold / release by match; retry makes mail due; rm deletes it', async () => {
-    const held = JSON.parse((await cli('hold', 'example.org', '--json')).stdout) as { held: number };
-    assert.equal(held.held, 1);
+    const held = JSON.parse((await cli('hold', '--match', 'example.org', '--json')).stdout) as { recipients: number; messages: number };
+    assert.deepEqual(held, { action: 'hold', dryRun: false, recipients: 1, messages: 1 });
     assert.equal(a.agent.queue.stats().byState.held, 1);
-    const released = JSON.parse((await cli('release', 'example.org', '--json')).stdout) as { released: number };
-    assert.equal(released.released, 1);
+    const released = await cli('release', '--match', 'example.org');
+    assert.equal(released.stdout, '1 recipient of 1 message released from operator hold\n');
     await waitFor('released row attempted and deferred again', () => a.agent.queue.stats().byState.deferred === 3);
     const sink = await new Sink().start(deadPort);
     try {
-      const retried = JSON.parse((await cli('retry', '--all', '--json')).stdout) as { due: number };
-      assert.equal(retried.due, 3);
+      const retried = JSON.parse((await cli('retry', '--all', '--json')).stdout) as { recipients: number };
+      assert.equal(retried.recipients, 3);
       await waitFor('delivered after retry', () => sink.messages.length === 2 && a.agent.queue.stats().total === 0);
     } finally {
       await sink.stop();
@@ -70,11 +70,17 @@ describe('queue: local operator commands and storage trouble', () => {
     client.close();
     await waitFor('deferred', () => a.agent.queue.stats().byState.deferred === 1);
     const id = a.agent.queue.allRecipients()[0]!.msgId;
-    assert.equal((await cli('rm', id)).code, 0);
+    const removed = await cli('rm', id);
+    assert.equal(removed.stdout, '1 recipient of 1 message removed\n');
     assert.equal(a.agent.queue.stats().total, 0);
-    const noArgs = await cli('retry');
-    assert.equal(noArgs.code, 2);
-    assert.match(noArgs.stderr, /give a queue ID or --all/);
+    for (const cmd of ['rm', 'release']) {
+      const noArgs = await cli(cmd);
+      assert.equal(noArgs.code, 2);
+      assert.equal(noArgs.stderr, `mxswitch: queue ${cmd}: give a queue ID, --all, or a selection (--match, --state, --sender, --older-than)\n`);
+    }
+    const both = await cli('rm', id, '--all');
+    assert.equal(both.code, 2);
+    assert.equal(both.stderr, 'mxswitch: queue rm: give a queue ID or --all, not both\n');
   });
 
   test('queue full -> 452 4.3.1, never a 250; accepting resumes when space returns', async () => {

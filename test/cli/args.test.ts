@@ -136,8 +136,8 @@ describe('--help', () => {
     { path: ['queue', 'show'], purpose: /Show one message/ },
     { path: ['queue', 'rm'], purpose: /Delete a message/ },
     { path: ['queue', 'retry'], purpose: /due now/ },
-    { path: ['queue', 'hold'], purpose: /operator hold/ },
-    { path: ['queue', 'release'], purpose: /Release a local operator hold/ },
+    { path: ['queue', 'hold'], purpose: /Operator hold/ },
+    { path: ['queue', 'release'], purpose: /Release operator holds/ },
   ];
 
   test('every command explains its purpose and exit status', async () => {

@@ -1,12 +1,15 @@
-import type { MessageDetail, QueueEntry } from '../../../agent/queue-ops.js';
-import { UsageError } from '../../../shared/errors.js';
+import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import { commandToWire } from '../../../shared/wire.js';
 import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
-import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
+import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { queueSummary, renderDetail, renderEntries } from './queue-render.js';
+import { bulkTotal, queueSummary, renderBulk, renderDetail, renderEntries } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
+
+/** The wire form of each change. */
+const CHANGE_KIND: Record<BulkAction, 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease'> = { remove: 'queueRemove', retry: 'queueRetry', hold: 'queueHold', release: 'queueRelease' };
 
 const DEFAULT_WAIT_MS = 30_000;
 
@@ -64,11 +67,11 @@ async function runQueueCommand<T>(
 
 export const fleetQueue: QueueBackend = {
   async ls(opts) {
-    const match = opts.match === undefined ? '' : checkMatch(opts.match, '--match');
-    const { state = '', limit = 0 } = checkListFilter(opts);
+    const select = checkSelection(opts);
+    const { limit = 0 } = checkLimit(opts);
     await runQueueCommand<QueueEntry[]>(
       'queue ls',
-      { $case: 'queueList', value: { match, state, limit } },
+      commandToWire({ kind: 'queueList', select, limit }),
       opts,
       (r) => `== ${r.agent}\n${renderEntries(r.result ?? [])}\n${queueSummary(r.result ?? [])}`,
       undefined,
@@ -84,12 +87,16 @@ export const fleetQueue: QueueBackend = {
       id,
     );
   },
-  async rm(id, opts) {
-    await runQueueCommand<{ removed: string }>('queue rm', { $case: 'queueRemove', value: { id } }, opts, (r) => `${r.agent}: removed ${id}`, id);
-  },
-  async retry(id, opts) {
-    if (!id && !opts.all) throw new UsageError('queue retry: give a queue ID or --all');
-    if (id && opts.all) throw new UsageError('queue retry: give a queue ID or --all, not both');
-    await runQueueCommand<{ due: number }>('queue retry', { $case: 'queueRetry', value: { id: id ?? '', all: !id } }, opts, (r) => `${r.agent}: ${r.result?.due ?? 0} recipient(s) due now`, id);
+  async change(action, id, opts) {
+    const what = commandName(action);
+    const select = checkChangeFlags(what, opts, id);
+    await runQueueCommand<BulkResult>(
+      what,
+      commandToWire({ kind: CHANGE_KIND[action], select, dryRun: opts.dryRun ?? false }),
+      opts,
+      (r) => `${r.agent}: ${r.result ? renderBulk(r.result) : 'no result'}`,
+      id,
+      (rs) => `every agent that answered: ${bulkTotal(rs.flatMap((r) => (r.result ? [r.result] : [])))}`,
+    );
   },
 };

@@ -1,4 +1,4 @@
-import { MESSAGE_SHOWN, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import { MESSAGE_SHOWN, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
 import { formatDuration } from '../../../shared/units.js';
 import { table } from '../output.js';
 
@@ -35,3 +35,26 @@ export function queueSummary(entries: readonly QueueEntry[]): string {
   const recipients = entries.reduce((n, e) => n + e.recipients.length, 0);
   return `-- ${kilobytes(bytes)} in ${entries.length} message${entries.length === 1 ? '' : 's'}, ${recipients} recipient${recipients === 1 ? '' : 's'}`;
 }
+
+const DONE: Record<BulkAction, [done: string, would: string]> = {
+  hold: ['held (operator hold)', 'would hold'],
+  release: ['released from operator hold', 'would release'],
+  retry: ['made due now', 'would make due'],
+  remove: ['removed', 'would remove'],
+};
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** What a bulk queue change touched: "12 recipients of 5 messages removed", or what a dry run would touch. */
+export function renderBulk(r: Pick<BulkResult, 'action' | 'dryRun' | 'recipients' | 'messages'>): string {
+  const [done, would] = DONE[r.action];
+  const counts = `${plural(r.recipients, 'recipient')} of ${plural(r.messages, 'message')}`;
+  return r.dryRun ? `${would} ${counts} (dry run: nothing changed)` : `${counts} ${done}`;
+}
+
+/** The fleet's total of the agents' bulk results. */
+export function bulkTotal(results: readonly BulkResult[]): string {
+  const first = results[0]!;
+  return renderBulk({ ...first, recipients: results.reduce((n, r) => n + r.recipients, 0), messages: results.reduce((n, r) => n + r.messages, 0) });
+}
+
