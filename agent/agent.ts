@@ -9,6 +9,7 @@ import { RouteTable, type Route } from '../shared/routes.js';
 import type { AgentCommand } from '../shared/wire.js';
 import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-ops.js';
 import { coversMatch } from './queue-select.js';
+import { queueShape } from './queue-shape.js';
 import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
@@ -195,6 +196,8 @@ export class Agent implements ControlHandler {
         return listQueue(this.queue, { ...command.select, ...(command.limit ? { limit: command.limit } : {}) });
       case 'queueShow':
         return showMessage(this.queue, command.id, { body: command.body });
+      case 'queueShape':
+        return queueShape(this.queue, command.select);
       case 'queueRemove':
       case 'queueRetry':
       case 'queueHold':

@@ -56,6 +56,7 @@ export type AgentCommand =
   | { kind: 'flush'; match: string }
   | { kind: 'queueList'; select: QueueSelection; limit: number }
   | { kind: 'queueShow'; id: string; body: boolean }
+  | { kind: 'queueShape'; select: QueueSelection }
   | ({ kind: 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease' } & QueueChange);
 
 /** A selection from the wire, checked (an unknown state names the field). */
@@ -101,6 +102,8 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
       return { kind: 'queueHold', ...selectionFromWire(k.value) };
     case 'queueRelease':
       return { kind: 'queueRelease', ...selectionFromWire(k.value) };
+    case 'queueShape':
+      return { kind: 'queueShape', select: selectionFromWire(k.value).select };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
   }
@@ -124,6 +127,8 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
       return { $case: 'queueHold', value: selectionToWire(c) };
     case 'queueRelease':
       return { $case: 'queueRelease', value: selectionToWire(c) };
+    case 'queueShape':
+      return { $case: 'queueShape', value: selectionToWire({ select: c.select, dryRun: false }) };
   }
 }
 

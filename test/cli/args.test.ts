@@ -134,6 +134,7 @@ describe('--help', () => {
     { path: ['queue'], purpose: /Inspect and repair queues/ },
     { path: ['queue', 'ls'], purpose: /List queued messages/ },
     { path: ['queue', 'show'], purpose: /Show one message/ },
+    { path: ['queue', 'shape'], purpose: /qshape for the fleet/ },
     { path: ['queue', 'rm'], purpose: /Delete a message/ },
     { path: ['queue', 'retry'], purpose: /due now/ },
     { path: ['queue', 'hold'], purpose: /Operator hold/ },

@@ -21,7 +21,7 @@ interface Bulk {
   messages: number;
 }
 
-test('queue rm|hold|retry|release select by sender, match, state and age on every agent; --dry-run changes nothing; an operator release never frees a route hold', async (t) => {
+test('queue shape sums the fleet; queue rm|hold|retry|release select by sender, match, state and age on every agent; --dry-run changes nothing; an operator release never frees a route hold', async (t) => {
   const hop = await freePort();
   const target = `smtp:[127.0.0.1]:${hop}`;
   const { ctl, api, agents } = await fleet(t, grpcTransport, {
@@ -52,6 +52,10 @@ test('queue rm|hold|retry|release select by sender, match, state and age on ever
   assert.deepEqual(lists.map((r) => [r.agent, r.result.length, r.result.every((e) => e.sender === '' && e.recipients.length === 1 && e.recipients[0]!.rcpt.endsWith('@example.org'))]), [['b1', BOUNCES, true], ['b2', BOUNCES, true]]);
   const young = await cli('ls', '--older-than', '1h', '--json');
   assert.deepEqual((JSON.parse(young.stdout) as { results: { result: unknown[] }[] }).results.map((r) => r.result.length), [0, 0], 'nothing is an hour old');
+
+  const shape = await cli('shape');
+  assert.equal(shape.code, 0, shape.stderr);
+  assert.match(shape.stdout, /^b1: 200 recipients in 2 domains\nb2: 200 recipients in 2 domains\n\nDOMAIN +T +5 +10 +20 .* +1280 +1280\+\nTOTAL +400 +400( +0){9}\nexample\.com +200 +200( +0){9}\nexample\.org +200 +200( +0){9}\n/);
 
   const dry = await cli('rm', '--sender', '<>', '--dry-run');
   assert.equal(dry.code, 0, dry.stderr);

@@ -169,7 +169,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   }
 
   const queueCommand = (req: QueueCommandRequest): AgentCommand => {
-    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold or queue_release)');
+    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release or queue_shape)');
     return commandFromWire(req.kind);
   };
 

@@ -8,6 +8,8 @@ export type QueueOptions = CommonOptions & SelectionFlags & { dataDir?: string; 
 export interface QueueBackend {
   ls(opts: QueueOptions): Promise<void> | void;
   show(id: string, opts: QueueOptions): Promise<void> | void;
+  /** qshape: recipients by domain and age. */
+  shape(opts: QueueOptions): Promise<void> | void;
   /** rm|retry|hold|release: one message by id, or the mail the selection flags pick. */
   change(action: BulkAction, id: string | undefined, opts: QueueOptions): Promise<void> | void;
 }

@@ -1,10 +1,11 @@
 import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import { mergeShapes, type QueueShape } from '../../../agent/queue-shape.js';
 import { commandToWire } from '../../../shared/wire.js';
 import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
 import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { bulkTotal, queueSummary, renderBulk, renderDetail, renderEntries } from './queue-render.js';
+import { bulkTotal, queueSummary, renderBulk, renderDetail, renderEntries, renderShape, shapeSummary } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
 
@@ -42,6 +43,7 @@ async function runQueueCommand<T>(
   opts: QueueOptions,
   render: (r: AgentResult<T>) => string,
   id?: string,
+  /** The fleet's line(s) under the agents' own, from those that answered ('' = none). */
   total?: (rs: AgentResult<T>[]) => string,
 ): Promise<void> {
   const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
@@ -57,8 +59,8 @@ async function runQueueCommand<T>(
   emit(opts, { results }, ({ results: rs }) => {
     if (rs.length === 0) return 'no expected agents to ask';
     const lines = rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`));
-    // A fleet total under the agents' own lines when more than one answered.
-    if (total && rs.filter((r) => r.ok).length > 1) lines.push(total(rs.filter((r) => r.ok)));
+    const fleetLine = total?.(rs.filter((r) => r.ok));
+    if (fleetLine) lines.push(fleetLine);
     return lines.join('\n');
   });
   const failed = results.filter((r) => !r.ok);
@@ -75,7 +77,18 @@ export const fleetQueue: QueueBackend = {
       opts,
       (r) => `== ${r.agent}\n${renderEntries(r.result ?? [])}\n${queueSummary(r.result ?? [])}`,
       undefined,
-      (rs) => `== every agent that answered\n${queueSummary(rs.flatMap((r) => r.result ?? []))}`,
+      (rs) => (rs.length > 1 ? `== every agent that answered\n${queueSummary(rs.flatMap((r) => r.result ?? []))}` : ''),
+    );
+  },
+  async shape(opts) {
+    const select = checkSelection(opts);
+    await runQueueCommand<QueueShape>(
+      'queue shape',
+      commandToWire({ kind: 'queueShape', select }),
+      opts,
+      (r) => `${r.agent}: ${shapeSummary(r.result ?? mergeShapes([]))}`,
+      undefined,
+      (rs) => `\n${renderShape(mergeShapes(rs.flatMap((r) => (r.result ? [r.result] : []))))}`,
     );
   },
   async show(id, opts) {
@@ -96,7 +109,7 @@ export const fleetQueue: QueueBackend = {
       opts,
       (r) => `${r.agent}: ${r.result ? renderBulk(r.result) : 'no result'}`,
       id,
-      (rs) => `every agent that answered: ${bulkTotal(rs.flatMap((r) => (r.result ? [r.result] : [])))}`,
+      (rs) => (rs.length > 1 ? `every agent that answered: ${bulkTotal(rs.flatMap((r) => (r.result ? [r.result] : [])))}` : ''),
     );
   },
 };

@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { changeQueue, commandName, listQueue, showMessage } from '../../../agent/queue-ops.js';
+import { queueShape } from '../../../agent/queue-shape.js';
 import { Spool } from '../../../agent/spool/spool.js';
 import { UsageError } from '../../../shared/errors.js';
 import { checkChangeFlags, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { queueSummary, renderBulk, renderDetail, renderEntries } from './queue-render.js';
+import { queueSummary, renderBulk, renderDetail, renderEntries, renderShape } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -33,6 +34,11 @@ export function localQueue(dataDir: string): QueueBackend {
       const filter = { ...checkSelection(opts), ...checkLimit(opts) };
       const entries = await withQueue((q) => listQueue(q, filter));
       emit(opts, entries, (e) => `${renderEntries(e)}\n${queueSummary(e)}`);
+    },
+    async shape(opts) {
+      const select = checkSelection(opts);
+      const shape = await withQueue((q) => queueShape(q, select));
+      emit(opts, shape, renderShape);
     },
     async show(id, opts) {
       const detail = await withQueue((q) => showMessage(q, id, { body: opts.body ?? false }));

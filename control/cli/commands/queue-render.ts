@@ -1,4 +1,5 @@
 import { MESSAGE_SHOWN, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import type { QueueShape } from '../../../agent/queue-shape.js';
 import { formatDuration } from '../../../shared/units.js';
 import { table } from '../output.js';
 
@@ -58,3 +59,20 @@ export function bulkTotal(results: readonly BulkResult[]): string {
   return renderBulk({ ...first, recipients: results.reduce((n, r) => n + r.recipients, 0), messages: results.reduce((n, r) => n + r.messages, 0) });
 }
 
+
+/** One line per agent under `queue shape`: how many recipients in how many domains. */
+export function shapeSummary(shape: QueueShape): string {
+  const total = shape.rows.reduce((n, r) => n + r.total, 0);
+  return `${plural(total, 'recipient')} in ${plural(shape.rows.length, 'domain')}`;
+}
+
+/** The qshape table: a TOTAL row, then a row per domain (largest first); columns T and the age buckets in minutes. */
+export function renderShape(shape: QueueShape): string {
+  const b = shape.bucketsMinutes;
+  const headers = ['DOMAIN', 'T', ...b.map(String), `${b[b.length - 1]}+`];
+  const sum = shape.rows.reduce<number[]>((acc, r) => r.counts.map((n, i) => n + (acc[i] ?? 0)), []);
+  const total = shape.rows.reduce((n, r) => n + r.total, 0);
+  const line = (name: string, t: number, counts: readonly number[]) => [name, String(t), ...headers.slice(2).map((_, i) => String(counts[i] ?? 0))];
+  const rows = [line('TOTAL', total, sum), ...shape.rows.map((r) => line(r.domain, r.total, r.counts))];
+  return `${table(headers, rows)}\n(recipients by message age in minutes: each column counts those younger than it and older than the column before)`;
+}

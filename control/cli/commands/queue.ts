@@ -91,6 +91,16 @@ export function registerQueue(program: Command): void {
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.ls(opts))));
 
   targetOptions(
+    operator(
+      queue,
+      'shape',
+      'qshape for the fleet: queued recipients by domain (rows, largest first) and by message age in minutes (columns 5, 10, 20 ... 1280+), summed over every agent that answered; a destination that stopped taking mail fills the right-hand columns. The selection flags narrow it (e.g. --state deferred).',
+      queueHelp('shown') + '\nResult: {"bucketsMinutes":[5,...],"rows":[{"domain","total","counts":[...]}]} (per agent through the controller).',
+    ),
+    selectionOptions,
+  ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.shape(opts))));
+
+  targetOptions(
     operator(queue, 'show', 'Show one message: envelope, per-recipient state and its headers (with --body the stored message, like postcat -q).', queueHelp('shown'))
       .argument('<id>', 'queue id')
       .option('--body', 'the whole stored message instead of its headers (its first 512 KiB; --json: base64)'),

@@ -346,6 +346,7 @@ export interface QueueCommandRequest {
     | { $case: "queueRetry"; value: QueueRetryCommand }
     | { $case: "queueHold"; value: QueueSelector }
     | { $case: "queueRelease"; value: QueueSelector }
+    | { $case: "queueShape"; value: QueueSelector }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -3538,6 +3539,9 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueRelease":
         QueueSelector.encode(message.kind.value, writer.uint32(330).fork()).join();
         break;
+      case "queueShape":
+        QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -3622,6 +3626,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "queueRelease", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -3675,6 +3687,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queueRelease) }
         : isSet(object.queue_release)
         ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queue_release) }
+        : isSet(object.queueShape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
+        : isSet(object.queue_shape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -3703,6 +3719,8 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueHold = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueRelease") {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueShape") {
+      obj.queueShape = QueueSelector.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -3756,6 +3774,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueRelease": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueRelease", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueShape": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
         }
         break;
       }

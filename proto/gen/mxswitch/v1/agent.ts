@@ -221,6 +221,9 @@ export interface Command {
     | //
     /** Release of the selected operator holds (never a route's hold). */
     { $case: "queueRelease"; value: QueueSelector }
+    | //
+    /** qshape: the selected recipients by domain and age (JSON QueueShape). */
+    { $case: "queueShape"; value: QueueSelector }
     | undefined;
 }
 
@@ -2036,6 +2039,9 @@ export const Command: MessageFns<Command> = {
       case "queueRelease":
         QueueSelector.encode(message.kind.value, writer.uint32(330).fork()).join();
         break;
+      case "queueShape":
+        QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2125,6 +2131,14 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "queueRelease", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2175,6 +2189,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queueRelease) }
         : isSet(object.queue_release)
         ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queue_release) }
+        : isSet(object.queueShape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
+        : isSet(object.queue_shape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
         : undefined,
     };
   },
@@ -2201,6 +2219,8 @@ export const Command: MessageFns<Command> = {
       obj.queueHold = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueRelease") {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueShape") {
+      obj.queueShape = QueueSelector.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2252,6 +2272,12 @@ export const Command: MessageFns<Command> = {
       case "queueRelease": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueRelease", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueShape": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
         }
         break;
       }
