@@ -31,7 +31,14 @@ function entry(queue: Spool, id: string, rows: RecipientRow[], now: number): Que
   };
 }
 
-export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now()): QueueEntry[] {
+/** `queue ls`: the selected messages (at most `limit`, oldest first) and how many more the selection has. */
+export interface QueueList {
+  entries: QueueEntry[];
+  /** Selected messages not listed because of the limit. */
+  more: number;
+}
+
+export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now()): QueueList {
   const pick = selectionPick(filter, now);
   const byMsg = new Map<string, RecipientRow[]>();
   for (const row of queue.allRecipients()) {
@@ -40,13 +47,13 @@ export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now
     list.push(row);
     byMsg.set(row.msgId, list);
   }
-  const out: QueueEntry[] = [];
+  const entries: QueueEntry[] = [];
   for (const [id, rows] of byMsg) {
-    if (filter.limit !== undefined && out.length >= filter.limit) break;
+    if (filter.limit !== undefined && entries.length >= filter.limit) break;
     const e = entry(queue, id, rows, now);
-    if (e) out.push(e);
+    if (e) entries.push(e);
   }
-  return out;
+  return { entries, more: Math.max(0, byMsg.size - entries.length) };
 }
 
 export interface MessageDetail extends QueueEntry {

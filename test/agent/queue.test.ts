@@ -24,18 +24,22 @@ describe('queue: local operator commands and storage trouble', () => {
   test('queue ls --json lists envelope, states, next attempt and last reply; filters by match and state', async () => {
     const r = await cli('ls', '--json');
     assert.equal(r.code, 0, r.stderr);
-    const list = JSON.parse(r.stdout) as { id: string; sender: string; recipients: { rcpt: string; state: string; lastReply: string; nextAttempt: number }[] }[];
+    const { entries: list, more } = JSON.parse(r.stdout) as { more: number; entries: { id: string; sender: string; recipients: { rcpt: string; state: string; lastReply: string; nextAttempt: number }[] }[] };
+    assert.equal(more, 0);
     assert.equal(list.length, 2);
     assert.deepEqual(list.map((e) => e.sender), ['s@sender.test', '']);
     assert.deepEqual(list[0]!.recipients.map((x) => [x.rcpt, x.state]), [['a@example.com', 'deferred'], ['b@example.org', 'deferred']]);
     assert.match(list[0]!.recipients[0]!.lastReply, /ECONNREFUSED|ECONNECTION/);
     assert.ok(list[0]!.recipients[0]!.nextAttempt > Date.now() + 30 * 60_000);
-    const filtered = JSON.parse((await cli('ls', '--json', '--match', 'example.org')).stdout) as { recipients: unknown[] }[];
+    const filtered = (JSON.parse((await cli('ls', '--json', '--match', 'example.org')).stdout) as { entries: { recipients: unknown[] }[] }).entries;
     assert.equal(filtered.length, 1);
     assert.equal(filtered[0]!.recipients.length, 1);
     const human = await cli('ls');
     assert.match(human.stdout, /^ID\s+AGE\s+SIZE\s+SENDER\s+RECIPIENT\s+STATE/);
     assert.match(human.stdout, /<>/);
+    assert.match(human.stdout, /\n-- 1 KB in 2 messages, 3 recipients\n$/);
+    const limited = await cli('ls', '--limit', '1');
+    assert.match(limited.stdout, /^ID .*\n.*s@sender\.test.*\n.*\n-- 1 KB in 1 message, 2 recipients; 1 more not shown \(--limit\)\n$/);
   });
 
   test('queue show prints envelope and headers; unknown id exits 1', async () => {

@@ -116,8 +116,8 @@ test('hold, switchover --wait-drained, release, flush through the CLI; status an
   assert.equal(q.code, 0, q.stderr);
   assert.deepEqual(JSON.parse(q.stdout), {
     results: [
-      { agent: 's1', ok: true, result: [] },
-      { agent: 's2', ok: true, result: [] },
+      { agent: 's1', ok: true, result: { entries: [], more: 0 } },
+      { agent: 's2', ok: true, result: { entries: [], more: 0 } },
     ],
   });
   const ops = await cli('operation', 'ls', '--json');

@@ -48,10 +48,12 @@ test('queue shape sums the fleet; queue rm|hold|retry|release select by sender, 
 
   const listed = await cli('ls', '--match', 'example.org', '--state', 'deferred', '--sender', '<>', '--json');
   assert.equal(listed.code, 0, listed.stderr);
-  const lists = (JSON.parse(listed.stdout) as { results: { agent: string; result: { sender: string; recipients: { rcpt: string }[] }[] }[] }).results;
-  assert.deepEqual(lists.map((r) => [r.agent, r.result.length, r.result.every((e) => e.sender === '' && e.recipients.length === 1 && e.recipients[0]!.rcpt.endsWith('@example.org'))]), [['b1', BOUNCES, true], ['b2', BOUNCES, true]]);
+  const lists = (JSON.parse(listed.stdout) as { results: { agent: string; result: { entries: { sender: string; recipients: { rcpt: string }[] }[] } }[] }).results;
+  assert.deepEqual(lists.map((r) => [r.agent, r.result.entries.length, r.result.entries.every((e) => e.sender === '' && e.recipients.length === 1 && e.recipients[0]!.rcpt.endsWith('@example.org'))]), [['b1', BOUNCES, true], ['b2', BOUNCES, true]]);
   const young = await cli('ls', '--older-than', '1h', '--json');
-  assert.deepEqual((JSON.parse(young.stdout) as { results: { result: unknown[] }[] }).results.map((r) => r.result.length), [0, 0], 'nothing is an hour old');
+  assert.deepEqual((JSON.parse(young.stdout) as { results: { result: { entries: unknown[] } }[] }).results.map((r) => r.result.entries.length), [0, 0], 'nothing is an hour old');
+  const limited = await cli('ls', '--limit', '5', '--agent', 'b1');
+  assert.match(limited.stdout, /\n-- \d+ KB in 5 messages, 10 recipients; 95 more not shown \(--limit\)\n$/);
 
   const shape = await cli('shape');
   assert.equal(shape.code, 0, shape.stderr);

@@ -100,8 +100,8 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     assert.deepEqual(
       list.results.map((r) => [r.agentId, r.ok, r.json]),
       [
-        ['c1', true, '[]'],
-        ['c2', true, '[]'],
+        ['c1', true, '{"entries":[],"more":0}'],
+        ['c2', true, '{"entries":[],"more":0}'],
       ],
     );
     const show = await api.queueCommand({ agentId: 'c1', kind: { $case: 'queueShow', value: { id: 'nope', body: false } } });

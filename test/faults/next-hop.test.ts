@@ -106,7 +106,7 @@ describe('misbehaving next hops: every case ends deferred with a clear last repl
 
     const ls = await runCli(['queue', 'ls', '--data-dir', dataDir, '--json']);
     assert.equal(ls.code, 0, ls.stderr);
-    const entries = JSON.parse(ls.stdout) as QueueLs;
+    const { entries } = JSON.parse(ls.stdout) as { entries: QueueLs };
     assert.equal(entries.length, CASES.length, 'one queued message per case, and no bounce notification');
     const lines: string[] = [];
     for (const c of CASES) {

@@ -1,13 +1,15 @@
-import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueList } from '../../../agent/queue-ops.js';
 import { mergeShapes, type QueueShape } from '../../../agent/queue-shape.js';
 import { commandToWire } from '../../../shared/wire.js';
 import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
 import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { bulkTotal, queueSummary, renderBulk, renderDetail, renderEntries, renderShape, shapeSummary } from './queue-render.js';
+import { bulkTotal, queueSummary, renderBulk, renderDetail, renderList, renderShape, shapeSummary } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
+
+const NO_LIST: QueueList = { entries: [], more: 0 };
 
 /** The wire form of each change. */
 const CHANGE_KIND: Record<BulkAction, 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease'> = { remove: 'queueRemove', retry: 'queueRetry', hold: 'queueHold', release: 'queueRelease' };
@@ -71,13 +73,13 @@ export const fleetQueue: QueueBackend = {
   async ls(opts) {
     const select = checkSelection(opts);
     const { limit = 0 } = checkLimit(opts);
-    await runQueueCommand<QueueEntry[]>(
+    await runQueueCommand<QueueList>(
       'queue ls',
       commandToWire({ kind: 'queueList', select, limit }),
       opts,
-      (r) => `== ${r.agent}\n${renderEntries(r.result ?? [])}\n${queueSummary(r.result ?? [])}`,
+      (r) => `== ${r.agent}\n${renderList(r.result ?? NO_LIST)}`,
       undefined,
-      (rs) => (rs.length > 1 ? `== every agent that answered\n${queueSummary(rs.flatMap((r) => r.result ?? []))}` : ''),
+      (rs) => (rs.length > 1 ? `== every agent that answered\n${queueSummary(rs.map((r) => r.result ?? NO_LIST))}` : ''),
     );
   },
   async shape(opts) {

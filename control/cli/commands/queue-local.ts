@@ -7,7 +7,7 @@ import { UsageError } from '../../../shared/errors.js';
 import { checkChangeFlags, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { queueSummary, renderBulk, renderDetail, renderEntries, renderShape } from './queue-render.js';
+import { renderBulk, renderDetail, renderList, renderShape } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -32,8 +32,8 @@ export function localQueue(dataDir: string): QueueBackend {
   return {
     async ls(opts) {
       const filter = { ...checkSelection(opts), ...checkLimit(opts) };
-      const entries = await withQueue((q) => listQueue(q, filter));
-      emit(opts, entries, (e) => `${renderEntries(e)}\n${queueSummary(e)}`);
+      const list = await withQueue((q) => listQueue(q, filter));
+      emit(opts, list, renderList);
     },
     async shape(opts) {
       const select = checkSelection(opts);

@@ -1,4 +1,4 @@
-import { MESSAGE_SHOWN, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry } from '../../../agent/queue-ops.js';
+import { MESSAGE_SHOWN, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry, type QueueList } from '../../../agent/queue-ops.js';
 import type { QueueShape } from '../../../agent/queue-shape.js';
 import { formatDuration } from '../../../shared/units.js';
 import { table } from '../output.js';
@@ -30,11 +30,23 @@ export function renderDetail(d: MessageDetail): string {
 /** Bytes as mailq shows them, rounded up to kilobytes. */
 const kilobytes = (bytes: number) => `${Math.ceil(bytes / 1024)} KB`;
 
-/** The mailq-style last line: how much is queued, in how many messages and recipients. */
-export function queueSummary(entries: readonly QueueEntry[]): string {
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * The mailq-style last line: how much is listed, in how many messages and recipients, and with --limit how many
+ * more messages the selection has.
+ */
+export function queueSummary(lists: readonly QueueList[]): string {
+  const entries = lists.flatMap((l) => l.entries);
+  const more = lists.reduce((n, l) => n + l.more, 0);
   const bytes = entries.reduce((n, e) => n + e.size, 0);
   const recipients = entries.reduce((n, e) => n + e.recipients.length, 0);
-  return `-- ${kilobytes(bytes)} in ${entries.length} message${entries.length === 1 ? '' : 's'}, ${recipients} recipient${recipients === 1 ? '' : 's'}`;
+  return `-- ${kilobytes(bytes)} in ${plural(entries.length, 'message')}, ${plural(recipients, 'recipient')}${more ? `; ${more} more not shown (--limit)` : ''}`;
+}
+
+/** An agent's list with its summary. */
+export function renderList(list: QueueList): string {
+  return `${renderEntries(list.entries)}\n${queueSummary([list])}`;
 }
 
 const DONE: Record<BulkAction, [done: string, would: string]> = {
@@ -44,7 +56,6 @@ const DONE: Record<BulkAction, [done: string, would: string]> = {
   remove: ['removed', 'would remove'],
 };
 
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /** What a bulk queue change touched: "12 recipients of 5 messages removed", or what a dry run would touch. */
 export function renderBulk(r: Pick<BulkResult, 'action' | 'dryRun' | 'recipients' | 'messages'>): string {

@@ -86,8 +86,8 @@ export function registerQueue(program: Command): void {
     .description('Inspect and repair queues (like postqueue/postsuper): fleet-wide through the controller by default (--agent ID for one agent), or on one agent\'s local queue file with --data-dir (also while it runs).')
     .addHelpText('after', GROUP_HELP);
 
-  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply.', queueHelp('listed')), (c) =>
-    selectionOptions(c).option('-n, --limit <n>', 'at most this many messages (per agent)'),
+  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply; then a mailq-style summary.', queueHelp('listed') + '\nResult: {"entries":[{"id","sender","arrivedAt","ageSeconds","size","recipients":[...]}],"more"} (per agent through the controller).'), (c) =>
+    selectionOptions(c).option('-n, --limit <n>', 'at most this many messages per agent, oldest first; the summary line says how many more there are'),
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.ls(opts))));
 
   targetOptions(
