@@ -7,7 +7,9 @@ import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
 import { RouteTable, type Route } from '../shared/routes.js';
 import type { AgentCommand } from '../shared/wire.js';
-import { coversMatch, listQueue, parseRecipientState, removeMessage, retryMessages, showMessage } from './queue-ops.js';
+import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-ops.js';
+import { coversMatch } from './queue-select.js';
+import { queueShape } from './queue-shape.js';
 import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
@@ -21,6 +23,9 @@ import { createVerifier } from './verify/setup.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
 import { Spool } from './spool/spool.js';
+
+/** The queue changes a controller may ask for, and what each does to the selected recipients. */
+const BULK_ACTIONS: Record<'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease', BulkAction> = { queueRemove: 'remove', queueRetry: 'retry', queueHold: 'hold', queueRelease: 'release' };
 
 /** What a control channel needs from the agent; the channel owns the transport, the agent owns the state. */
 export interface ControlHandler {
@@ -202,20 +207,19 @@ export class Agent implements ControlHandler {
       case 'flush':
         return { due: await this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
       case 'queueList':
-        return listQueue(this.queue, {
-          ...(command.match ? { match: command.match } : {}),
-          ...(command.state ? { state: parseRecipientState(command.state) } : {}),
-          ...(command.limit ? { limit: command.limit } : {}),
-        });
+        return listQueue(this.queue, { ...command.select, ...(command.limit ? { limit: command.limit } : {}) });
       case 'queueShow':
         return showMessage(this.queue, command.id, { body: command.body });
+      case 'queueShape':
+        return queueShape(this.queue, command.select);
       case 'queueRemove':
-        await removeMessage(this.queue, command.id);
-        return { removed: command.id };
-      case 'queueRetry': {
-        const due = await retryMessages(this.queue, command.all ? { all: true } : { id: command.id });
-        this.scheduler.kick();
-        return { due };
+      case 'queueRetry':
+      case 'queueHold':
+      case 'queueRelease': {
+        const result = await changeQueue(this.queue, BULK_ACTIONS[command.kind], command.select, { dryRun: command.dryRun });
+        // Released and retried mail is due now: no wait for the next poll.
+        if (!result.dryRun && result.recipients) this.scheduler.kick();
+        return result;
       }
     }
   }

@@ -1,7 +1,7 @@
-import { addressKey } from '../shared/address.js';
 import { MxError } from '../shared/errors.js';
-import { normalizeMatch, RouteTable } from '../shared/routes.js';
-import type { RecipientRow, RecipientState, Spool } from './spool/spool.js';
+import { checkChangeSelection, type QueueSelection } from '../shared/queue-selection.js';
+import { selectionPick } from './queue-select.js';
+import type { BulkChange, RecipientRow, RecipientState, RowPick, Spool, Touched } from './spool/spool.js';
 
 /** Operator views and surgery on a queue, shared by the local CLI (`--data-dir`) and controller commands. */
 
@@ -14,25 +14,8 @@ export interface QueueEntry {
   recipients: { rcpt: string; state: RecipientState; attempts: number; nextAttempt: number | null; lastReply: string | null; route: string | null; hold: string | null }[];
 }
 
-export interface QueueFilter {
-  match?: string;
-  state?: RecipientState;
+export interface QueueFilter extends QueueSelection {
   limit?: number;
-}
-
-const STATES: readonly RecipientState[] = ['queued', 'deferred', 'inflight', 'held'];
-
-/** A recipient state named by an operator or a remote command, checked. */
-export function parseRecipientState(text: string): RecipientState {
-  const state = STATES.find((s) => s === text);
-  if (!state) throw new MxError('USAGE', `state must be one of ${STATES.join(', ')}, not "${text}"`);
-  return state;
-}
-
-/** A predicate for "recipient falls under MATCH" (address, domain or .parent). */
-export function coversMatch(match: string): (address: string) => boolean {
-  const key = normalizeMatch(match).key;
-  return (address) => RouteTable.covers(key, address);
 }
 
 function entry(queue: Spool, id: string, rows: RecipientRow[], now: number): QueueEntry | undefined {
@@ -48,23 +31,29 @@ function entry(queue: Spool, id: string, rows: RecipientRow[], now: number): Que
   };
 }
 
-export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now()): QueueEntry[] {
-  const covers = filter.match ? coversMatch(filter.match) : undefined;
+/** `queue ls`: the selected messages (at most `limit`, oldest first) and how many more the selection has. */
+export interface QueueList {
+  entries: QueueEntry[];
+  /** Selected messages not listed because of the limit. */
+  more: number;
+}
+
+export function listQueue(queue: Spool, filter: QueueFilter = {}, now = Date.now()): QueueList {
+  const pick = selectionPick(filter, now);
   const byMsg = new Map<string, RecipientRow[]>();
   for (const row of queue.allRecipients()) {
-    if (filter.state && row.state !== filter.state) continue;
-    if (covers && !covers(addressKey(row.rcpt))) continue;
+    if (!pick(row)) continue;
     const list = byMsg.get(row.msgId) ?? [];
     list.push(row);
     byMsg.set(row.msgId, list);
   }
-  const out: QueueEntry[] = [];
+  const entries: QueueEntry[] = [];
   for (const [id, rows] of byMsg) {
-    if (filter.limit !== undefined && out.length >= filter.limit) break;
+    if (filter.limit !== undefined && entries.length >= filter.limit) break;
     const e = entry(queue, id, rows, now);
-    if (e) out.push(e);
+    if (e) entries.push(e);
   }
-  return out;
+  return { entries, more: Math.max(0, byMsg.size - entries.length) };
 }
 
 export interface MessageDetail extends QueueEntry {
@@ -86,26 +75,42 @@ export function showMessage(queue: Spool, id: string, opts: { body?: boolean } =
   return detail;
 }
 
-export async function removeMessage(queue: Spool, id: string): Promise<void> {
-  if (!(await queue.remove(id))) throw new MxError('NOT_FOUND', `no message ${id} in the queue`);
+/** What `queue hold|release|retry|rm` do to the recipients a selection picks. */
+export type BulkAction = 'hold' | 'release' | 'retry' | 'remove';
+
+/** The command an action is, as the operator types it. */
+export const commandName = (action: BulkAction) => `queue ${action === 'remove' ? 'rm' : action}`;
+
+export interface BulkResult extends Touched {
+  action: BulkAction;
+  /** Nothing was changed: the counts are what the command would touch now. */
+  dryRun: boolean;
 }
 
-/** Makes one message (or all deferred mail) due now. Returns the number of recipients made due. */
-export async function retryMessages(queue: Spool, target: { id: string } | { all: true }): Promise<number> {
-  if ('id' in target) {
-    if (!queue.message(target.id)) throw new MxError('NOT_FOUND', `no message ${target.id} in the queue`);
-    return queue.retryWhere((row) => row.msgId === target.id);
-  }
-  return queue.retryWhere();
-}
+/**
+ * The change and the rows it may apply to. An operator hold (postsuper -h) keeps waiting recipients until an
+ * operator releases them, whatever the routes say; a release frees only operator holds, so a route's hold (a
+ * destination no agent may deliver to) stays. In-flight recipients are neither held nor retried: their attempt
+ * ends first. Remove (postsuper -d) takes every picked row, in flight or not.
+ */
+const BULK: Record<BulkAction, { change: BulkChange; only?: RowPick }> = {
+  hold: { change: { kind: 'hold', holdKind: 'operator', reply: 'held by operator' } },
+  release: { change: { kind: 'release' }, only: (row) => row.holdKind === 'operator' },
+  retry: { change: { kind: 'retry' } },
+  remove: { change: { kind: 'remove' } },
+};
 
-/** Operator hold (postsuper -h): recipients under MATCH stay until `releaseMatch`, whatever the routes say. */
-export function holdMatch(queue: Spool, match: string): Promise<number> {
-  const covers = coversMatch(match);
-  return queue.holdWhere((row) => covers(addressKey(row.rcpt)), 'operator', 'held by operator');
-}
-
-export function releaseMatch(queue: Spool, match: string): Promise<number> {
-  const covers = coversMatch(match);
-  return queue.releaseWhere((row) => row.holdKind === 'operator' && covers(addressKey(row.rcpt)));
+/**
+ * Applies `action` to the selected recipients (or, with `dryRun`, counts them). A selection by id naming no
+ * queued message is NOT_FOUND, so a fleet-wide search can tell the agents that hold it.
+ */
+export async function changeQueue(queue: Spool, action: BulkAction, sel: QueueSelection, opts: { dryRun?: boolean } = {}, now = Date.now()): Promise<BulkResult> {
+  checkChangeSelection(sel, commandName(action));
+  if (sel.id !== undefined && !queue.message(sel.id)) throw new MxError('NOT_FOUND', `no message ${sel.id} in the queue`);
+  const { change, only } = BULK[action];
+  const chosen = selectionPick(sel, now);
+  const pick: RowPick = only ? (row) => only(row) && chosen(row) : chosen;
+  const dryRun = opts.dryRun ?? false;
+  const done = await queue.bulk(change, pick, { dryRun, now, ...(sel.id === undefined ? {} : { msgId: sel.id }) });
+  return { action, dryRun, ...done };
 }

@@ -2,7 +2,8 @@
  * Routes and commands as they travel between controller and agents (protobuf over gRPC, the same shapes as JSON in
  * NATS KV), mapped to and from the domain types in one place.
  */
-import { Health, type Command, type RecipientUpdate, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { Health, QueueSelector, type Command, type RecipientUpdate, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { parseQueueState, type QueueSelection } from './queue-selection.js';
 import type { RecipientDelta } from './recipient-list.js';
 import { MxError } from './errors.js';
 import type { Route } from './routes.js';
@@ -50,26 +51,65 @@ export function healthToWire(h: HealthReport): Health {
   return Health.fromPartial(h);
 }
 
+/** A queue change an operator selects (queue rm|retry|hold|release): the selection, and whether only to count. */
+export interface QueueChange {
+  select: QueueSelection;
+  dryRun: boolean;
+}
+
 /** A command for an agent, decoded. */
 export type AgentCommand =
   | { kind: 'flush'; match: string }
-  | { kind: 'queueList'; match: string; state: string; limit: number }
+  | { kind: 'queueList'; select: QueueSelection; limit: number }
   | { kind: 'queueShow'; id: string; body: boolean }
-  | { kind: 'queueRemove'; id: string }
-  | { kind: 'queueRetry'; id: string; all: boolean };
+  | { kind: 'queueShape'; select: QueueSelection }
+  | ({ kind: 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease' } & QueueChange);
+
+/** A selection from the wire, checked (an unknown state names the field). */
+function selectionFromWire(s: QueueSelector): QueueChange {
+  const select: QueueSelection = {
+    ...(s.all ? { all: true } : {}),
+    ...(s.id ? { id: s.id } : {}),
+    ...(s.match ? { match: s.match } : {}),
+    ...(s.state ? { state: parseQueueState(s.state, 'select.state') } : {}),
+    // The null sender travels as "<>": "" is "any sender".
+    ...(s.sender ? { sender: s.sender === '<>' ? '' : s.sender } : {}),
+    ...(s.olderThanMs ? { olderThanMs: s.olderThanMs } : {}),
+  };
+  return { select, dryRun: s.dryRun };
+}
+
+function selectionToWire({ select: s, dryRun }: QueueChange): QueueSelector {
+  return { all: s.all ?? false, id: s.id ?? '', match: s.match ?? '', state: s.state ?? '', sender: s.sender === undefined ? '' : s.sender || '<>', olderThanMs: s.olderThanMs ?? 0, dryRun };
+}
+
+/** The one-message form older peers read beside the selection: only when it says exactly what the selection says. */
+function legacyId({ select: s, dryRun }: QueueChange): string {
+  return !dryRun && s.id !== undefined && Object.keys(s).length === 1 ? s.id : '';
+}
 
 export function commandFromWire(k: Command['kind']): AgentCommand {
   switch (k?.$case) {
     case 'flush':
       return { kind: 'flush', match: k.value.match };
-    case 'queueList':
-      return { kind: 'queueList', match: k.value.match, state: k.value.state, limit: k.value.limit };
+    case 'queueList': {
+      const { select } = k.value.select ? selectionFromWire(k.value.select) : selectionFromWire(QueueSelector.fromPartial({ match: k.value.match, state: k.value.state }));
+      return { kind: 'queueList', select, limit: k.value.limit };
+    }
     case 'queueShow':
       return { kind: 'queueShow', id: k.value.id, body: k.value.body };
     case 'queueRemove':
-      return { kind: 'queueRemove', id: k.value.id };
-    case 'queueRetry':
-      return { kind: 'queueRetry', id: k.value.id, all: k.value.all };
+      return { kind: 'queueRemove', ...(k.value.select ? selectionFromWire(k.value.select) : { select: { id: k.value.id }, dryRun: false }) };
+    case 'queueRetry': {
+      const legacy: QueueSelection = k.value.all ? { all: true } : { id: k.value.id };
+      return { kind: 'queueRetry', ...(k.value.select ? selectionFromWire(k.value.select) : { select: legacy, dryRun: false }) };
+    }
+    case 'queueHold':
+      return { kind: 'queueHold', ...selectionFromWire(k.value) };
+    case 'queueRelease':
+      return { kind: 'queueRelease', ...selectionFromWire(k.value) };
+    case 'queueShape':
+      return { kind: 'queueShape', select: selectionFromWire(k.value).select };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
   }
@@ -79,14 +119,22 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
   switch (c.kind) {
     case 'flush':
       return { $case: 'flush', value: { match: c.match } };
-    case 'queueList':
-      return { $case: 'queueList', value: { match: c.match, state: c.state, limit: c.limit } };
+    case 'queueList': {
+      const select = selectionToWire({ select: c.select, dryRun: false });
+      return { $case: 'queueList', value: { match: select.match, state: select.state, limit: c.limit, select } };
+    }
     case 'queueShow':
       return { $case: 'queueShow', value: { id: c.id, body: c.body } };
     case 'queueRemove':
-      return { $case: 'queueRemove', value: { id: c.id } };
+      return { $case: 'queueRemove', value: { id: legacyId(c), select: selectionToWire(c) } };
     case 'queueRetry':
-      return { $case: 'queueRetry', value: { id: c.id, all: c.all } };
+      return { $case: 'queueRetry', value: { id: legacyId(c), all: false, select: selectionToWire(c) } };
+    case 'queueHold':
+      return { $case: 'queueHold', value: selectionToWire(c) };
+    case 'queueRelease':
+      return { $case: 'queueRelease', value: selectionToWire(c) };
+    case 'queueShape':
+      return { $case: 'queueShape', value: selectionToWire({ select: c.select, dryRun: false }) };
   }
 }
 

@@ -26,7 +26,6 @@ export class BodyWrites {
       insertMsg: db.prepare('INSERT INTO messages (id, sender, arrived_at, size, dsn, body) VALUES (?, ?, ?, ?, ?, ?)'),
       insertPart: db.prepare('INSERT INTO body_parts (msg_id, seq, data) VALUES (?, ?, ?)'),
       deleteParts: db.prepare('DELETE FROM body_parts WHERE msg_id = ?'),
-      deleteMsg: db.prepare('DELETE FROM messages WHERE id = ?'),
       deleteMsgIfDone: db.prepare('DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ?)'),
     };
   }
@@ -72,12 +71,6 @@ export class BodyWrites {
 
   dropParts(msgId: string): void {
     this.stmts.deleteParts.run(msgId);
-  }
-
-  /** Removes a message row with its parts (its recipients are the caller's); true when there was one. */
-  deleteMessage(msgId: string): boolean {
-    this.stmts.deleteParts.run(msgId);
-    return this.stmts.deleteMsg.run(msgId).changes > 0;
   }
 
   /** Removes a message row with its parts once it has no recipients left. */

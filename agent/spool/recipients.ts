@@ -1,31 +1,49 @@
 import type Database from 'better-sqlite3';
 import type { BodyWrites } from './bodies.js';
 import { unsyncedRunner } from './open.js';
-import { CLAIMED_COLUMNS, RCPT_COLUMNS, type ClaimedRecipient, type HoldKind, type OutcomeWrite, type RecipientRow } from './types.js';
+import { CLAIMED_COLUMNS, type ClaimedRecipient, type HoldKind, type OutcomeWrite } from './types.js';
 
-/** Selects recipient rows for a bulk change (hold, release, retry). */
-export type RowPick = (row: RecipientRow) => boolean;
+/** Selects recipient rows (with their message's envelope and arrival) for a bulk change. */
+export type RowPick = (row: ClaimedRecipient) => boolean;
 
-/** A bulk change of the rows a RowPick chose (see pickIds). */
-export type BulkChange = { kind: 'release' } | { kind: 'hold'; holdKind: HoldKind; reply: string } | { kind: 'retry' };
+/**
+ * A bulk change of the rows a RowPick chose (see pickIds). `remove` is the operator's delete, the only way a
+ * recipient leaves the queue without a delivery or a bounce.
+ */
+export type BulkChange = { kind: 'release' } | { kind: 'hold'; holdKind: HoldKind; reply: string } | { kind: 'retry' } | { kind: 'remove' };
+
+/** What a bulk change touched: recipient rows, and the messages they belong to. */
+export interface Touched {
+  recipients: number;
+  messages: number;
+}
 
 /** The rows each bulk change is for (the writer re-checks that each chosen row can still take it). */
 const CANDIDATES: Record<BulkChange['kind'], string> = {
   release: "r.state = 'held'",
   hold: 'r.due_at IS NOT NULL',
   retry: 'r.due_at > @now',
+  remove: '1',
 };
+
+/** The rows of `ids` a statement ... RETURNING msg_id touched, counted. */
+export function touched(rows: readonly { msgId: string }[]): Touched {
+  return { recipients: rows.length, messages: new Set(rows.map((r) => r.msgId)).size };
+}
 
 /**
  * The ids of the candidates for `kind` that `pick` chooses (pick is a function: it runs on the spool's thread,
  * the writer gets the ids). Rows are streamed one at a time so a large queue is never held in memory as row
  * objects.
  */
-export function pickIds(db: Database.Database, kind: BulkChange['kind'], pick: RowPick, now: number): number[] {
-  const ids: number[] = [];
-  const rows = db.prepare(`SELECT ${RCPT_COLUMNS} FROM recipients r WHERE ${CANDIDATES[kind]}`);
-  for (const row of (kind === 'retry' ? rows.iterate({ now }) : rows.iterate()) as IterableIterator<RecipientRow>) if (pick(row)) ids.push(row.id);
-  return ids;
+export function pickRows(db: Database.Database, kind: BulkChange['kind'], pick: RowPick, now: number, msgId?: string): { id: number; msgId: string }[] {
+  const out: { id: number; msgId: string }[] = [];
+  // One message's rows come by its index, not by a pass over the whole queue.
+  const one = msgId === undefined ? '' : ' AND r.msg_id = @msgId';
+  const rows = db.prepare(`SELECT ${CLAIMED_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE ${CANDIDATES[kind]}${one}`);
+  const params = { ...(kind === 'retry' ? { now } : {}), ...(msgId === undefined ? {} : { msgId }) };
+  for (const row of rows.iterate(params) as IterableIterator<ClaimedRecipient>) if (pick(row)) out.push({ id: row.id, msgId: row.msgId });
+  return out;
 }
 
 /**
@@ -51,14 +69,16 @@ export class RecipientWrites {
       due: db.prepare(`SELECT ${CLAIMED_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE r.due_at IS NOT NULL AND r.due_at <= ? ORDER BY r.due_at LIMIT ?`),
       claimIds: db.prepare("UPDATE recipients SET state = 'inflight', due_at = NULL WHERE id IN (SELECT value FROM json_each(?))"),
       delete: db.prepare('DELETE FROM recipients WHERE id = ?'),
-      deleteOf: db.prepare('DELETE FROM recipients WHERE msg_id = ?'),
       defer: db.prepare("UPDATE recipients SET state = 'deferred', attempts = attempts + 1, due_at = ?, last_reply = ?, route = ? WHERE id = ?"),
       hold: db.prepare("UPDATE recipients SET state = 'held', due_at = NULL, last_reply = ?, route = ?, hold_kind = ?, hold_since = ? WHERE id = ?"),
-      holdChosen: db.prepare(`UPDATE recipients SET state = 'held', due_at = NULL, last_reply = @reply, hold_kind = @holdKind, hold_since = @now WHERE due_at IS NOT NULL AND ${chosen}`),
-      releaseChosen: db.prepare(
-        `UPDATE recipients SET state = 'queued', due_at = @now, hold_kind = NULL, held_ms = held_ms + (@now - hold_since), hold_since = NULL WHERE state = 'held' AND ${chosen}`,
+      holdChosen: db.prepare(
+        `UPDATE recipients SET state = 'held', due_at = NULL, last_reply = @reply, hold_kind = @holdKind, hold_since = @now WHERE due_at IS NOT NULL AND ${chosen} RETURNING msg_id AS msgId`,
       ),
-      retryChosen: db.prepare(`UPDATE recipients SET due_at = @now WHERE due_at IS NOT NULL AND ${chosen}`),
+      releaseChosen: db.prepare(
+        `UPDATE recipients SET state = 'queued', due_at = @now, hold_kind = NULL, held_ms = held_ms + (@now - hold_since), hold_since = NULL WHERE state = 'held' AND ${chosen} RETURNING msg_id AS msgId`,
+      ),
+      retryChosen: db.prepare(`UPDATE recipients SET due_at = @now WHERE due_at IS NOT NULL AND ${chosen} RETURNING msg_id AS msgId`),
+      removeChosen: db.prepare(`DELETE FROM recipients WHERE ${chosen} RETURNING msg_id AS msgId`),
       retryAll: db.prepare('UPDATE recipients SET due_at = ? WHERE due_at > ?'),
     };
   }
@@ -104,18 +124,25 @@ export class RecipientWrites {
 
   /**
    * Applies a bulk change to the rows `ids` (chosen by pickIds) that are still candidates for it, in one
-   * statement. Released rows become due at once and their hold time stops counting; retried rows are due now.
-   * Returns how many changed.
+   * statement. Released rows become due at once and their hold time stops counting; retried rows are due now;
+   * removed rows go, and with them each message left without recipients. Returns what changed.
    */
-  change(change: BulkChange, ids: readonly number[], now: number): number {
+  change(change: BulkChange, ids: readonly number[], now: number): Touched {
     const params = { ids: JSON.stringify(ids), now };
+    const all = (stmt: Database.Statement, p: object) => stmt.all(p) as { msgId: string }[];
     switch (change.kind) {
       case 'release':
-        return this.stmts.releaseChosen.run(params).changes;
+        return touched(all(this.stmts.releaseChosen, params));
       case 'hold':
-        return this.stmts.holdChosen.run({ ...params, holdKind: change.holdKind, reply: change.reply }).changes;
+        return touched(all(this.stmts.holdChosen, { ...params, holdKind: change.holdKind, reply: change.reply }));
       case 'retry':
-        return this.stmts.retryChosen.run(params).changes;
+        return touched(all(this.stmts.retryChosen, params));
+      case 'remove':
+        return this.db.transaction(() => {
+          const rows = all(this.stmts.removeChosen, { ids: params.ids });
+          for (const msgId of new Set(rows.map((r) => r.msgId))) this.bodies.deleteIfDone(msgId);
+          return touched(rows);
+        })();
     }
   }
 
@@ -124,11 +151,4 @@ export class RecipientWrites {
     return this.stmts.retryAll.run(now, now).changes;
   }
 
-  /** Operator removal of a whole message with its recipients; true when there was one. */
-  removeMessage(msgId: string): boolean {
-    return this.db.transaction(() => {
-      this.stmts.deleteOf.run(msgId);
-      return this.bodies.deleteMessage(msgId);
-    })();
-  }
 }

@@ -5,7 +5,7 @@ import { BodyReads, type DeliveryBody } from './bodies.js';
 import { FreshBodies } from './fresh-bodies.js';
 import { Inspection } from './inspect.js';
 import { openReadOnly, openSpoolDb, type OpenOptions } from './open.js';
-import { pickIds, type BulkChange, type RowPick } from './recipients.js';
+import { pickRows, touched, type BulkChange, type RowPick, type Touched } from './recipients.js';
 import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
 import { outcomeWrite, PART_BYTES, QueueStorageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
@@ -14,7 +14,7 @@ import { WriterClient } from './writer-client.js';
 
 export type { DeliveryBody } from './bodies.js';
 export type { Inspection, PageUsage, SpoolCounts } from './inspect.js';
-export type { RowPick } from './recipients.js';
+export type { BulkChange, RowPick, Touched } from './recipients.js';
 export { STORAGE_HEADROOM } from './space.js';
 export { newQueueId, PART_BYTES, QueueStorageError } from './types.js';
 export type { ClaimedRecipient, HoldKind, MessageRow, NewMessage, Outcome, OutcomeRecord, RecipientRow, RecipientState } from './types.js';
@@ -152,26 +152,28 @@ export class Spool {
   }
 
   /** Releases held recipients chosen by `pick`; they become due at once and their hold time stops counting. */
-  releaseWhere(pick: RowPick, now = Date.now()): Promise<number> {
-    return this.change({ kind: 'release' }, pick, now);
+  async releaseWhere(pick: RowPick, now = Date.now()): Promise<number> {
+    return (await this.change({ kind: 'release' }, pick, { now })).recipients;
   }
 
   /** Puts waiting (queued/deferred) recipients chosen by `pick` on hold. */
-  holdWhere(pick: RowPick, kind: HoldKind, reply: string, now = Date.now()): Promise<number> {
-    return this.change({ kind: 'hold', holdKind: kind, reply }, pick, now);
+  async holdWhere(pick: RowPick, kind: HoldKind, reply: string, now = Date.now()): Promise<number> {
+    return (await this.change({ kind: 'hold', holdKind: kind, reply }, pick, { now })).recipients;
   }
 
   /** Makes deferred recipients (all, or those chosen by `pick`) due now. */
   async retryWhere(pick?: RowPick, now = Date.now()): Promise<number> {
-    if (pick) return this.change({ kind: 'retry' }, pick, now);
+    if (pick) return (await this.change({ kind: 'retry' }, pick, { now })).recipients;
     await this.batcher.settled();
     return this.writer.call('retryAll', [now]);
   }
 
-  /** Operator removal of a whole message; false when there is none. */
-  remove(msgId: string): Promise<boolean> {
-    this.fresh.forget(msgId);
-    return this.writer.call('remove', [msgId]);
+  /**
+   * An operator's bulk change (queue hold|release|retry|rm with a selection): what it changed, or with `dryRun`
+   * what it would change now, changing nothing.
+   */
+  bulk(change: BulkChange, pick: RowPick, opts: { dryRun?: boolean; now?: number; msgId?: string } = {}): Promise<Touched> {
+    return this.change(change, pick, { now: opts.now ?? Date.now(), ...opts });
   }
 
   message(msgId: string): MessageRow | undefined {
@@ -205,10 +207,14 @@ export class Spool {
    * A bulk change of the rows `pick` chooses, decided on the states after the outcomes still waiting have been
    * written (see Batcher.settled); rows picked here are changed only if the change still applies to them there.
    */
-  private async change(change: BulkChange, pick: RowPick, now: number): Promise<number> {
+  private async change(change: BulkChange, pick: RowPick, { now, dryRun = false, msgId }: { now: number; dryRun?: boolean; msgId?: string }): Promise<Touched> {
     await this.batcher.settled();
-    const ids = pickIds(this.db, change.kind, pick, now);
-    return ids.length ? this.writer.call('change', [change, ids, now]) : 0;
+    const rows = pickRows(this.db, change.kind, pick, now, msgId);
+    if (dryRun || !rows.length) return touched(dryRun ? rows : []);
+    const done = await this.writer.call('change', [change, rows.map((r) => r.id), now]);
+    // A removed message's body kept for its first delivery would otherwise wait in memory for its eviction.
+    if (change.kind === 'remove') for (const { msgId } of rows) if (!this.views.message(msgId)) this.fresh.forget(msgId);
+    return done;
   }
 
   /** A write that empties the queue: on a full disk it is tried once more after the ballast has gone. */

@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import { BodyWrites } from './bodies.js';
 import { setPageLimit } from './inspect.js';
 import { openSpoolDb, recoverAtStart } from './open.js';
-import { RecipientWrites, type BulkChange } from './recipients.js';
+import { RecipientWrites, type BulkChange, type Touched } from './recipients.js';
 import type { ClaimedRecipient, OutcomeWrite } from './types.js';
 import { bufferFromWire, messageFromWire, type WireMessage } from './wire.js';
 
@@ -54,16 +54,12 @@ export class Writer {
     this.bodies.dropParts(msgId);
   }
 
-  change(change: BulkChange, ids: readonly number[], now: number): number {
+  change(change: BulkChange, ids: readonly number[], now: number): Touched {
     return this.recipients.change(change, ids, now);
   }
 
   retryAll(now: number): number {
     return this.recipients.retryAll(now);
-  }
-
-  remove(msgId: string): boolean {
-    return this.recipients.removeMessage(msgId);
   }
 
   recover(now: number): number {

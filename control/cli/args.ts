@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import type { RecipientState } from '../../agent/spool/spool.js';
+import { parseRecipient } from '../../shared/address.js';
+import { checkChangeSelection, parseQueueState, type QueueSelection } from '../../shared/queue-selection.js';
 import { errorMessage, MxError, UsageError } from '../../shared/errors.js';
 import { parseListFile } from '../../shared/recipient-list.js';
 import { formatTarget, normalizeMatch, parseTarget } from '../../shared/routes.js';
@@ -59,15 +60,56 @@ export function checkPositiveInt(flag: string, text: string | undefined): number
   return n;
 }
 
-/** The recipient states `queue ls --state` filters by. */
-export const QUEUE_STATES = ['queued', 'deferred', 'inflight', 'held'] as const satisfies readonly RecipientState[];
+/** The recipient states `queue --state` selects. */
+export { QUEUE_STATES } from '../../shared/queue-selection.js';
 
-/** `queue ls --state/--limit`, checked alike on the local queue file and through the controller. */
-export function checkListFilter(opts: { state?: string; limit?: string }): { state?: RecipientState; limit?: number } {
+/** The selection flags of `queue ls|rm|retry|hold|release`, as commander gives them. */
+export interface SelectionFlags {
+  all?: boolean;
+  match?: string;
+  state?: string;
+  sender?: string;
+  olderThan?: string;
+}
+
+/** `--sender ADDR` ("<>" = the null sender, stored as ""). */
+function checkSender(text: string): string {
+  if (text.trim() === '<>') return '';
+  const parsed = parseRecipient(text.trim());
+  if (!parsed.ok) throw new UsageError(`--sender ${text}: not an address (use '<>' for the null sender)`);
+  return parsed.value.address;
+}
+
+/** The queue selection of `queue ID` and the flags, checked alike on the local queue file and through the controller. */
+export function checkSelection(opts: SelectionFlags, id?: string): QueueSelection {
+  const olderThanMs = checkDuration('--older-than', opts.olderThan);
+  let state: QueueSelection['state'];
+  try {
+    state = opts.state === undefined ? undefined : parseQueueState(opts.state, '--state');
+  } catch (err) {
+    throw new UsageError(errorMessage(err));
+  }
+  return {
+    ...(id === undefined ? {} : { id }),
+    ...(opts.all ? { all: true } : {}),
+    ...(opts.match === undefined ? {} : { match: checkMatch(opts.match, '--match') }),
+    ...(state ? { state } : {}),
+    ...(opts.sender === undefined ? {} : { sender: checkSender(opts.sender) }),
+    ...(olderThanMs === undefined ? {} : { olderThanMs }),
+  };
+}
+
+/** The selection of a change (`queue rm|retry|hold|release`), refused before anything is opened or sent when it does not say which mail. */
+export function checkChangeFlags(command: string, opts: SelectionFlags, id?: string): QueueSelection {
+  const select = checkSelection(opts, id);
+  checkChangeSelection(select, command);
+  return select;
+}
+
+/** `queue ls --limit`. */
+export function checkLimit(opts: { limit?: string }): { limit?: number } {
   const limit = checkPositiveInt('--limit', opts.limit);
-  const state = QUEUE_STATES.find((s) => s === opts.state);
-  if (opts.state !== undefined && !state) throw new UsageError(`--state ${opts.state}: expected one of ${QUEUE_STATES.join(', ')}`);
-  return { ...(state ? { state } : {}), ...(limit ? { limit } : {}) };
+  return limit ? { limit } : {};
 }
 
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;

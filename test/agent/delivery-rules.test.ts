@@ -113,7 +113,7 @@ describe('delivery rules: bounces, unrouted mail, per-hop connections', () => {
       assert.equal(r.lastReply, '4.4.0 no route for this recipient in the current table');
       assert.equal(r.route, null);
       assert.ok(r.dueAt !== null && r.dueAt > Date.now() - 5_000, 'not due for a retry');
-      const ls = listQueue(a.agent.queue);
+      const ls = listQueue(a.agent.queue).entries;
       assert.equal(ls.length, 1);
       assert.equal(ls[0]!.id, id);
       assert.deepEqual(

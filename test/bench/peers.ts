@@ -1,7 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { retryMessages } from '../../agent/queue-ops.js';
 import { Spool } from '../../agent/spool/spool.js';
 import { CLI_NODE_ARGS, portOpen } from '../../control/demo/processes.js';
 import { tempDir } from '../helpers/agent.js';
@@ -73,7 +72,7 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
         return { waiting: s.queued + s.inflight, deferred: s.deferred };
       }),
     // What `mxswitch queue retry --all --data-dir DIR` does; the agent takes the due mail at its next poll (100 ms).
-    flush: async () => void (await withQueue((q) => retryMessages(q, { all: true }))),
+    flush: async () => void (await withQueue((q) => q.retryWhere())),
     async stop() {
       await agent.stop();
       rmSync(dir, { recursive: true, force: true });

@@ -134,10 +134,11 @@ describe('--help', () => {
     { path: ['queue'], purpose: /Inspect and repair queues/ },
     { path: ['queue', 'ls'], purpose: /List queued messages/ },
     { path: ['queue', 'show'], purpose: /Show one message/ },
+    { path: ['queue', 'shape'], purpose: /qshape for the fleet/ },
     { path: ['queue', 'rm'], purpose: /Delete a message/ },
     { path: ['queue', 'retry'], purpose: /due now/ },
-    { path: ['queue', 'hold'], purpose: /operator hold/ },
-    { path: ['queue', 'release'], purpose: /Release a local operator hold/ },
+    { path: ['queue', 'hold'], purpose: /Operator hold/ },
+    { path: ['queue', 'release'], purpose: /Release operator holds/ },
   ];
 
   test('every command explains its purpose and exit status', async () => {

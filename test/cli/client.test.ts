@@ -236,7 +236,7 @@ describe('fleet state', () => {
   test('fleet-wide queue ls: results per agent, exit 1 naming the agent that failed', async () => {
     const r = await cli('queue', 'ls', '--match', 'Example.com', '--json');
     assert.equal(r.code, 1);
-    const doc = JSON.parse(r.stdout) as { results: { agent: string; ok: boolean; error?: string; result?: { id: string }[] }[] };
+    const doc = JSON.parse(r.stdout) as { results: { agent: string; ok: boolean; error?: string; result?: { entries: { id: string }[] } }[] };
     assert.deepEqual(
       doc.results.map((x) => [x.agent, x.ok]),
       [
@@ -244,7 +244,7 @@ describe('fleet state', () => {
         ['mx-b', false],
       ],
     );
-    assert.equal(doc.results[0]!.result![0]!.id, 'Q1');
+    assert.equal(doc.results[0]!.result!.entries[0]!.id, 'Q1');
     assert.match(r.stderr.trim(), /^mxswitch: queue ls failed on mx-b: agent did not answer/);
     const req = lastRequest('QueueCommand')!.request as { agentId: string; kind: { $case: string; value: { match: string } } };
     assert.equal(req.agentId, '');
@@ -253,9 +253,9 @@ describe('fleet state', () => {
 
     const one = await cli('queue', 'retry', 'Q1', '--agent', 'mx-a');
     assert.equal(one.code, 0, one.stderr);
-    assert.match(one.stdout, /mx-a: 1 recipient\(s\) due now/);
+    assert.equal(one.stdout, 'mx-a: 1 recipient of 1 message made due now\n');
     const human = await cli('queue', 'ls', '--agent', 'mx-a');
     assert.equal(human.code, 0, human.stderr);
-    assert.match(human.stdout, /^== mx-a\nID\s+AGE.*\n.*\n-- 1 KB in 1 message, 1 recipient\n$/);
+    assert.match(human.stdout, /^== mx-a\nID\s+AGE.*\n.*\n-- 1 KB in 1 message, 1 recipient; 2 more not shown \(--limit\)\n$/);
   });
 });

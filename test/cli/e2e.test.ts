@@ -116,8 +116,8 @@ test('hold, switchover --wait-drained, release, flush through the CLI; status an
   assert.equal(q.code, 0, q.stderr);
   assert.deepEqual(JSON.parse(q.stdout), {
     results: [
-      { agent: 's1', ok: true, result: [] },
-      { agent: 's2', ok: true, result: [] },
+      { agent: 's1', ok: true, result: { entries: [], more: 0 } },
+      { agent: 's2', ok: true, result: { entries: [], more: 0 } },
     ],
   });
   const ops = await cli('operation', 'ls', '--json');
@@ -161,7 +161,7 @@ test('queue show / rm ID without --agent find the message on whichever agent hol
 
   const removed = await cli('queue', 'rm', id);
   assert.equal(removed.code, 0, removed.stderr);
-  assert.equal(removed.stdout, `q2: removed ${id}\n`);
+  assert.equal(removed.stdout, 'q2: 1 recipient of 1 message removed\n');
   assert.equal(agents[1]!.agent.queue.inspect.counts().recipients, 0);
 });
 

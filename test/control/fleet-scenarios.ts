@@ -50,7 +50,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
       ],
     );
     await waitFor('health reported', async () => (await api.status()).agents.every((a) => a.health?.appliedVersion === 3));
-    assert.deepEqual(await api.listRoutes(), { version: 3, routes: [{ match: 'example.net', target: OLD, hold: false, tls: 'required' }] });
+    assert.deepEqual(await api.listRoutes(), { version: 3, routes: [{ match: 'example.net', target: OLD, hold: false, tls: 'required', verify: '' }] });
     // A stopped agent shows as disconnected, still expected.
     await agents[2]!.cleanup();
     await waitFor('a3 disconnected', async () => (await api.status()).agents.find((a) => a.id === 'a3')?.state === 'disconnected');
@@ -100,8 +100,8 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     assert.deepEqual(
       list.results.map((r) => [r.agentId, r.ok, r.json]),
       [
-        ['c1', true, '[]'],
-        ['c2', true, '[]'],
+        ['c1', true, '{"entries":[],"more":0}'],
+        ['c2', true, '{"entries":[],"more":0}'],
       ],
     );
     const show = await api.queueCommand({ agentId: 'c1', kind: { $case: 'queueShow', value: { id: 'nope', body: false } } });

@@ -106,7 +106,7 @@ describe('misbehaving next hops: every case ends deferred with a clear last repl
 
     const ls = await runCli(['queue', 'ls', '--data-dir', dataDir, '--json']);
     assert.equal(ls.code, 0, ls.stderr);
-    const entries = JSON.parse(ls.stdout) as QueueLs;
+    const { entries } = JSON.parse(ls.stdout) as { entries: QueueLs };
     assert.equal(entries.length, CASES.length, 'one queued message per case, and no bounce notification');
     const lines: string[] = [];
     for (const c of CASES) {
@@ -133,7 +133,7 @@ describe('misbehaving next hops: every case ends deferred with a clear last repl
     for (const s of servers.values()) s.script = {};
     const retry = await runCli(['queue', 'retry', '--all', '--data-dir', dataDir, '--json']);
     assert.equal(retry.code, 0, retry.stderr);
-    assert.equal((JSON.parse(retry.stdout) as { due: number }).due, CASES.length * 2);
+    assert.equal((JSON.parse(retry.stdout) as { recipients: number }).recipients, CASES.length * 2);
     await waitFor('every message accepted by its next hop', () => CASES.every((c) => servers.get(c.name)!.accepted.length >= 1), 15_000);
     await waitFor('empty queue', () => rows().length === 0, 10_000);
     let duplicates = 0;

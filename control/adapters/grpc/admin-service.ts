@@ -187,7 +187,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   }
 
   const queueCommand = (req: QueueCommandRequest): AgentCommand => {
-    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove or queue_retry)');
+    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release or queue_shape)');
     return commandFromWire(req.kind);
   };
 

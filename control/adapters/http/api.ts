@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { QueueEntry } from '../../../agent/queue-ops.js';
 import { MxError, type ErrorCode } from '../../../shared/errors.js';
 import { routeToWire } from '../../../shared/wire.js';
+import type { QueueState } from '../../../shared/queue-selection.js';
 import { checkAgentId, checkMatch, checkPositiveInt, QUEUE_STATES } from '../../cli/args.js';
 import { fleetProblems } from '../../cli/commands/fleet-status.js';
 import type { FleetHistory } from '../../core/history.js';
@@ -55,7 +56,7 @@ async function agentQueue(d: ApiDeps, idPart: string, query: URLSearchParams): P
   const state = query.get('state') ?? '';
   if (state && !QUEUE_STATES.some((s) => s === state)) throw new MxError('USAGE', `state ${JSON.stringify(state)}: expected one of ${QUEUE_STATES.join(', ')}`);
   const limit = checkPositiveInt('limit', query.get('limit') ?? undefined) ?? DEFAULT_QUEUE_LIMIT;
-  const r = await d.commands.command(id, { kind: 'queueList', match, state, limit }, 0, d.commandTimeoutMs);
+  const r = await d.commands.command(id, { kind: 'queueList', select: { ...(match ? { match } : {}), ...(state ? { state: state as QueueState } : {}) }, limit }, 0, d.commandTimeoutMs);
   if (!r.ok) throw new MxError('UNAVAILABLE', `agent ${id}: ${r.error || 'no answer'}`);
   return { agent: id, limit, entries: JSON.parse(r.json || '[]') as QueueEntry[] };
 }

@@ -1,12 +1,18 @@
-import type { MessageDetail, QueueEntry } from '../../../agent/queue-ops.js';
-import { UsageError } from '../../../shared/errors.js';
+import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueList } from '../../../agent/queue-ops.js';
+import { mergeShapes, type QueueShape } from '../../../agent/queue-shape.js';
+import { commandToWire } from '../../../shared/wire.js';
 import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
-import { checkAgentId, checkDuration, checkListFilter, checkMatch } from '../args.js';
+import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { queueSummary, renderDetail, renderEntries } from './queue-render.js';
+import { bulkTotal, queueSummary, renderBulk, renderDetail, renderList, renderShape, shapeSummary } from './queue-render.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
+
+const NO_LIST: QueueList = { entries: [], more: 0 };
+
+/** The wire form of each change. */
+const CHANGE_KIND: Record<BulkAction, 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease'> = { remove: 'queueRemove', retry: 'queueRetry', hold: 'queueHold', release: 'queueRelease' };
 
 const DEFAULT_WAIT_MS = 30_000;
 
@@ -39,6 +45,7 @@ async function runQueueCommand<T>(
   opts: QueueOptions,
   render: (r: AgentResult<T>) => string,
   id?: string,
+  /** The fleet's line(s) under the agents' own, from those that answered ('' = none). */
   total?: (rs: AgentResult<T>[]) => string,
 ): Promise<void> {
   const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
@@ -54,8 +61,8 @@ async function runQueueCommand<T>(
   emit(opts, { results }, ({ results: rs }) => {
     if (rs.length === 0) return 'no expected agents to ask';
     const lines = rs.map((r) => (r.ok ? render(r) : `== ${r.agent}: FAILED: ${r.error}`));
-    // A fleet total under the agents' own lines when more than one answered.
-    if (total && rs.filter((r) => r.ok).length > 1) lines.push(total(rs.filter((r) => r.ok)));
+    const fleetLine = total?.(rs.filter((r) => r.ok));
+    if (fleetLine) lines.push(fleetLine);
     return lines.join('\n');
   });
   const failed = results.filter((r) => !r.ok);
@@ -64,15 +71,26 @@ async function runQueueCommand<T>(
 
 export const fleetQueue: QueueBackend = {
   async ls(opts) {
-    const match = opts.match === undefined ? '' : checkMatch(opts.match, '--match');
-    const { state = '', limit = 0 } = checkListFilter(opts);
-    await runQueueCommand<QueueEntry[]>(
+    const select = checkSelection(opts);
+    const { limit = 0 } = checkLimit(opts);
+    await runQueueCommand<QueueList>(
       'queue ls',
-      { $case: 'queueList', value: { match, state, limit } },
+      commandToWire({ kind: 'queueList', select, limit }),
       opts,
-      (r) => `== ${r.agent}\n${renderEntries(r.result ?? [])}\n${queueSummary(r.result ?? [])}`,
+      (r) => `== ${r.agent}\n${renderList(r.result ?? NO_LIST)}`,
       undefined,
-      (rs) => `== every agent that answered\n${queueSummary(rs.flatMap((r) => r.result ?? []))}`,
+      (rs) => (rs.length > 1 ? `== every agent that answered\n${queueSummary(rs.map((r) => r.result ?? NO_LIST))}` : ''),
+    );
+  },
+  async shape(opts) {
+    const select = checkSelection(opts);
+    await runQueueCommand<QueueShape>(
+      'queue shape',
+      commandToWire({ kind: 'queueShape', select }),
+      opts,
+      (r) => `${r.agent}: ${shapeSummary(r.result ?? mergeShapes([]))}`,
+      undefined,
+      (rs) => `\n${renderShape(mergeShapes(rs.flatMap((r) => (r.result ? [r.result] : []))))}`,
     );
   },
   async show(id, opts) {
@@ -84,12 +102,16 @@ export const fleetQueue: QueueBackend = {
       id,
     );
   },
-  async rm(id, opts) {
-    await runQueueCommand<{ removed: string }>('queue rm', { $case: 'queueRemove', value: { id } }, opts, (r) => `${r.agent}: removed ${id}`, id);
-  },
-  async retry(id, opts) {
-    if (!id && !opts.all) throw new UsageError('queue retry: give a queue ID or --all');
-    if (id && opts.all) throw new UsageError('queue retry: give a queue ID or --all, not both');
-    await runQueueCommand<{ due: number }>('queue retry', { $case: 'queueRetry', value: { id: id ?? '', all: !id } }, opts, (r) => `${r.agent}: ${r.result?.due ?? 0} recipient(s) due now`, id);
+  async change(action, id, opts) {
+    const what = commandName(action);
+    const select = checkChangeFlags(what, opts, id);
+    await runQueueCommand<BulkResult>(
+      what,
+      commandToWire({ kind: CHANGE_KIND[action], select, dryRun: opts.dryRun ?? false }),
+      opts,
+      (r) => `${r.agent}: ${r.result ? renderBulk(r.result) : 'no result'}`,
+      id,
+      (rs) => (rs.length > 1 ? `every agent that answered: ${bulkTotal(rs.flatMap((r) => (r.result ? [r.result] : [])))}` : ''),
+    );
   },
 };

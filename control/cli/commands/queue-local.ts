@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { holdMatch, listQueue, releaseMatch, removeMessage, retryMessages, showMessage } from '../../../agent/queue-ops.js';
+import { changeQueue, commandName, listQueue, showMessage } from '../../../agent/queue-ops.js';
+import { queueShape } from '../../../agent/queue-shape.js';
 import { Spool } from '../../../agent/spool/spool.js';
 import { UsageError } from '../../../shared/errors.js';
-import { checkListFilter } from '../args.js';
-import { emit, type OutputOptions } from '../output.js';
+import { checkChangeFlags, checkLimit, checkSelection } from '../args.js';
+import { emit } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { queueSummary, renderDetail, renderEntries } from './queue-render.js';
+import { renderBulk, renderDetail, renderList, renderShape } from './queue-render.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -25,35 +26,28 @@ async function withLocalQueue<T>(dataDir: string, fn: (q: Spool) => T | Promise<
   }
 }
 
-/** The queue file under `dataDir`: the subcommands both sides have, plus the local-only hold and release. */
-export function localQueue(dataDir: string) {
+/** The queue file under `dataDir`. A running agent sees released and retried mail at its next poll. */
+export function localQueue(dataDir: string): QueueBackend {
   const withQueue = <T>(fn: (q: Spool) => T | Promise<T>) => withLocalQueue(dataDir, fn);
   return {
     async ls(opts) {
-      const filter = checkListFilter(opts);
-      const entries = await withQueue((q) => listQueue(q, { ...(opts.match ? { match: opts.match } : {}), ...filter }));
-      emit(opts, entries, (e) => `${renderEntries(e)}\n${queueSummary(e)}`);
+      const filter = { ...checkSelection(opts), ...checkLimit(opts) };
+      const list = await withQueue((q) => listQueue(q, filter));
+      emit(opts, list, renderList);
+    },
+    async shape(opts) {
+      const select = checkSelection(opts);
+      const shape = await withQueue((q) => queueShape(q, select));
+      emit(opts, shape, renderShape);
     },
     async show(id, opts) {
       const detail = await withQueue((q) => showMessage(q, id, { body: opts.body ?? false }));
       emit(opts, detail, renderDetail);
     },
-    async rm(id, opts) {
-      await withQueue((q) => removeMessage(q, id));
-      emit(opts, { removed: id }, () => `removed ${id}`);
+    async change(action, id, opts) {
+      const select = checkChangeFlags(commandName(action), opts, id);
+      const result = await withQueue((q) => changeQueue(q, action, select, { dryRun: opts.dryRun ?? false }));
+      emit(opts, result, renderBulk);
     },
-    async retry(id, opts) {
-      if (!id && !opts.all) throw new UsageError('queue retry: give a queue ID or --all');
-      const due = await withQueue((q) => retryMessages(q, id ? { id } : { all: true }));
-      emit(opts, { due }, (r) => `${r.due} recipient(s) due now; the agent picks them up within its poll interval`);
-    },
-    async hold(match: string, opts: OutputOptions) {
-      const held = await withQueue((q) => holdMatch(q, match));
-      emit(opts, { held }, (r) => `${r.held} recipient(s) held by operator`);
-    },
-    async release(match: string, opts: OutputOptions) {
-      const released = await withQueue((q) => releaseMatch(q, match));
-      emit(opts, { released }, (r) => `${r.released} recipient(s) released`);
-    },
-  } satisfies QueueBackend & Record<'hold' | 'release', (match: string, opts: OutputOptions) => Promise<void>>;
+  };
 }

@@ -1,18 +1,17 @@
 import { Option, type Command } from 'commander';
+import type { BulkAction } from '../../../agent/queue-ops.js';
 import { UsageError } from '../../../shared/errors.js';
 import { QUEUE_STATES } from '../args.js';
-import { action, type OutputOptions } from '../output.js';
+import { action } from '../output.js';
 import { exitHelp, GROUP_HELP, operator } from './common.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
 import { fleetQueue } from './queue-fleet.js';
 
 /**
- * `queue ls|show|rm|retry|hold|release` (like postqueue/postsuper): on one agent's local queue file with --data-dir,
- * otherwise fleet-wide through the controller (--agent ID for one agent). `onQueue` makes that choice for every
+ * `queue ls|show|rm|retry|hold|release` (like postqueue/postsuper): fleet-wide through the controller (--agent ID
+ * for one agent), or on one agent's local queue file with --data-dir. `onQueue` makes that choice for every
  * subcommand; the local side (SQLite) is imported only when it is chosen.
  */
-
-type LocalOptions = OutputOptions & { dataDir?: string };
 
 const localQueue = async (dataDir: string) => (await import('./queue-local.js')).localQueue(dataDir);
 
@@ -22,10 +21,33 @@ async function onQueue(opts: QueueOptions, run: (q: QueueBackend) => Promise<voi
   await run(opts.dataDir ? await localQueue(opts.dataDir) : fleetQueue);
 }
 
-function requireDataDir(opts: LocalOptions, cmd: string): string {
-  if (!opts.dataDir) throw new UsageError(`queue ${cmd}: --data-dir DIR is required (the agent's dataDir); fleet-wide use \`mxswitch hold\`/\`release\``);
-  return opts.dataDir;
-}
+/** `queue rm|retry|hold|release`: what each does to the mail it selects. */
+const CHANGES: { name: string; action: BulkAction; description: string; done: string }[] = [
+  {
+    name: 'rm',
+    action: 'remove',
+    description: 'Delete a message, or the recipients a selection picks (postsuper -d), in any state. They will not be delivered or bounced: an operator delete is the only way mail leaves the queue without either.',
+    done: 'removed',
+  },
+  {
+    name: 'retry',
+    action: 'retry',
+    description: 'Make deferred mail due now: one message, every deferred recipient (--all), or those a selection picks (postqueue -i / -f).',
+    done: 'made due',
+  },
+  {
+    name: 'hold',
+    action: 'hold',
+    description: 'Operator hold (postsuper -h): the waiting (queued or deferred) recipients picked are kept and not attempted, whatever the routes say, until `queue release`; in-flight ones finish their attempt first. Hold time does not count toward expiry. For a destination use `mxswitch hold MATCH` (a route hold, acknowledged by every agent).',
+    done: 'held',
+  },
+  {
+    name: 'release',
+    action: 'release',
+    description: 'Release operator holds (postsuper -H): the recipients picked become due at once. A route\'s hold is never released here (that is `mxswitch release MATCH`).',
+    done: 'released',
+  },
+];
 
 const dataDirOption = () => new Option('-d, --data-dir <dir>', 'the agent\'s dataDir: work on the local queue file instead of through the controller').env('MXSWITCH_DATA_DIR');
 
@@ -36,6 +58,16 @@ function targetOptions(cmd: Command, filters: (c: Command) => Command = (c) => c
   ).addOption(new Option('--timeout <duration>', 'through the controller: give up waiting for agents after this long'));
 }
 
+/** The selection flags (every one given must hold), shared by ls and the changes. */
+function selectionOptions(cmd: Command): Command {
+  return cmd
+    .option('--all', 'every message: a change needs an ID, --all or one of the filters below (beside a filter --all adds nothing)')
+    .option('-m, --match <match>', 'only recipients under this route match (address, domain or .parent)')
+    .addOption(new Option('-s, --state <state>', 'only recipients in this state').choices(QUEUE_STATES))
+    .option('--sender <address>', 'only messages from this envelope sender (\'<>\' = bounces, the null sender)')
+    .option('--older-than <duration>', 'only messages that arrived at least this long ago (e.g. 30m, 2d)');
+}
+
 const queueHelp = (ok: string) =>
   exitHelp(
     'with --data-dir: nothing (local file); otherwise one answer per targeted agent, collected by the controller.',
@@ -43,19 +75,30 @@ const queueHelp = (ok: string) =>
     'the message is unknown, or an agent failed or did not answer (named), or the controller could not be reached',
   ) + '\nResults: with --data-dir the local result; otherwise one result per agent ({"results":[{"agent","ok","error","result"}]} with --json).';
 
+const changeHelp = (done: string) =>
+  queueHelp(`${done} (each agent prints how many recipients of how many messages; with --dry-run how many it would touch)`) +
+  '\nResult: {"action","dryRun","recipients","messages"} (per agent through the controller). Examples: `--all --state deferred` (postsuper -d ALL deferred), `--match example.com --older-than 2d`, `--sender \'<>\' --dry-run`.';
+
 /** Adds the `queue` group. */
 export function registerQueue(program: Command): void {
   const queue = program
     .command('queue')
-    .description('Inspect and repair queues (like postqueue/postsuper): on one agent\'s local queue file with --data-dir (also while it runs), otherwise fleet-wide through the controller (--agent ID for one agent).')
+    .description('Inspect and repair queues (like postqueue/postsuper): fleet-wide through the controller by default (--agent ID for one agent), or on one agent\'s local queue file with --data-dir (also while it runs).')
     .addHelpText('after', GROUP_HELP);
 
-  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply.', queueHelp('listed')), (c) =>
-    c
-      .option('-m, --match <match>', 'only recipients under this route match (address, domain or .parent)')
-      .addOption(new Option('-s, --state <state>', 'only recipients in this state').choices(QUEUE_STATES))
-      .option('-n, --limit <n>', 'at most this many messages (per agent)'),
+  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply; then a mailq-style summary.', queueHelp('listed') + '\nResult: {"entries":[{"id","sender","arrivedAt","ageSeconds","size","recipients":[...]}],"more"} (per agent through the controller).'), (c) =>
+    selectionOptions(c).option('-n, --limit <n>', 'at most this many messages per agent, oldest first; the summary line says how many more there are'),
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.ls(opts))));
+
+  targetOptions(
+    operator(
+      queue,
+      'shape',
+      'qshape for the fleet: queued recipients by domain (rows, largest first) and by message age in minutes (columns 5, 10, 20 ... 1280+), summed over every agent that answered; a destination that stopped taking mail fills the right-hand columns. The selection flags narrow it (e.g. --state deferred).',
+      queueHelp('shown') + '\nResult: {"bucketsMinutes":[5,...],"rows":[{"domain","total","counts":[...]}]} (per agent through the controller).',
+    ),
+    selectionOptions,
+  ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.shape(opts))));
 
   targetOptions(
     operator(queue, 'show', 'Show one message: envelope, per-recipient state and its headers (with --body the stored message, like postcat -q).', queueHelp('shown'))
@@ -65,26 +108,9 @@ export function registerQueue(program: Command): void {
     action((id: string, opts: QueueOptions) => onQueue(opts, (q) => q.show(id, opts))),
   );
 
-  targetOptions(operator(queue, 'rm', 'Delete a message from the queue (all its recipients). It will not be delivered or bounced.', queueHelp('removed')).argument('<id>', 'queue id')).action(
-    action((id: string, opts: QueueOptions) => onQueue(opts, (q) => q.rm(id, opts))),
-  );
-
-  targetOptions(
-    operator(queue, 'retry', 'Make a deferred message (or all deferred mail with --all) due now.', queueHelp('made due')).argument('[id]', 'queue id').option('--all', 'every deferred recipient'),
-  ).action(action((id: string | undefined, opts: QueueOptions) => onQueue(opts, (q) => q.retry(id, opts))));
-
-  localOnly(queue, 'hold', 'Local operator hold (postsuper -h) on one agent\'s queue file: queued mail under MATCH is kept and not attempted until released. Fleet-wide: `mxswitch hold`.', 'held');
-  localOnly(queue, 'release', 'Release a local operator hold on one agent\'s queue file: the recipients become due at once. Fleet-wide: `mxswitch release`.', 'released');
-}
-
-/** `queue hold|release MATCH`: only on the local queue file (fleet-wide they are `mxswitch hold|release`). */
-function localOnly(queue: Command, name: 'hold' | 'release', description: string, done: string): void {
-  queue
-    .command(name)
-    .description(description)
-    .argument('<match>', 'address, domain or .parent-domain')
-    .addOption(dataDirOption())
-    .addOption(new Option('--json', 'machine-readable output'))
-    .addHelpText('after', `\nExit status: 0 = ${done} (count printed); 1 = the queue file could not be changed; 2 = bad arguments or no --data-dir.`)
-    .action(action(async (match: string, opts: LocalOptions) => (await localQueue(requireDataDir(opts, name)))[name](match, opts)));
+  for (const c of CHANGES) {
+    targetOptions(operator(queue, c.name, c.description, changeHelp(c.done)).argument('[id]', 'queue id (or select with the flags)'), (cmd) =>
+      selectionOptions(cmd).option('--dry-run', 'count what would be touched (per agent); change nothing'),
+    ).action(action((id: string | undefined, opts: QueueOptions) => onQueue(opts, (q) => q.change(c.action, id, opts))));
+  }
 }

@@ -28,6 +28,7 @@ import {
   QueueListCommand,
   QueueRemoveCommand,
   QueueRetryCommand,
+  QueueSelector,
   QueueShowCommand,
   Route,
 } from "./agent.js";
@@ -349,6 +350,9 @@ export interface QueueCommandRequest {
     | { $case: "queueShow"; value: QueueShowCommand }
     | { $case: "queueRemove"; value: QueueRemoveCommand }
     | { $case: "queueRetry"; value: QueueRetryCommand }
+    | { $case: "queueHold"; value: QueueSelector }
+    | { $case: "queueRelease"; value: QueueSelector }
+    | { $case: "queueShape"; value: QueueSelector }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -3588,6 +3592,15 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueRetry":
         QueueRetryCommand.encode(message.kind.value, writer.uint32(50).fork()).join();
         break;
+      case "queueHold":
+        QueueSelector.encode(message.kind.value, writer.uint32(322).fork()).join();
+        break;
+      case "queueRelease":
+        QueueSelector.encode(message.kind.value, writer.uint32(330).fork()).join();
+        break;
+      case "queueShape":
+        QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -3656,6 +3669,30 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "queueRetry", value: QueueRetryCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.kind = { $case: "queueHold", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.kind = { $case: "queueRelease", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -3701,6 +3738,18 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "queueRetry", value: QueueRetryCommand.fromJSON(object.queueRetry) }
         : isSet(object.queue_retry)
         ? { $case: "queueRetry", value: QueueRetryCommand.fromJSON(object.queue_retry) }
+        : isSet(object.queueHold)
+        ? { $case: "queueHold", value: QueueSelector.fromJSON(object.queueHold) }
+        : isSet(object.queue_hold)
+        ? { $case: "queueHold", value: QueueSelector.fromJSON(object.queue_hold) }
+        : isSet(object.queueRelease)
+        ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queueRelease) }
+        : isSet(object.queue_release)
+        ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queue_release) }
+        : isSet(object.queueShape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
+        : isSet(object.queue_shape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -3725,6 +3774,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueRemove = QueueRemoveCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueRetry") {
       obj.queueRetry = QueueRetryCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueHold") {
+      obj.queueHold = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueRelease") {
+      obj.queueRelease = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueShape") {
+      obj.queueShape = QueueSelector.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -3766,6 +3821,24 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueRetry": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueRetry", value: QueueRetryCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueHold": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueHold", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueRelease": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueRelease", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueShape": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
         }
         break;
       }

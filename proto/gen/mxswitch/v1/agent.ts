@@ -217,7 +217,38 @@ export interface Command {
     | { $case: "queueShow"; value: QueueShowCommand }
     | { $case: "queueRemove"; value: QueueRemoveCommand }
     | { $case: "queueRetry"; value: QueueRetryCommand }
+    | //
+    /** Operator hold (postsuper -h) of the selected waiting recipients. */
+    { $case: "queueHold"; value: QueueSelector }
+    | //
+    /** Release of the selected operator holds (never a route's hold). */
+    { $case: "queueRelease"; value: QueueSelector }
+    | //
+    /** qshape: the selected recipients by domain and age (JSON QueueShape). */
+    { $case: "queueShape"; value: QueueSelector }
     | undefined;
+}
+
+/**
+ * QueueSelector picks the queued mail a queue command applies to; every
+ * condition set must hold. A change (rm, retry, hold, release) with no
+ * condition picks nothing unless `all` says every message.
+ */
+export interface QueueSelector {
+  /** Every message (no other condition needed). */
+  all: boolean;
+  /** One message by queue id. */
+  id: string;
+  /** Recipients under this route match (address, domain or .parent). */
+  match: string;
+  /** Recipients in this state: queued, deferred, inflight or held. */
+  state: string;
+  /** Messages from this envelope sender; "<>" is the null sender. */
+  sender: string;
+  /** Messages that arrived at least this many ms ago. */
+  olderThanMs: number;
+  /** Count what the command would touch; change nothing. */
+  dryRun: boolean;
 }
 
 /** FlushCommand retries all deferred messages for a route immediately. */
@@ -234,6 +265,8 @@ export interface QueueListCommand {
   state: string;
   /** Maximum number of entries to return (0 = agent default). */
   limit: number;
+  /** The selection (supersedes match and state when present). */
+  select?: QueueSelector | undefined;
 }
 
 /** QueueShowCommand returns the details of one queued message. */
@@ -248,6 +281,8 @@ export interface QueueShowCommand {
 export interface QueueRemoveCommand {
   /** Queue id of the message. */
   id: string;
+  /** The recipients to delete (supersedes id when present). */
+  select?: QueueSelector | undefined;
 }
 
 /** QueueRetryCommand schedules an immediate retry. */
@@ -256,6 +291,8 @@ export interface QueueRetryCommand {
   id: string;
   /** True = retry every deferred message. */
   all: boolean;
+  /** The recipients to make due (supersedes id and all when present). */
+  select?: QueueSelector | undefined;
 }
 
 /**
@@ -2014,6 +2051,15 @@ export const Command: MessageFns<Command> = {
       case "queueRetry":
         QueueRetryCommand.encode(message.kind.value, writer.uint32(58).fork()).join();
         break;
+      case "queueHold":
+        QueueSelector.encode(message.kind.value, writer.uint32(322).fork()).join();
+        break;
+      case "queueRelease":
+        QueueSelector.encode(message.kind.value, writer.uint32(330).fork()).join();
+        break;
+      case "queueShape":
+        QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2087,6 +2133,30 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "queueRetry", value: QueueRetryCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.kind = { $case: "queueHold", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.kind = { $case: "queueRelease", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2129,6 +2199,18 @@ export const Command: MessageFns<Command> = {
         ? { $case: "queueRetry", value: QueueRetryCommand.fromJSON(object.queueRetry) }
         : isSet(object.queue_retry)
         ? { $case: "queueRetry", value: QueueRetryCommand.fromJSON(object.queue_retry) }
+        : isSet(object.queueHold)
+        ? { $case: "queueHold", value: QueueSelector.fromJSON(object.queueHold) }
+        : isSet(object.queue_hold)
+        ? { $case: "queueHold", value: QueueSelector.fromJSON(object.queue_hold) }
+        : isSet(object.queueRelease)
+        ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queueRelease) }
+        : isSet(object.queue_release)
+        ? { $case: "queueRelease", value: QueueSelector.fromJSON(object.queue_release) }
+        : isSet(object.queueShape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
+        : isSet(object.queue_shape)
+        ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
         : undefined,
     };
   },
@@ -2151,6 +2233,12 @@ export const Command: MessageFns<Command> = {
       obj.queueRemove = QueueRemoveCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueRetry") {
       obj.queueRetry = QueueRetryCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueHold") {
+      obj.queueHold = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueRelease") {
+      obj.queueRelease = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "queueShape") {
+      obj.queueShape = QueueSelector.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2193,7 +2281,198 @@ export const Command: MessageFns<Command> = {
         }
         break;
       }
+      case "queueHold": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueHold", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueRelease": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueRelease", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "queueShape": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseQueueSelector(): QueueSelector {
+  return { all: false, id: "", match: "", state: "", sender: "", olderThanMs: 0, dryRun: false };
+}
+
+export const QueueSelector: MessageFns<QueueSelector> = {
+  encode(message: QueueSelector, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.all !== false) {
+      writer.uint32(8).bool(message.all);
+    }
+    if (message.id !== "") {
+      writer.uint32(18).string(message.id);
+    }
+    if (message.match !== "") {
+      writer.uint32(26).string(message.match);
+    }
+    if (message.state !== "") {
+      writer.uint32(34).string(message.state);
+    }
+    if (message.sender !== "") {
+      writer.uint32(42).string(message.sender);
+    }
+    if (message.olderThanMs !== 0) {
+      writer.uint32(48).uint64(message.olderThanMs);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(56).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueueSelector {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueueSelector();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.match = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sender = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.olderThanMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QueueSelector {
+    return {
+      all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      match: isSet(object.match) ? globalThis.String(object.match) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      sender: isSet(object.sender) ? globalThis.String(object.sender) : "",
+      olderThanMs: isSet(object.olderThanMs)
+        ? globalThis.Number(object.olderThanMs)
+        : isSet(object.older_than_ms)
+        ? globalThis.Number(object.older_than_ms)
+        : 0,
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: QueueSelector): unknown {
+    const obj: any = {};
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.match !== "") {
+      obj.match = message.match;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.sender !== "") {
+      obj.sender = message.sender;
+    }
+    if (message.olderThanMs !== 0) {
+      obj.olderThanMs = Math.round(message.olderThanMs);
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<QueueSelector>): QueueSelector {
+    return QueueSelector.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<QueueSelector>): QueueSelector {
+    const message = createBaseQueueSelector();
+    message.all = object.all ?? false;
+    message.id = object.id ?? "";
+    message.match = object.match ?? "";
+    message.state = object.state ?? "";
+    message.sender = object.sender ?? "";
+    message.olderThanMs = object.olderThanMs ?? 0;
+    message.dryRun = object.dryRun ?? false;
     return message;
   },
 };
@@ -2266,7 +2545,7 @@ export const FlushCommand: MessageFns<FlushCommand> = {
 };
 
 function createBaseQueueListCommand(): QueueListCommand {
-  return { match: "", state: "", limit: 0 };
+  return { match: "", state: "", limit: 0, select: undefined };
 }
 
 export const QueueListCommand: MessageFns<QueueListCommand> = {
@@ -2279,6 +2558,9 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
     }
     if (message.limit !== 0) {
       writer.uint32(24).uint32(message.limit);
+    }
+    if (message.select !== undefined) {
+      QueueSelector.encode(message.select, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -2320,6 +2602,14 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
             message.limit = reader.uint32();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.select = QueueSelector.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2337,6 +2627,7 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
       match: isSet(object.match) ? globalThis.String(object.match) : "",
       state: isSet(object.state) ? globalThis.String(object.state) : "",
       limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      select: isSet(object.select) ? QueueSelector.fromJSON(object.select) : undefined,
     };
   },
 
@@ -2351,6 +2642,9 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
     if (message.limit !== 0) {
       obj.limit = Math.round(message.limit);
     }
+    if (message.select !== undefined) {
+      obj.select = QueueSelector.toJSON(message.select);
+    }
     return obj;
   },
 
@@ -2362,6 +2656,9 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
     message.match = object.match ?? "";
     message.state = object.state ?? "";
     message.limit = object.limit ?? 0;
+    message.select = (object.select !== undefined && object.select !== null)
+      ? QueueSelector.fromPartial(object.select)
+      : undefined;
     return message;
   },
 };
@@ -2452,13 +2749,16 @@ export const QueueShowCommand: MessageFns<QueueShowCommand> = {
 };
 
 function createBaseQueueRemoveCommand(): QueueRemoveCommand {
-  return { id: "" };
+  return { id: "", select: undefined };
 }
 
 export const QueueRemoveCommand: MessageFns<QueueRemoveCommand> = {
   encode(message: QueueRemoveCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.id !== "") {
       writer.uint32(10).string(message.id);
+    }
+    if (message.select !== undefined) {
+      QueueSelector.encode(message.select, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -2484,6 +2784,14 @@ export const QueueRemoveCommand: MessageFns<QueueRemoveCommand> = {
             message.id = reader.string();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.select = QueueSelector.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2497,13 +2805,19 @@ export const QueueRemoveCommand: MessageFns<QueueRemoveCommand> = {
   },
 
   fromJSON(object: any): QueueRemoveCommand {
-    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      select: isSet(object.select) ? QueueSelector.fromJSON(object.select) : undefined,
+    };
   },
 
   toJSON(message: QueueRemoveCommand): unknown {
     const obj: any = {};
     if (message.id !== "") {
       obj.id = message.id;
+    }
+    if (message.select !== undefined) {
+      obj.select = QueueSelector.toJSON(message.select);
     }
     return obj;
   },
@@ -2514,12 +2828,15 @@ export const QueueRemoveCommand: MessageFns<QueueRemoveCommand> = {
   fromPartial(object: DeepPartial<QueueRemoveCommand>): QueueRemoveCommand {
     const message = createBaseQueueRemoveCommand();
     message.id = object.id ?? "";
+    message.select = (object.select !== undefined && object.select !== null)
+      ? QueueSelector.fromPartial(object.select)
+      : undefined;
     return message;
   },
 };
 
 function createBaseQueueRetryCommand(): QueueRetryCommand {
-  return { id: "", all: false };
+  return { id: "", all: false, select: undefined };
 }
 
 export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
@@ -2529,6 +2846,9 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
     }
     if (message.all !== false) {
       writer.uint32(16).bool(message.all);
+    }
+    if (message.select !== undefined) {
+      QueueSelector.encode(message.select, writer.uint32(322).fork()).join();
     }
     return writer;
   },
@@ -2562,6 +2882,14 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
             message.all = reader.bool();
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.select = QueueSelector.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2578,6 +2906,7 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
     return {
       id: isSet(object.id) ? globalThis.String(object.id) : "",
       all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+      select: isSet(object.select) ? QueueSelector.fromJSON(object.select) : undefined,
     };
   },
 
@@ -2589,6 +2918,9 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
     if (message.all !== false) {
       obj.all = message.all;
     }
+    if (message.select !== undefined) {
+      obj.select = QueueSelector.toJSON(message.select);
+    }
     return obj;
   },
 
@@ -2599,6 +2931,9 @@ export const QueueRetryCommand: MessageFns<QueueRetryCommand> = {
     const message = createBaseQueueRetryCommand();
     message.id = object.id ?? "";
     message.all = object.all ?? false;
+    message.select = (object.select !== undefined && object.select !== null)
+      ? QueueSelector.fromPartial(object.select)
+      : undefined;
     return message;
   },
 };
