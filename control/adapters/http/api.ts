@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { QueueEntry } from '../../../agent/queue-ops.js';
+import type { QueueList } from '../../../agent/queue-ops.js';
 import { MxError, type ErrorCode } from '../../../shared/errors.js';
 import { routeToWire } from '../../../shared/wire.js';
 import type { QueueState } from '../../../shared/queue-selection.js';
@@ -58,7 +58,8 @@ async function agentQueue(d: ApiDeps, idPart: string, query: URLSearchParams): P
   const limit = checkPositiveInt('limit', query.get('limit') ?? undefined) ?? DEFAULT_QUEUE_LIMIT;
   const r = await d.commands.command(id, { kind: 'queueList', select: { ...(match ? { match } : {}), ...(state ? { state: state as QueueState } : {}) }, limit }, 0, d.commandTimeoutMs);
   if (!r.ok) throw new MxError('UNAVAILABLE', `agent ${id}: ${r.error || 'no answer'}`);
-  return { agent: id, limit, entries: JSON.parse(r.json || '[]') as QueueEntry[] };
+  const list = JSON.parse(r.json || '{"entries":[],"more":0}') as QueueList;
+  return { agent: id, limit, entries: list.entries, more: list.more };
 }
 
 /** Running and recent operations, newest first: each with its steps (which one it is at) and its last progress. */
