@@ -13,12 +13,14 @@ import { Outbox } from '../../../shared/outbox.js';
 import { commandToWire, recipientDeltaToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandOutcome, RecipientStoreApi, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { RecipientStore } from '../sqlite/recipient-store.js';
 import type { Registry } from '../../core/registry.js';
 
 export interface SessionsOptions {
   store: RouteStoreApi;
-  recipients: RecipientStoreApi;
+  /** Lists travel on the session as deltas from the version an agent has: the SQLite store keeps them. */
+  recipients: RecipientStore;
   registry: Registry;
   access: Access;
   log: Logger;
