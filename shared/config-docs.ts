@@ -10,7 +10,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.listen': 'SMTP listen address',
     'smtp.hostname': 'Name in the banner, EHLO and Received headers (default: the host name)',
     'smtp.maxMessageSize': 'Largest message accepted (`552 5.3.4` above it); advertised in EHLO SIZE',
-    'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF, or `reject` the message with `550 5.5.2`',
+    'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF (and remove NUL bytes and control characters in front of a line\'s first dot), or `reject` the message: `550 5.5.2` for bare CR/LF, `550 5.6.0` for NUL or controls before a dot',
     'smtp.maxConnections': 'Concurrent SMTP sessions; more get `421`',
     'smtp.connectionRateLimit': 'New connections per client IP per minute (`421 4.7.0` above it); 0 = no limit',
     'smtp.maxRecipients': 'Recipients per message (at least 100); more get `452 4.5.3`',
