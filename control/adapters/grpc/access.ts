@@ -1,5 +1,6 @@
 import { Metadata, ResponderBuilder, ServerInterceptingCall, ServerListenerBuilder, status, type ServerInterceptor } from '@grpc/grpc-js';
 import type { ControllerConfig } from '../../../shared/config.js';
+import type { AgentCommand } from '../../../shared/wire.js';
 import { bearerMatches, bearerSecret, readOnlyDenied, secretMatches } from './grpc-util.js';
 
 /** Who an agent token says the caller is: any agent (the shared token) or one agent id (a per-agent token). */
@@ -9,14 +10,35 @@ export type AgentIdentity = { ok: false } | { ok: true; agentId: string | undefi
 export type OperatorRole = 'admin' | 'viewer';
 
 /**
- * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show) and
- * writes (flush, remove, retry); the service checks its kind once the request has been read.
+ * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show, shape,
+ * dry runs) and writes (flush, remove, retry, hold, release); the service checks its kind (isReadOnlyCommand) once
+ * the request has been read.
  */
 const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand']);
 
 /** May a caller with `role` call AdminService `method` (its name, e.g. "Status")? */
 export function mayCall(role: OperatorRole | undefined, method: string): boolean {
   return role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(method));
+}
+
+/**
+ * Is a queue command a read (a viewer may send it)? Listing, showing, the shape, and a --dry-run of a change: each
+ * answers from the queue and changes nothing. Named by kind here, so a new read is allowed in one place.
+ */
+export function isReadOnlyCommand(command: AgentCommand): boolean {
+  switch (command.kind) {
+    case 'queueList':
+    case 'queueShow':
+    case 'queueShape':
+      return true;
+    case 'queueRemove':
+    case 'queueRetry':
+    case 'queueHold':
+    case 'queueRelease':
+      return command.dryRun;
+    case 'flush':
+      return false;
+  }
 }
 
 const AGENT_SERVICE = '/mxswitch.v1.AgentService/';

@@ -15,7 +15,7 @@ import {
 } from '../../../proto/gen/mxswitch/v1/admin.js';
 import type { Route } from '../../../shared/routes.js';
 import { commandFromWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
-import type { Access } from './access.js';
+import { isReadOnlyCommand, type Access } from './access.js';
 import { adminCalls } from './admin-calls.js';
 import { recipientHandlers } from './recipients-service.js';
 import { readOnlyDenied, toServiceError, unauthenticated } from './grpc-util.js';
@@ -287,7 +287,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
     queueCommand: unary('QueueCommand', async (req, call) => {
       const command = queueCommand(req);
-      if (command.kind !== 'queueList' && command.kind !== 'queueShow' && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
+      if (!isReadOnlyCommand(command) && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
       let ids: string[];
       if (req.agentId) {
         if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);
