@@ -87,6 +87,7 @@ export class NatsAgentFeed {
         appliedVersion: v.appliedVersion,
         nack: v.nack ?? undefined,
         health: this.health(id, v.health),
+        ...(v.software ? { software: v.software } : {}),
       },
       seenAt,
     );
