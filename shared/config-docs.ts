@@ -59,6 +59,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'verify.timeout': 'Connect and reply timeout of a probe',
     'verify.probesPerSecond': 'Probes per second per next hop (one shared connection each); over it a new address gets 450 4.1.1 whatever `unreachable` says, so a dictionary attack neither queues nor reaches the next hop',
     'log.level': 'pino log level',
+    'log.format': '`json` (one JSON object per line: ISO time, level name, fields) or `pretty` (one readable line per record); default pretty when stderr is a terminal, else json',
   },
   controller: {
     dataDir: 'Directory of `controller.db` (routes, versions, audit, agents, operations); required unless `nats` is set (NATS mode keeps no local state)',
@@ -91,6 +92,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     stepTimeout: 'Default wait for every agent\'s ack in hold/release/switchover',
     commandTimeout: 'Default wait for an agent\'s answer to a queue command or flush',
     'log.level': 'pino log level',
+    'log.format': '`json` (one JSON object per line: ISO time, level name, fields) or `pretty` (one readable line per record); default pretty when stderr is a terminal, else json',
   },
 };
 

@@ -67,6 +67,14 @@ function checkNatsAuth(n: NatsConnectionInput, ctx: z.core.$RefinementCtx<unknow
 }
 const natsConnection = z.strictObject(natsConnectionShape).superRefine(checkNatsAuth);
 
+/** `log`, alike for agent and controller; format unset = pretty on a terminal, else json (shared/logger.ts). */
+const logSchema = z
+  .strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    format: z.enum(['json', 'pretty']).optional(),
+  })
+  .prefault({});
+
 const routeSchema = z.strictObject({
   match: z.string(),
   target: z.string(),
@@ -172,7 +180,7 @@ export const agentConfigSchema = z.strictObject({
       probesPerSecond: z.number().int().positive().default(20),
     })
     .prefault({}),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  log: logSchema,
 });
 export type AgentConfig = z.output<typeof agentConfigSchema>;
 
@@ -220,7 +228,7 @@ export const controllerConfigSchema = z.strictObject({
   stepTimeout: duration.default(30_000),
   // Default wait for an agent's answer to a queue command or flush.
   commandTimeout: duration.default(30_000),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  log: logSchema,
 }).superRefine((c, ctx) => {
   // A token has one role: a viewer token equal to another would read as that one (or make it read-only).
   const { viewer, admin, agent, agents } = c.tokens;

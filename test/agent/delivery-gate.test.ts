@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { DeliveryGate } from '../../agent/control/delivery-gate.js';
 import { createLogger } from '../../shared/logger.js';
 
-const log = createLogger('test', 'silent');
+const log = createLogger('test', { level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
