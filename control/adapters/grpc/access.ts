@@ -30,6 +30,7 @@ export function isReadOnlyCommand(command: AgentCommand): boolean {
     case 'queueList':
     case 'queueShow':
     case 'queueShape':
+    case 'routePreview':
       return true;
     case 'queueRemove':
     case 'queueRetry':

@@ -310,6 +310,8 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
     queueCommand: unary('QueueCommand', async (req, call) => {
       const command = queueCommand(req);
+      // A dry run of `route set` refuses what `route set` refuses.
+      if (command.kind === 'routePreview' && 'set' in command.change) refuseSelfTarget(command.change.set.target, registry.list());
       if (!isReadOnlyCommand(command) && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
       let ids: string[];
       if (req.agentId) {

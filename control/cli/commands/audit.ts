@@ -3,6 +3,7 @@ import type { AuditEntry } from '../admin-client.js';
 import { withAdmin } from '../admin-client.js';
 import { checkPositiveInt } from '../args.js';
 import { action, emit, table } from '../output.js';
+import { routeText } from '../route-text.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
 
 /** `audit ls`: the controller's record of every change (routing table, recipient lists): who, when, what, old -> new. */
@@ -55,9 +56,7 @@ function valueText(v: unknown): string {
   if (v === null || v === undefined) return '-';
   if (typeof v !== 'object') return JSON.stringify(v);
   const o = v as Record<string, unknown>;
-  if (typeof o.target === 'string') {
-    return [o.target, o.hold ? 'held' : '', o.tls === 'required' ? 'tls=required' : '', o.verify === 'probe' ? 'verify=probe' : ''].filter(Boolean).join(' ');
-  }
+  if (typeof o.target === 'string') return routeText({ target: o.target, hold: o.hold === true, tls: String(o.tls ?? ''), verify: String(o.verify ?? '') });
   if (typeof o.added === 'number' && typeof o.removed === 'number') return `+${o.added} -${o.removed} addresses`;
   return JSON.stringify(v);
 }

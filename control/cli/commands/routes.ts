@@ -1,13 +1,16 @@
 import { Option, type Command } from 'commander';
+import { UsageError } from '../../../shared/errors.js';
+import type { Route } from '../../../shared/routes.js';
 import { formatDuration } from '../../../shared/units.js';
 import { actor, ControllerError, withAdmin, type AdminConnection } from '../admin-client.js';
 import { checkDuration, checkMatch, checkTarget, checkVersion } from '../args.js';
 import { action, emit, table } from '../output.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
+import { routeDryRun } from './route-dry-run.js';
 
 /** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
 
-type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string };
+type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string; dryRun?: boolean };
 type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may'; verify?: 'probe' | 'none' };
 
 const DEFAULT_WAIT_MS = 30_000;
@@ -67,7 +70,8 @@ function changeOptions(cmd: Command): Command {
   return cmd
     .option('--expect-version <n>', 'compare-and-set: only change the table if it is still at this version')
     .option('--wait', 'wait until every expected agent has applied the new version')
-    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)');
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)')
+    .option('--dry-run', 'change nothing: print the table lines it would remove (-) and add (+), and per agent how many queued recipients would change next hop (from -> to)');
 }
 
 type ListedRoute = { match: string; target: string; hold: boolean; tls: string; verify: string };
@@ -120,6 +124,10 @@ async function routeSet(matchText: string, targetText: string, opts: RouteSetOpt
   const change = changeParams(opts);
   const tls = opts.tls === 'required' ? 'required' : '';
   const verify = opts.verify === 'probe' ? 'probe' : '';
+  if (opts.dryRun) {
+    const route: Route = { match, target, ...(opts.hold ? { hold: true } : {}), ...(tls ? { tls } : {}), ...(verify ? { verify } : {}) };
+    return routeDryRun({ set: route }, change.expectedVersion, opts);
+  }
   await withAdmin(opts, async (a) => {
     const res = await a.setRoute({ match, target, hold: opts.hold ?? false, tls, verify, expectedVersion: change.expectedVersion, actor: actor() });
     const applied = await change.applied(a, res.version);
@@ -133,6 +141,7 @@ async function routeSet(matchText: string, targetText: string, opts: RouteSetOpt
 async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
   const match = checkMatch(matchText);
   const change = changeParams(opts);
+  if (opts.dryRun) return routeDryRun({ remove: match }, change.expectedVersion, opts);
   await withAdmin(opts, async (a) => {
     const res = await a.removeRoute({ match, expectedVersion: change.expectedVersion, actor: actor() });
     const applied = await change.applied(a, res.version);
@@ -144,6 +153,7 @@ async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
 
 /** Checks --expect-version and --timeout; `applied` waits (with --wait) for the agents to apply a stored version. */
 function changeParams(opts: ChangeOptions) {
+  if (opts.dryRun && opts.wait) throw new UsageError('--dry-run changes nothing: there is nothing to --wait for');
   const expectedVersion = checkVersion('--expect-version', opts.expectVersion);
   const waitMs = checkDuration('--timeout', opts.timeout) ?? DEFAULT_WAIT_MS;
   return { expectedVersion, applied: (a: AdminConnection, version: number) => (opts.wait ? waitApplied(a, version, waitMs) : Promise.resolve(undefined)) };

@@ -31,6 +31,7 @@ import {
   QueueSelector,
   QueueShowCommand,
   Route,
+  RoutePreviewCommand,
 } from "./agent.js";
 
 export const protobufPackage = "mxswitch.v1";
@@ -371,6 +372,7 @@ export interface QueueCommandRequest {
     | { $case: "queueHold"; value: QueueSelector }
     | { $case: "queueRelease"; value: QueueSelector }
     | { $case: "queueShape"; value: QueueSelector }
+    | { $case: "routePreview"; value: RoutePreviewCommand }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -3654,6 +3656,9 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape":
         QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
         break;
+      case "routePreview":
+        RoutePreviewCommand.encode(message.kind.value, writer.uint32(346).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -3746,6 +3751,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 43: {
+            if (tag !== 346) {
+              break;
+            }
+
+            message.kind = { $case: "routePreview", value: RoutePreviewCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -3803,6 +3816,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
         : isSet(object.queue_shape)
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
+        : isSet(object.routePreview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.routePreview) }
+        : isSet(object.route_preview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.route_preview) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -3833,6 +3850,8 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueShape") {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routePreview") {
+      obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -3892,6 +3911,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "routePreview": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routePreview", value: RoutePreviewCommand.fromPartial(object.kind.value) };
         }
         break;
       }
