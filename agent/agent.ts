@@ -215,6 +215,8 @@ export class Agent implements ControlHandler {
         return queueShape(this.queue, command.select);
       case 'routePreview':
         return previewRouteChange(this.queue, this.router.table, command.change);
+      case 'routeTable':
+        return { version: this.router.table.version, routes: this.router.table.routes };
       case 'queueRemove':
       case 'queueRetry':
       case 'queueHold':

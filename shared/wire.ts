@@ -67,6 +67,7 @@ export type AgentCommand =
   | { kind: 'queueShow'; id: string; body: boolean }
   | { kind: 'queueShape'; select: QueueSelection }
   | { kind: 'routePreview'; change: RouteChange }
+  | { kind: 'routeTable' }
   | ({ kind: 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease' } & QueueChange);
 
 /** A selection from the wire, checked (an unknown state names the field). */
@@ -118,6 +119,8 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
       if (k.value.set) return { kind: 'routePreview', change: { set: routeFromWire(k.value.set) } };
       if (k.value.remove) return { kind: 'routePreview', change: { remove: k.value.remove } };
       throw new MxError('INVALID_ARGUMENT', 'route preview without a change (set or remove)');
+    case 'routeTable':
+      return { kind: 'routeTable' };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
   }
@@ -145,6 +148,8 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
       return { $case: 'queueShape', value: selectionToWire({ select: c.select, dryRun: false }) };
     case 'routePreview':
       return { $case: 'routePreview', value: 'set' in c.change ? { set: routeToWire(c.change.set), remove: '' } : { remove: c.change.remove } };
+    case 'routeTable':
+      return { $case: 'routeTable', value: {} };
   }
 }
 

@@ -31,6 +31,7 @@ export function isReadOnlyCommand(command: AgentCommand): boolean {
     case 'queueShow':
     case 'queueShape':
     case 'routePreview':
+    case 'routeTable':
       return true;
     case 'queueRemove':
     case 'queueRetry':

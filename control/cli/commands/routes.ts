@@ -1,11 +1,14 @@
 import { Option, type Command } from 'commander';
 import { UsageError } from '../../../shared/errors.js';
 import type { Route } from '../../../shared/routes.js';
+import { commandToWire } from '../../../shared/wire.js';
 import { formatDuration } from '../../../shared/units.js';
 import { actor, ControllerError, withAdmin, type AdminConnection } from '../admin-client.js';
 import { checkDuration, checkMatch, checkTarget, checkVersion } from '../args.js';
 import { action, emit, table } from '../output.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
+import { agentState } from './fleet-status.js';
+import { askAgents } from './queue-fleet.js';
 import { routeDryRun } from './route-dry-run.js';
 
 /** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
@@ -103,19 +106,62 @@ function routeRows(routes: readonly ListedRoute[], addresses: boolean): string[]
   return out;
 }
 
+const listed = (r: { match: string; target: string; hold?: boolean | undefined; tls?: string | undefined; verify?: string | undefined }): ListedRoute => ({
+  match: r.match,
+  target: r.target,
+  hold: r.hold ?? false,
+  tls: r.tls || 'may',
+  verify: r.verify || 'none',
+});
+
+/** What one expected agent relays with while the controller has no table: its table in force, or why not known. */
+interface BootstrapTable {
+  agent: string;
+  state: string;
+  version?: number;
+  routes?: ListedRoute[];
+  error?: string;
+}
+
 async function routeLs(opts: CommonOptions & { addresses?: boolean }): Promise<void> {
-  const res = await withAdmin(opts, (a) => a.listRoutes());
-  const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may', verify: r.verify || 'none' }));
-  emit(opts, { version: res.version, routes }, (v) =>
+  const { res, bootstrap } = await withAdmin(opts, async (a) => {
+    const res = await a.listRoutes();
+    // Version 0: nothing was ever set here, so each agent relays with its own (bootstrap) table: ask them.
+    return { res, bootstrap: res.version === 0 && !res.routes.length ? await bootstrapTables(a) : undefined };
+  });
+  const routes = res.routes.map(listed);
+  const rows = (rs: readonly ListedRoute[]) => table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], routeRows(rs, opts.addresses ?? false));
+  emit(opts, { version: res.version, routes, ...(bootstrap ? { bootstrap } : {}) }, (v) =>
     [
       `route table version ${v.version}`,
       v.routes.length
-        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], routeRows(v.routes, opts.addresses ?? false))
-        : v.version === 0
-          ? 'no table set on the controller yet: the agents relay with the bootstrap routes of their config files'
+        ? rows(v.routes)
+        : bootstrap
+          ? [
+              `no table set on the controller yet: the agents relay with the bootstrap routes of their config files${bootstrap.length ? '' : ' (no expected agents)'}`,
+              ...bootstrap.map((b) =>
+                b.routes
+                  ? `${b.agent} (table version ${b.version}):\n${b.routes.length ? rows(b.routes).replace(/^/gm, '  ') : '  no routes: every recipient is refused (550 5.7.1)'}`
+                  : `${b.agent}: ${b.state === 'connected' ? `no answer (${b.error})` : b.state}`,
+              ),
+            ].join('\n')
           : 'no routes: every recipient is refused (550 5.7.1)',
     ].join('\n'),
   );
+}
+
+async function bootstrapTables(a: AdminConnection): Promise<BootstrapTable[]> {
+  const status = await a.status();
+  const expected = status.agents.filter((x) => x.expected);
+  const connected = expected.filter((x) => x.state === 'connected');
+  const answers = await Promise.all(connected.map((x) => askAgents<{ version: number; routes: Route[] }>(a, commandToWire({ kind: 'routeTable' }), x.id).then((r) => r[0])));
+  const byId = new Map(connected.map((x, i) => [x.id, answers[i]]));
+  return expected.map((x) => {
+    const r = byId.get(x.id);
+    if (!r) return { agent: x.id, state: agentState(x) };
+    if (!r.ok || !r.result) return { agent: x.id, state: x.state, error: r.error ?? 'no result' };
+    return { agent: x.id, state: x.state, version: r.result.version, routes: r.result.routes.map(listed) };
+  });
 }
 
 async function routeSet(matchText: string, targetText: string, opts: RouteSetOptions): Promise<void> {

@@ -32,6 +32,7 @@ import {
   QueueShowCommand,
   Route,
   RoutePreviewCommand,
+  RouteTableQuery,
 } from "./agent.js";
 
 export const protobufPackage = "mxswitch.v1";
@@ -373,6 +374,7 @@ export interface QueueCommandRequest {
     | { $case: "queueRelease"; value: QueueSelector }
     | { $case: "queueShape"; value: QueueSelector }
     | { $case: "routePreview"; value: RoutePreviewCommand }
+    | { $case: "routeTable"; value: RouteTableQuery }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -3659,6 +3661,9 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "routePreview":
         RoutePreviewCommand.encode(message.kind.value, writer.uint32(346).fork()).join();
         break;
+      case "routeTable":
+        RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -3759,6 +3764,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "routePreview", value: RoutePreviewCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -3820,6 +3833,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.routePreview) }
         : isSet(object.route_preview)
         ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.route_preview) }
+        : isSet(object.routeTable)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
+        : isSet(object.route_table)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -3852,6 +3869,8 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "routePreview") {
       obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routeTable") {
+      obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -3917,6 +3936,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "routePreview": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "routePreview", value: RoutePreviewCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "routeTable": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
         }
         break;
       }

@@ -232,7 +232,17 @@ export interface Command {
      * to another next hop (JSON RoutePreview); changes nothing.
      */
     { $case: "routePreview"; value: RoutePreviewCommand }
+    | //
+    /**
+     * The agent's table in force (JSON {version, routes}): at controller
+     * version 0 that is its bootstrap table.
+     */
+    { $case: "routeTable"; value: RouteTableQuery }
     | undefined;
+}
+
+/** RouteTableQuery asks for the agent's table in force; it has no fields. */
+export interface RouteTableQuery {
 }
 
 /**
@@ -2082,6 +2092,9 @@ export const Command: MessageFns<Command> = {
       case "routePreview":
         RoutePreviewCommand.encode(message.kind.value, writer.uint32(346).fork()).join();
         break;
+      case "routeTable":
+        RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2187,6 +2200,14 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "routePreview", value: RoutePreviewCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2245,6 +2266,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.routePreview) }
         : isSet(object.route_preview)
         ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.route_preview) }
+        : isSet(object.routeTable)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
+        : isSet(object.route_table)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
         : undefined,
     };
   },
@@ -2275,6 +2300,8 @@ export const Command: MessageFns<Command> = {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "routePreview") {
       obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routeTable") {
+      obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2341,7 +2368,65 @@ export const Command: MessageFns<Command> = {
         }
         break;
       }
+      case "routeTable": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseRouteTableQuery(): RouteTableQuery {
+  return {};
+}
+
+export const RouteTableQuery: MessageFns<RouteTableQuery> = {
+  encode(_: RouteTableQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteTableQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteTableQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RouteTableQuery {
+    return {};
+  },
+
+  toJSON(_: RouteTableQuery): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteTableQuery>): RouteTableQuery {
+    return RouteTableQuery.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<RouteTableQuery>): RouteTableQuery {
+    const message = createBaseRouteTableQuery();
     return message;
   },
 };
