@@ -31,7 +31,7 @@ export function registerRoutes(program: Command): void {
     .option('--addresses', 'list every address route on its own line')
     .action(action(routeLs));
 
-  const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it.';
+  const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it; with --dry-run one answer per expected agent (what it would do to its queue), nothing stored.';
   changeOptions(
     operator(
       route,
