@@ -159,8 +159,8 @@ async function bootstrapTables(a: AdminConnection): Promise<BootstrapTable[]> {
   return expected.map((x) => {
     const r = byId.get(x.id);
     if (!r) return { agent: x.id, state: agentState(x) };
-    if (!r.ok || !r.result) return { agent: x.id, state: x.state, error: r.error ?? 'no result' };
-    return { agent: x.id, state: x.state, version: r.result.version, routes: r.result.routes.map(listed) };
+    if (!r.ok || !Array.isArray(r.result?.routes)) return { agent: x.id, state: x.state, error: r.error ?? 'no table in its answer' };
+    return { agent: x.id, state: x.state, version: r.result!.version, routes: r.result!.routes.map(listed) };
   });
 }
 
