@@ -8,7 +8,7 @@ import { smtpClient, startAgent, tempDir, testMessage, waitFor } from '../helper
 import { deferrer } from '../helpers/controller.js';
 import { Sink } from '../helpers/sink.js';
 
-const log = createLogger('test', 'silent');
+const log = createLogger('test', { level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function gate(graceMs: number, appliedVersion = 3) {
