@@ -238,6 +238,11 @@ export class Ingress {
     controls.on('data', (c: Buffer) => {
       headers.push(c);
       incoming.add(c);
+      // Backpressure down to the socket: a sender never gets more than a few parts ahead of the disk.
+      if (incoming.backlogged) {
+        controls.pause();
+        void incoming.drained().then(() => controls.resume());
+      }
     });
     controls.on('end', finish);
     // A session that ends inside DATA (timeout, disconnect) leaves no parts behind.
