@@ -172,6 +172,10 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
     listRecipients(_call, cb) {
       cb(err(status.UNIMPLEMENTED, 'not in the fake'));
     },
+    // route import is tested against a real controller (test/control/route-import.test.ts).
+    importRoutes(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
+    },
     queueCommand(call, cb) {
       if (!authed('QueueCommand', call.request, call.metadata)) return cb(unauth());
       const targets = call.request.agentId ? [call.request.agentId] : AGENTS;
