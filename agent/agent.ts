@@ -5,7 +5,7 @@ import type { AgentConfig } from '../shared/config.js';
 import { errorMessage, MxError } from '../shared/errors.js';
 import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
-import type { RouteDelta } from '../shared/route-delta.js';
+import { followsDelta, type RouteDelta } from '../shared/route-delta.js';
 import { RouteTable, type Route } from '../shared/routes.js';
 import type { AgentCommand } from '../shared/wire.js';
 import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-ops.js';
@@ -182,20 +182,23 @@ export class Agent implements ControlHandler {
     const { version } = update;
     const current = this.router.table;
     if (version < current.version) return `version ${version} is older than the applied version ${current.version}`;
-    let table: RouteTable;
+    let table: RouteTable = current;
     try {
-      if (!update.snapshot && update.baseVersion !== current.version) {
+      if (!followsDelta(update, current.version)) {
         throw new MxError('STALE_VERSION', `route update from version ${update.baseVersion} does not follow the applied version ${current.version}`);
       }
-      table = current.withDelta(update);
-      // Durable before it is in force: an acked table is always the one a restart finds.
-      this.routeJournal.persist(update, table);
+      // The same version is the same table (applied, not yet acked when the session restarted): nothing to write.
+      if (version !== current.version) {
+        table = current.withDelta(update);
+        // Durable before it is in force: an acked table is always the one a restart finds.
+        this.routeJournal.persist(update, table);
+      }
     } catch (err) {
       this.log.error({ err, version }, 'route table refused');
       this.gate?.refused(version, errorMessage(err));
       return errorMessage(err);
     }
-    if (version !== current.version || !update.snapshot || JSON.stringify(current.routes) !== JSON.stringify(table.routes)) {
+    if (table !== current) {
       this.router.apply(table);
       this.log.info({ version, routes: table.size, ...(update.snapshot ? {} : { changed: update.upserts.length + update.removals.length }) }, 'route table applied');
       // Acked only once the queue's route holds follow the table (a hold is in the queue before its ack).

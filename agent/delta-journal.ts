@@ -1,7 +1,10 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-/** A versioned change as a journal line: applied at load only on top of exactly `baseVersion` (or as a snapshot). */
+/**
+ * A versioned change as a journal line. Changes list the latest state of whatever changed after their base (as
+ * the controller's deltas do), so one applies on top of any state from its base version up to its own.
+ */
 export interface JournalEntry {
   version: number;
   baseVersion: number;
@@ -34,7 +37,12 @@ export class DeltaJournal<E extends JournalEntry> {
     }
     const entries: E[] = [];
     if (existsSync(this.journalFile)) {
-      const text = readFileSync(this.journalFile, 'utf8');
+      let text = readFileSync(this.journalFile, 'utf8');
+      if (text && !text.endsWith('\n')) {
+        // A torn last line: cut it off, or the next append would continue it and be unreadable too.
+        text = text.slice(0, text.lastIndexOf('\n') + 1);
+        truncateSync(this.journalFile, Buffer.byteLength(text));
+      }
       this.journalBytes = text.length;
       for (const line of text.split('\n')) {
         try {
@@ -96,11 +104,11 @@ export class DeltaJournal<E extends JournalEntry> {
   }
 }
 
-/** Folds a journal's entries into a state at `version`: each that follows it (or is a snapshot) is applied in turn. */
+/** Folds a journal's entries into a state at `version`: each newer one that follows it (or is a snapshot) in turn. */
 export function replay<E extends JournalEntry>(version: number, entries: readonly E[], apply: (entry: E) => void): number {
   let v = version;
   for (const e of entries) {
-    if (e.version > v && (e.snapshot || e.baseVersion === v)) {
+    if (e.version > v && (e.snapshot || (e.baseVersion >= 1 && e.baseVersion <= v))) {
       apply(e);
       v = e.version;
     }

@@ -15,6 +15,16 @@ export interface RouteDelta {
   removals: string[];
 }
 
+/**
+ * Whether `delta` applies to a table at `version`. A delta lists the latest state of every route changed after
+ * its base (removals as tombstones), so it turns any table of the same lineage at a version from its base up to
+ * its own into the table at its version: an agent that applied a version it had not acked yet when its session
+ * restarted takes the delta the controller computed from its acked version.
+ */
+export function followsDelta(delta: RouteDelta, version: number): boolean {
+  return delta.snapshot || (delta.baseVersion >= 1 && delta.baseVersion <= version && version <= delta.version);
+}
+
 /** Routes and removals per RouteUpdate message: ~2 MB of routes at most, under gRPC's 4 MiB default. */
 export const ROUTE_CHUNK = 20_000;
 
