@@ -15,7 +15,7 @@ import { unauthenticated } from './grpc-util.js';
 const MAX_IMPORT = 1_000_000;
 
 /** `route import`: the chunks of a transport map, applied in one version at the end (nothing on an error). */
-export function routeImportHandler(store: RouteStoreApi, registry: Registry, { authorized }: AdminCalls, log: Logger): Pick<AdminServiceServer, 'importRoutes'> {
+export function routeImportHandler(store: RouteStoreApi, registry: Registry, { authorized, actor: callerActor }: AdminCalls, log: Logger): Pick<AdminServiceServer, 'importRoutes'> {
   return {
     importRoutes(call: ServerReadableStream<ImportRoutesRequest, ImportRoutesResponse>, callback: sendUnaryData<ImportRoutesResponse>): void {
       if (!authorized(call, 'ImportRoutes')) return callback(unauthenticated('admin'));
@@ -29,7 +29,7 @@ export function routeImportHandler(store: RouteStoreApi, registry: Registry, { a
           // Per distinct target: an import has many routes and few targets.
           const agents = registry.list();
           for (const target of new Set(routes.map((r) => r.target))) refuseSelfTarget(target, agents);
-          const actor = head?.actor || `admin@${call.getPeer()}`;
+          const actor = callerActor(call);
           const result = await store.importRoutes(routes, { replace: head?.replace ?? false, dryRun: head?.dryRun ?? false, expectedVersion: head?.expectedVersion ?? 0, actor });
           log.info({ routes: routes.length, replace: head?.replace, ...result, actor }, result.dryRun ? 'route import checked (dry run)' : 'routes imported');
           return result;
