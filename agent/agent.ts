@@ -5,6 +5,7 @@ import type { AgentConfig } from '../shared/config.js';
 import { errorMessage, MxError } from '../shared/errors.js';
 import { startHttp } from '../shared/http.js';
 import type { Logger } from '../shared/logger.js';
+import { followsDelta, type RouteDelta } from '../shared/route-delta.js';
 import { RouteTable, type Route } from '../shared/routes.js';
 import type { AgentCommand } from '../shared/wire.js';
 import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-ops.js';
@@ -16,7 +17,7 @@ import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
 import { agentRegistry, deliveryLatency } from './metrics.js';
-import { loadRouteState, saveRouteState } from './route-state.js';
+import { RouteJournal } from './route-state.js';
 import { parseHostPort } from '../shared/units.js';
 import { buildInfo } from '../shared/version.js';
 import { RecipientLists, type ListChunk } from './recipients/lists.js';
@@ -34,8 +35,11 @@ export interface ControlHandler {
   readonly region: string;
   readonly bootId: string;
   readonly appliedVersion: number;
-  /** Applies a whole table; resolves with an error text for a nack, undefined for an ack. */
-  applyTable(version: number, routes: Route[]): Promise<string | undefined>;
+  /**
+   * Applies a route update (a delta on top of exactly its base version, or a whole table); resolves with an error
+   * text for a nack (the table in force stays), undefined for an ack.
+   */
+  applyTable(update: RouteDelta): Promise<string | undefined>;
   runCommand(minVersion: number, command: AgentCommand): unknown;
   health(): HealthSnapshot;
   setConnected(connected: boolean): void;
@@ -60,6 +64,8 @@ export class Agent implements ControlHandler {
   readonly bootId = randomUUID();
   readonly queue: Spool;
   readonly router: Router;
+  /** The last applied table on disk (routes.json + routes.journal). */
+  private readonly routeJournal: RouteJournal;
   /** The controller's recipient lists, as last applied (persisted in dataDir). */
   readonly recipients: RecipientLists;
   private readonly verification: ReturnType<typeof createVerifier>;
@@ -84,9 +90,10 @@ export class Agent implements ControlHandler {
   ) {
     const onRelease = (bytes: number) => log.warn({ dataDir: config.dataDir, bytes }, 'disk full: removed the ballast file so that delivered mail can leave the queue; it is written again when space returns');
     this.queue = new Spool(config.dataDir, { ballast: { onRelease } });
-    const persisted = loadRouteState(config.dataDir);
+    this.routeJournal = new RouteJournal(config.dataDir, log);
+    const persisted = this.routeJournal.load();
     this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
-    if (persisted) log.info({ version: persisted.version, routes: persisted.routes.length }, 'starting with the last applied route table');
+    if (persisted) log.info({ version: persisted.version, routes: persisted.size }, 'starting with the last applied route table');
     const hostname = config.smtp.hostname ?? osHostname();
     this.delivery = new Delivery(config.delivery, hostname, log, config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {});
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
@@ -165,28 +172,36 @@ export class Agent implements ControlHandler {
     this.log.info({ routes: routes.length }, 'routes reloaded from config');
   }
 
-  applyTable(version: number, routes: Route[]): Promise<string | undefined> {
+  applyTable(update: RouteDelta): Promise<string | undefined> {
     // Tables apply one at a time, in arrival order.
-    const result = this.applying.then(() => this.applyNow(version, routes));
+    const result = this.applying.then(() => this.applyNow(update));
     this.applying = result;
     return result;
   }
 
-  private async applyNow(version: number, routes: Route[]): Promise<string | undefined> {
+  private async applyNow(update: RouteDelta): Promise<string | undefined> {
+    const { version } = update;
     const current = this.router.table;
     if (version < current.version) return `version ${version} is older than the applied version ${current.version}`;
-    let table: RouteTable;
+    let table: RouteTable = current;
     try {
-      table = new RouteTable(routes, version);
-      await saveRouteState(this.config.dataDir, table);
+      if (!followsDelta(update, current.version)) {
+        throw new MxError('STALE_VERSION', `route update from version ${update.baseVersion} does not follow the applied version ${current.version}`);
+      }
+      // The same version is the same table (applied, not yet acked when the session restarted): nothing to write.
+      if (version !== current.version) {
+        table = current.withDelta(update);
+        // Durable before it is in force: an acked table is always the one a restart finds.
+        this.routeJournal.persist(update, table);
+      }
     } catch (err) {
       this.log.error({ err, version }, 'route table refused');
       this.gate?.refused(version, errorMessage(err));
       return errorMessage(err);
     }
-    if (version !== current.version || JSON.stringify(current.routes) !== JSON.stringify(table.routes)) {
+    if (table !== current) {
       this.router.apply(table);
-      this.log.info({ version, routes: routes.length }, 'route table applied');
+      this.log.info({ version, routes: table.size, ...(update.snapshot ? {} : { changed: update.upserts.length + update.removals.length }) }, 'route table applied');
       // Acked only once the queue's route holds follow the table (a hold is in the queue before its ack).
       try {
         await this.scheduler.holdsReconciled();

@@ -1,50 +1,59 @@
-import { readFileSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
+import { MxError, errorMessage } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import type { RouteDelta } from '../shared/route-delta.js';
 import { RouteTable, type Route } from '../shared/routes.js';
+import { DeltaJournal, replay } from './delta-journal.js';
 
-const FILE = 'routes.json';
-
+/** routes.json as written since the first release (so an older agent's file loads, and a newer one's too). */
 interface Persisted {
   version: number;
   routes: Route[];
   appliedAt: number;
 }
 
-/** The last applied table, so an agent restarts with it before (or without) reaching its controller. */
-export function loadRouteState(dataDir: string): RouteTable | undefined {
-  let text: string;
-  try {
-    text = readFileSync(join(dataDir, FILE), 'utf8');
-  } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  const doc = JSON.parse(text) as Persisted;
-  return new RouteTable(doc.routes, doc.version);
-}
-
 /**
- * temp file + fsync + rename + directory fsync: after a crash the file is the old table or the new, never half.
- * Asynchronous (libuv's thread pool), so the fsyncs do not stall the event loop: SMTP sessions and deliveries
- * go on meanwhile, and agents sharing a process (tests, the convergence bench) persist in parallel.
+ * The last applied route table, so an agent restarts with it before (or without) reaching its controller:
+ * `routes.json` (the table at some version) and `routes.journal` (each delta applied since, one fsynced line).
+ * A delta costs one small append, whatever the table's size; a snapshot from the controller, or a journal grown
+ * past the table, rewrites routes.json (temp file + fsync + rename). A crash at any point leaves routes.json and
+ * the journal lines that follow its version: the last table persisted, whole.
  */
-export async function saveRouteState(dataDir: string, table: RouteTable): Promise<void> {
-  const file = join(dataDir, FILE);
-  const tmp = `${file}.tmp`;
-  const doc: Persisted = { version: table.version, routes: [...table.routes], appliedAt: Date.now() };
-  const fh = await open(tmp, 'w', 0o640);
-  try {
-    await fh.writeFile(JSON.stringify(doc, null, 2));
-    await fh.sync();
-  } finally {
-    await fh.close();
+export class RouteJournal {
+  private readonly files: DeltaJournal<RouteDelta>;
+
+  constructor(
+    dataDir: string,
+    private readonly log?: Logger,
+  ) {
+    this.files = new DeltaJournal(join(dataDir, 'routes.json'), join(dataDir, 'routes.journal'));
   }
-  await rename(tmp, file);
-  const dir = await open(dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
+
+  /** The persisted table, undefined when there is none. */
+  load(): RouteTable | undefined {
+    try {
+      const { snapshot, entries } = this.files.read();
+      if (snapshot === undefined) return undefined;
+      const doc = JSON.parse(snapshot) as Persisted;
+      let table = new RouteTable(doc.routes, doc.version);
+      replay(table.version, entries, (delta) => (table = table.withDelta(delta)));
+      return table;
+    } catch (err) {
+      throw new MxError('CONFIG', `cannot read the last applied route table in ${this.files.snapshotFile} / ${this.files.journalFile}: ${errorMessage(err)}; move them aside to start from the config's routes (the controller sends its table again)`);
+    }
+  }
+
+  /**
+   * Makes `next` (the table after `delta`) durable before it is swapped in: the delta appended, or, for a
+   * snapshot or a journal due for folding, the whole table written.
+   */
+  persist(delta: RouteDelta, next: RouteTable): void {
+    if (delta.snapshot || this.files.wantsSnapshot) this.writeSnapshot(next);
+    else this.files.append(delta);
+  }
+
+  private writeSnapshot(table: RouteTable): void {
+    const doc: Persisted = { version: table.version, routes: [...table.routes], appliedAt: Date.now() };
+    this.files.writeSnapshot(JSON.stringify(doc), (err) => this.log?.warn({ err, file: this.files.journalFile }, 'route journal not emptied after a snapshot (harmless: its lines are older than the snapshot)'));
   }
 }

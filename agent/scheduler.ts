@@ -145,7 +145,7 @@ export class Scheduler {
       const heldByRoute = (row: RecipientRow) => Boolean(table.lookup(addressKey(row.rcpt))?.hold);
       const released = await this.queue.releaseWhere((row) => row.holdKind === 'route' && !heldByRoute(row));
       // Without a held route there is nothing to hold: no pass over every waiting recipient.
-      const held = table.routes.some((r) => r.hold) ? await this.queue.holdWhere(heldByRoute, 'route', 'held by route') : 0;
+      const held = table.heldCount > 0 ? await this.queue.holdWhere(heldByRoute, 'route', 'held by route') : 0;
       if (released || held) this.log.info({ released, held, version: table.version }, 'holds reconciled with route table');
       this.kick();
     });

@@ -51,8 +51,11 @@ export class Controller {
   constructor(
     readonly config: ControllerConfig,
     private readonly log: Logger,
-    /** NATS mode: reports older than this (at least) mean an agent is disconnected; tests shorten it. */
-    private readonly natsTuning: { minStaleMs?: number } = {},
+    /**
+     * Tests shorten these. minStaleMs (NATS mode): reports older than this (at least) mean an agent is
+     * disconnected. tombstoneVersions (SQLite): how long removals stay known for deltas (see RouteStore).
+     */
+    private readonly tuning: { minStaleMs?: number; tombstoneVersions?: number } = {},
   ) {}
 
   /** "host:port" clients should dial (the configured host with the bound port). */
@@ -68,7 +71,7 @@ export class Controller {
     const creds = grpcCredentials(config, log);
     const access = new Access(config.tokens);
     if (config.nats) {
-      this.nats = await NatsControlPlane.open(config.nats, log, this.natsTuning);
+      this.nats = await NatsControlPlane.open(config.nats, log, this.tuning);
       this.store = this.nats.store;
       this.operations = this.nats.ops;
       this.commands = this.nats.commands;
@@ -90,7 +93,7 @@ export class Controller {
       } catch (err) {
         throw new ConfigError('dataDir', `cannot open ${dataDir}/controller.db: ${(err as Error).message}`);
       }
-      const store = new RouteStore(db);
+      const store = new RouteStore(db, this.tuning.tombstoneVersions ? { tombstoneVersions: this.tuning.tombstoneVersions } : {});
       this.store = store;
       // After the route store: it creates the audit table both write to.
       const recipients = (this.recipients = new RecipientStore(db));

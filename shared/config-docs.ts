@@ -6,7 +6,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
   agent: {
     id: 'Unique agent id in the fleet (letters, digits, `.`, `_`, `-`)',
     region: 'Free-form region label shown in `status`',
-    dataDir: 'Directory of `queue.db` (SQLite queue) and `routes.json` (last applied table)',
+    dataDir: 'Directory of `queue.db` (SQLite queue) and `routes.json` + `routes.journal` (last applied table)',
     'smtp.listen': 'SMTP listen address',
     'smtp.hostname': 'Name in the banner, EHLO and Received headers (default: the host name)',
     'smtp.maxMessageSize': 'Largest message accepted (`552 5.3.4` above it); advertised in EHLO SIZE',

@@ -1,5 +1,6 @@
 import { hasRoutingInLocalPart, normalizeDomain, parseRecipient } from './address.js';
 import { MxError, quoteInput } from './errors.js';
+import { textLines } from './text-lines.js';
 
 /** One change to the recipient lists: an address (or, with address '', a domain's whole list) present or gone. */
 export interface RecipientChange {
@@ -45,15 +46,8 @@ export function listDomain(raw: string): string {
  */
 export function parseListFile(data: Buffer, domain?: string): string[] {
   const d = domain === undefined ? undefined : listDomain(domain);
-  if (data.includes(0)) throw new MxError('INVALID_ARGUMENT', `line ${lineOf(data, data.indexOf(0))}: not a text file (NUL byte)`);
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(data);
-  const out: string[] = [];
-  const lines = text.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/#.*/, '').trim();
-    if (!line) continue;
-    const fail = (why: string) => new MxError('INVALID_ARGUMENT', `line ${i + 1}: ${why}`);
-    if (line.includes('\uFFFD')) throw fail('not valid UTF-8 text');
+  return textLines(data).map(({ n, text: line }) => {
+    const fail = (why: string) => new MxError('INVALID_ARGUMENT', `line ${n}: ${why}`);
     if (line.length > MAX_ADDRESS) throw fail(`longer than ${MAX_ADDRESS} characters`);
     let a: { domain: string; address: string };
     try {
@@ -62,13 +56,6 @@ export function parseListFile(data: Buffer, domain?: string): string[] {
       throw fail((err as Error).message);
     }
     if (d !== undefined && a.domain !== d) throw fail(`${quoteInput(line)} is not in ${d}`);
-    out.push(a.address);
-  }
-  return out;
-}
-
-function lineOf(data: Buffer, offset: number): number {
-  let n = 1;
-  for (let i = 0; i < offset; i++) if (data[i] === 0x0a) n++;
-  return n;
+    return a.address;
+  });
 }

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { quoteInput } from './errors.js';
 import { normalizeDomain, parseRecipient } from './address.js';
+import type { RouteDelta } from './route-delta.js';
 
 /** One routing-table entry as operators write it (DESIGN.md section 2). */
 export interface Route {
@@ -77,35 +78,122 @@ export function normalizeRoutes(routes: readonly Route[]): Route[] {
   });
 }
 
-/** An immutable, indexed routing table: lookups are O(labels), swaps are a reference assignment. */
-export class RouteTable {
-  private readonly byKey: ReadonlyMap<string, Route>;
-  readonly routes: readonly Route[];
+/**
+ * Past this many changed entries a derived table folds them into a new index: each change copies at most this many
+ * entries, and the O(table) fold comes once per this many changes.
+ */
+const OVERLAY_MIN = 1024;
 
+/**
+ * An immutable, indexed routing table: lookups are O(labels), swaps are a reference assignment. A table derived
+ * with `withDelta` shares its parent's index and keeps only the changed entries beside it (folded into a new
+ * index once there are OVERLAY_MIN of them), so applying one change to 100,000 routes costs O(change),
+ * not a rebuild; `routes` is materialised on first use.
+ */
+export class RouteTable {
+  private readonly base: ReadonlyMap<string, Route>;
+  /** Entries changed since `base` was built; null = removed. */
+  private readonly overlay: ReadonlyMap<string, Route | null>;
+  private list: readonly Route[] | undefined;
+  /** Number of routes. */
+  readonly size: number;
+  /** Number of held routes (the scheduler skips its hold pass over the queue when there are none). */
+  readonly heldCount: number;
+
+  constructor(routes: readonly Route[], version?: number);
+  constructor(routes: readonly Route[], version: number, derived: { base: ReadonlyMap<string, Route>; overlay: ReadonlyMap<string, Route | null>; size: number; heldCount: number });
   constructor(
     routes: readonly Route[],
     readonly version = 0,
+    derived?: { base: ReadonlyMap<string, Route>; overlay: ReadonlyMap<string, Route | null>; size: number; heldCount: number },
   ) {
-    this.routes = normalizeRoutes(routes);
-    this.byKey = new Map(this.routes.map((r) => [r.match, r]));
+    if (derived) {
+      this.base = derived.base;
+      this.overlay = derived.overlay;
+      this.size = derived.size;
+      this.heldCount = derived.heldCount;
+      return;
+    }
+    const list = normalizeRoutes(routes);
+    this.list = list;
+    this.base = new Map(list.map((r) => [r.match, r]));
+    this.overlay = new Map();
+    this.size = list.length;
+    this.heldCount = list.reduce((n, r) => n + (r.hold ? 1 : 0), 0);
+  }
+
+  /** Every route (the base index's order, then the changed entries). */
+  get routes(): readonly Route[] {
+    if (!this.list) {
+      const out: Route[] = [];
+      for (const [key, r] of this.base) {
+        const o = this.overlay.get(key);
+        if (o === undefined) out.push(r);
+        else if (o) out.push(o);
+      }
+      for (const [key, o] of this.overlay) if (o && !this.base.has(key)) out.push(o);
+      this.list = out;
+    }
+    return this.list;
+  }
+
+  /** The route stored under a normalised match key. */
+  private entry(key: string): Route | undefined {
+    const o = this.overlay.get(key);
+    if (o !== undefined) return o ?? undefined;
+    return this.base.get(key);
+  }
+
+  /**
+   * This table with `delta` applied, at the delta's version: upserts are validated like any route (a bad one
+   * throws RouteError and nothing changes), removals of matches the table lacks are no-ops. A snapshot delta
+   * builds a new table.
+   */
+  withDelta(delta: RouteDelta): RouteTable {
+    if (delta.snapshot) return new RouteTable(delta.upserts, delta.version);
+    const upserts = normalizeRoutes(delta.upserts);
+    const overlay = new Map(this.overlay);
+    let size = this.size;
+    let held = this.heldCount;
+    const put = (key: string, next: Route | null) => {
+      const old = overlay.has(key) ? (overlay.get(key) ?? undefined) : this.base.get(key);
+      if (old) {
+        size--;
+        if (old.hold) held--;
+      }
+      if (next) {
+        size++;
+        if (next.hold) held++;
+      }
+      // An entry back to what the index has needs no overlay entry; a removal of what the index lacks neither.
+      if (next ? this.base.get(key) === next : !this.base.has(key)) overlay.delete(key);
+      else overlay.set(key, next);
+    };
+    for (const key of delta.removals) put(normalizeMatch(key).key, null);
+    for (const r of upserts) put(r.match, r);
+    const derived = new RouteTable([], delta.version, { base: this.base, overlay, size, heldCount: held });
+    if (overlay.size <= OVERLAY_MIN) return derived;
+    const base = new Map<string, Route>();
+    for (const r of derived.routes) base.set(r.match, r);
+    return new RouteTable([], delta.version, { base, overlay: new Map(), size, heldCount: held });
   }
 
   /** The most specific route for a normalised address: address > domain > nearest parent. */
   lookup(address: string): Route | undefined {
-    const exact = this.byKey.get(address);
+    const exact = this.entry(address);
     if (exact) return exact;
     const domain = address.slice(address.lastIndexOf('@') + 1);
-    const direct = this.byKey.get(domain);
+    const direct = this.entry(domain);
     if (direct) return direct;
     for (let i = domain.indexOf('.'); i !== -1; i = domain.indexOf('.', i + 1)) {
-      const parent = this.byKey.get(domain.slice(i));
+      const parent = this.entry(domain.slice(i));
       if (parent) return parent;
     }
     return undefined;
   }
 
   get(match: string): Route | undefined {
-    return this.byKey.get(normalizeMatch(match).key);
+    return this.entry(normalizeMatch(match).key);
   }
 
   /** True when `address` (normalised) falls under `match` (normalised key), whatever more specific routes exist. */

@@ -2,7 +2,8 @@
  * Routes and commands as they travel between controller and agents (protobuf over gRPC, the same shapes as JSON in
  * NATS KV), mapped to and from the domain types in one place.
  */
-import { Health, QueueSelector, type Command, type RecipientUpdate, type Route as RouteMsg } from '../proto/gen/mxswitch/v1/agent.js';
+import { Health, QueueSelector, type Command, type RecipientUpdate, type Route as RouteMsg, type RouteUpdate } from '../proto/gen/mxswitch/v1/agent.js';
+import { routeDeltaChunks, type RouteChunk, type RouteDelta } from './route-delta.js';
 import { parseQueueState, type QueueSelection } from './queue-selection.js';
 import type { RecipientDelta } from './recipient-list.js';
 import { MxError } from './errors.js';
@@ -168,4 +169,13 @@ export function recipientDeltaToWire(d: RecipientDelta): RecipientUpdate[] {
 
 export function recipientChunkFromWire(u: RecipientUpdate): RecipientDelta & { last: boolean } {
   return { version: u.version, baseVersion: u.baseVersion, snapshot: u.snapshot, changes: u.changes, last: u.last };
+}
+
+/** A route delta as the RouteUpdate messages that carry it (see routeDeltaChunks). */
+export function routeDeltaToWire(d: RouteDelta): RouteUpdate[] {
+  return routeDeltaChunks(d).map((c) => ({ version: c.version, baseVersion: c.baseVersion, snapshot: c.snapshot, upserts: c.upserts.map(routeToWire), removals: c.removals, last: c.last }));
+}
+
+export function routeChunkFromWire(u: RouteUpdate): RouteChunk {
+  return { version: u.version, baseVersion: u.baseVersion, snapshot: u.snapshot, upserts: u.upserts.map(routeFromWire), removals: u.removals, last: u.last };
 }

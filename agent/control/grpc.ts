@@ -5,10 +5,10 @@ import type { AgentConfig } from '../../shared/config.js';
 import { MxError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
 import { Outbox } from '../../shared/outbox.js';
-import { commandFromWire, healthToWire, recipientChunkFromWire, routeFromWire } from '../../shared/wire.js';
+import { commandFromWire, healthToWire, recipientChunkFromWire, routeChunkFromWire, routeFromWire } from '../../shared/wire.js';
 import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
-import { ControlSession } from './session.js';
+import { ControlSession, type TableOutcome } from './session.js';
 
 type GrpcSettings = NonNullable<NonNullable<AgentConfig['controller']>['grpc']>;
 
@@ -131,7 +131,7 @@ class GrpcControlChannel implements ControlChannel {
       SessionRequest.fromPartial({
         body: {
           $case: 'hello',
-          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion, softwareVersion: this.session.software.version, smtpListen: this.session.software.smtpListen },
+          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion, softwareVersion: this.session.software.version, smtpListen: this.session.software.smtpListen, routeUpdates: true },
         },
       }),
     );
@@ -192,6 +192,9 @@ class GrpcControlChannel implements ControlChannel {
       case 'routeTable':
         this.onTable(call, body.value);
         break;
+      case 'routeUpdate':
+        void this.session.routeChunk(routeChunkFromWire(body.value)).then((outcome) => outcome && this.acked(call, outcome));
+        break;
       case 'command':
         this.onCommand(call, body.value);
         break;
@@ -209,10 +212,12 @@ class GrpcControlChannel implements ControlChannel {
   }
 
   private onTable(call: ClientDuplexStream<SessionRequest, SessionResponse>, table: RouteTableMsg): void {
-    void this.session.table(table.version, table.routes.map(routeFromWire)).then(({ version, error }) => {
-      this.send(call, SessionRequest.fromPartial({ body: { $case: 'ack', value: { version, error: error ?? '' } } }));
-      this.sendHealth();
-    });
+    void this.session.table(table.version, table.routes.map(routeFromWire)).then((outcome) => this.acked(call, outcome));
+  }
+
+  private acked(call: ClientDuplexStream<SessionRequest, SessionResponse>, { version, error }: TableOutcome): void {
+    this.send(call, SessionRequest.fromPartial({ body: { $case: 'ack', value: { version, error: error ?? '' } } }));
+    this.sendHealth();
   }
 
   private onCommand(call: ClientDuplexStream<SessionRequest, SessionResponse>, command: Command): void {

@@ -1,5 +1,6 @@
 import { errorMessage, MxError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/logger.js';
+import { RouteChunkAssembler, type RouteChunk, type RouteDelta } from '../../shared/route-delta.js';
 import type { Route } from '../../shared/routes.js';
 import type { AgentCommand, HealthReport } from '../../shared/wire.js';
 import type { ControlHandler } from '../agent.js';
@@ -44,6 +45,7 @@ export interface CommandOutcome {
 export class ControlSession {
   private acked: number;
   private refused: { version: number; error: string } | null = null;
+  private readonly chunks = new RouteChunkAssembler();
   private chain: Promise<unknown> = Promise.resolve();
   private connected = false;
 
@@ -71,24 +73,46 @@ export class ControlSession {
     return this.refused;
   }
 
-  /** Applies a table after those that came before it; resolves with the ack (or nack) to send. */
+  /** Applies a whole table after those that came before it; resolves with the ack (or nack) to send. */
   table(version: number, routes: Route[]): Promise<TableOutcome> {
+    return this.update({ version, baseVersion: 0, snapshot: true, upserts: routes, removals: [] });
+  }
+
+  /**
+   * Takes one chunk of a route update after what came before it; resolves with the ack (or nack) to send once
+   * the update is whole, undefined before. An interrupted update is refused (nothing of it applied).
+   */
+  routeChunk(chunk: RouteChunk): Promise<TableOutcome | undefined> {
     return this.enqueue(async () => {
-      if (version === this.acked && version === this.handler.appliedVersion && !this.refused) return { version, unchanged: true };
-      let error: string | undefined;
-      try {
-        error = await this.handler.applyTable(version, routes);
-      } catch (err) {
-        error = errorMessage(err) || 'route table could not be applied';
-      }
-      if (error !== undefined) {
-        this.refused = { version, error };
-        return { version, error };
-      }
-      if (version > this.acked) this.acked = version;
-      if (this.refused && this.refused.version <= version) this.refused = null;
-      return { version };
+      const whole = this.chunks.add(chunk);
+      if (!whole) return undefined;
+      if ('error' in whole) return this.refuse(chunk.version, whole.error);
+      return this.applyUpdate(whole.delta);
     });
+  }
+
+  private update(delta: RouteDelta): Promise<TableOutcome> {
+    return this.enqueue(() => this.applyUpdate(delta));
+  }
+
+  private async applyUpdate(delta: RouteDelta): Promise<TableOutcome> {
+    const { version } = delta;
+    if (delta.snapshot && version === this.acked && version === this.handler.appliedVersion && !this.refused) return { version, unchanged: true };
+    let error: string | undefined;
+    try {
+      error = await this.handler.applyTable(delta);
+    } catch (err) {
+      error = errorMessage(err) || 'route table could not be applied';
+    }
+    if (error !== undefined) return this.refuse(version, error);
+    if (version > this.acked) this.acked = version;
+    if (this.refused && this.refused.version <= version) this.refused = null;
+    return { version };
+  }
+
+  private refuse(version: number, error: string): TableOutcome {
+    this.refused = { version, error };
+    return { version, error };
   }
 
   get software(): { version: string; smtpListen: string } {

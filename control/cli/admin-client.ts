@@ -8,6 +8,7 @@ import {
   type ChannelCredentials,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
   type ServiceError,
 } from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
@@ -32,6 +33,7 @@ import {
   type EditRecipientsResponse,
   type FollowResponse,
   type ImportRecipientsResponse,
+  type ImportRoutesResponse,
   type ListAuditResponse,
   type ListRecipientsResponse,
   type GetOperationResponse,
@@ -44,6 +46,8 @@ import {
   type WatchResponse,
 } from '../../proto/gen/mxswitch/v1/admin.js';
 import { errorMessage, MxError, UsageError } from '../../shared/errors.js';
+import type { Route } from '../../shared/routes.js';
+import { routeToWire } from '../../shared/wire.js';
 import { parseHostPort } from '../../shared/units.js';
 
 // The message types the commands render: the generated code stays behind this module.
@@ -244,6 +248,18 @@ export class AdminConnection {
     });
   }
 
+  /** A client-streamed import: every chunk written, then one answer (three deadlines: a big import takes a while). */
+  private clientStream<Req, Res>(open: (md: Metadata, opts: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => ClientWritableStream<Req>, chunks: readonly Req[]): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      const stream = open(this.metadata(), { deadline: Date.now() + this.deadlineMs * 3 }, (err, res) => {
+        if (err) reject(mapGrpcError(err, this.address, this.tls));
+        else resolve(res);
+      });
+      for (const c of chunks) stream.write(c);
+      stream.end();
+    });
+  }
+
   /** Opens a server stream; `deadlineMs` bounds the whole stream (undefined: no deadline). */
   openStream<T>(open: (md: Metadata, opts: Partial<CallOptions>) => ClientReadableStream<T>, deadlineMs?: number): ClientReadableStream<T> {
     return open(this.metadata(), deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs });
@@ -294,15 +310,11 @@ export class AdminConnection {
   }
   /** Sends a domain's list in chunks (one message each, under the controller's 4 MiB limit); applied at the end. */
   importRecipients(domain: string, addresses: readonly string[], replace: boolean, actor: string): Promise<ImportRecipientsResponse> {
-    return new Promise((resolve, reject) => {
-      const stream = this.client.importRecipients(this.metadata(), { deadline: Date.now() + this.deadlineMs * 3 }, (err, res) => {
-        if (err) reject(mapGrpcError(err, this.address, this.tls));
-        else resolve(res);
-      });
-      const CHUNK = 10_000;
-      for (let i = 0; i === 0 || i < addresses.length; i += CHUNK) stream.write({ domain, replace, actor, addresses: addresses.slice(i, i + CHUNK) });
-      stream.end();
-    });
+    return this.clientStream((md, o, cb) => this.client.importRecipients(md, o, cb), chunked(addresses, (part) => ({ domain, replace, actor, addresses: [...part] })));
+  }
+  /** Many routes in one version: sent in chunks, applied by the controller at the end (nothing on an error). */
+  importRoutes(routes: readonly Route[], opts: { replace: boolean; dryRun: boolean; expectedVersion: number; actor: string }): Promise<ImportRoutesResponse> {
+    return this.clientStream((md, o, cb) => this.client.importRoutes(md, o, cb), chunked(routes, (part) => ({ ...opts, routes: part.map(routeToWire) })));
   }
   editRecipients(req: Partial<EditRecipientsRequest>): Promise<EditRecipientsResponse> {
     return this.unary((md, o, cb) => this.client.editRecipients(EditRecipientsRequest.fromPartial(req), md, o, cb));
@@ -316,6 +328,13 @@ export class AdminConnection {
   follow(id: string): ClientReadableStream<FollowResponse> {
     return this.openStream((md, o) => this.client.follow(FollowRequest.fromPartial({ id }), md, o));
   }
+}
+
+/** `items` as import chunks of 10,000 (one chunk at least, so an empty import still carries its options). */
+function chunked<T, C>(items: readonly T[], chunk: (part: readonly T[]) => C): C[] {
+  const out: C[] = [];
+  for (let i = 0; i === 0 || i < items.length; i += 10_000) out.push(chunk(items.slice(i, i + 10_000)));
+  return out;
 }
 
 /** Runs `fn` with a connection that is always closed afterwards (an open channel would keep the process alive). */

@@ -129,17 +129,26 @@ export function checkExclude(ids: readonly string[] | undefined): string[] {
   return [...new Set((ids ?? []).map((id) => checkAgentId(id, '--exclude')))];
 }
 
-/** The addresses of a list FILE (one per line, # comments), all in `domain` when given; `nothing` ends an error. */
-export function readAddressFile(file: string, domain: string | undefined, nothing: string): string[] {
-  let data: Buffer;
+/** The bytes of an input FILE (`-`: standard input); a file that cannot be read is a usage error naming it. */
+export function readInputFile(file: string): Buffer {
   try {
-    data = readFileSync(file);
+    return readFileSync(file === '-' ? 0 : file);
   } catch (err) {
     throw new UsageError(`FILE ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorMessage(err)}`);
   }
+}
+
+/** Parses an input FILE with `parse`; a bad line is a usage error naming the file and the line, `nothing` ends it. */
+export function parseInputFile<T>(file: string, parse: (data: Buffer) => T, nothing: string): T {
+  const data = readInputFile(file);
   try {
-    return parseListFile(data, domain);
+    return parse(data);
   } catch (err) {
-    throw new UsageError(`${file}: ${err instanceof MxError ? err.message : errorMessage(err)}; ${nothing}`);
+    throw new UsageError(`${file === '-' ? 'stdin' : file}: ${err instanceof MxError ? err.message : errorMessage(err)}; ${nothing}`);
   }
+}
+
+/** The addresses of a list FILE (one per line, # comments), all in `domain` when given; `nothing` ends an error. */
+export function readAddressFile(file: string, domain: string | undefined, nothing: string): string[] {
+  return parseInputFile(file, (data) => parseListFile(data, domain), nothing);
 }

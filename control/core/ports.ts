@@ -4,6 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { ErrorCode } from '../../shared/errors.js';
+import type { RouteDelta } from '../../shared/route-delta.js';
 import type { Route } from '../../shared/routes.js';
 import type { AgentCommand } from '../../shared/wire.js';
 import type { OperationRecord, OpState, Progress } from './model.js';
@@ -35,7 +36,33 @@ export interface Snapshot {
   routes: readonly Route[];
 }
 
-export type RouteStoreEvents = { change: [Snapshot] };
+/** After a write commits: the new version (the table itself is read with snapshot() or since(), when needed). */
+export type RouteStoreEvents = { change: [{ version: number }] };
+
+/** `route import`: many routes in one version. */
+export interface ImportOptions extends WriteOptions {
+  /** Remove every route the import does not list. */
+  replace: boolean;
+  /** Compute the counts, change nothing. */
+  dryRun?: boolean;
+}
+
+/** What an import changed (or, with dryRun, would change); `version` is the table's version after it. */
+export interface ImportResult {
+  version: number;
+  added: number;
+  changed: number;
+  removed: number;
+  unchanged: number;
+  dryRun: boolean;
+}
+
+/** The changes after a version, for agents that have it (the SQLite store keeps tombstones for this). */
+export interface RouteDeltaSource {
+  readonly version: number;
+  /** What an agent at `version` lacks: the changes since, or a snapshot when that version is unknown here. */
+  since(version: number): RouteDelta;
+}
 
 /**
  * The routing table of record as the rest of the controller sees it: SQLite (RouteStore) or a NATS KV bucket
@@ -49,6 +76,8 @@ export interface RouteStoreApi extends EventEmitter<RouteStoreEvents> {
   set(route: Route, opts?: WriteOptions): number | Promise<number>;
   remove(match: string, opts?: WriteOptions): number | Promise<number>;
   setHold(match: string, hold: boolean, opts?: WriteOptions): number | Promise<number>;
+  /** Many routes in one version; nothing changes on an error. */
+  importRoutes(routes: readonly Route[], opts: ImportOptions): ImportResult | Promise<ImportResult>;
   /** Newest first. */
   audit(limit?: number): AuditRecord[] | Promise<AuditRecord[]>;
   /** An agent applied a version above ours (the store was replaced or restored): the next change goes above it. */

@@ -118,7 +118,7 @@ test('delivery gate: a flush or retry that arrives before the controller\'s tabl
   assert.equal(a.agent.queue.stats().total, 2, 'both wait in the queue');
 
   // The controller's table re-points example.com; once it is applied and current, delivery starts with it.
-  assert.equal(await handler.applyTable(1, [{ match: 'example.com', target: fresh.target }]), undefined);
+  assert.equal(await handler.applyTable({ version: 1, baseVersion: 0, snapshot: true, upserts: [{ match: 'example.com', target: fresh.target }], removals: [] }), undefined);
   handler.controllerCurrent(1);
   await waitFor('both delivered to the fresh next hop', () => fresh.messages.length === 2, 30_000);
   assert.equal(stale.connections - staleConnections, 0, 'a connection to the next hop of the stale table');

@@ -1,11 +1,11 @@
 // The CLI as a child process against a real in-process controller with real agents (gRPC sessions on loopback).
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
-import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
+import { breakRoutePersistence, smtpClient, testMessage, waitFor } from '../helpers/agent.js';
 import { makePki } from '../helpers/certs.js';
 import { ADMIN_TOKEN, agentsAt, startController } from '../helpers/controller.js';
 import { fleet } from '../helpers/fleet.js';
@@ -206,8 +206,8 @@ test('a nacking agent: hold exits 1 naming it; a disconnected agent blocks until
   assert.equal(st.code, 1);
   assert.match(st.stderr, /fleet not converged on v1: gone disconnected/);
 
-  // routes.json.tmp as a directory: the agent cannot persist the next table and nacks it.
-  mkdirSync(join(agents[1]!.config.dataDir, 'routes.json.tmp'));
+  // The agent cannot persist the next change and nacks it.
+  breakRoutePersistence(agents[1]!.config.dataDir);
   const nack = await cli('hold', 'example.com', '--exclude', 'gone', '--timeout', '5s');
   assert.equal(nack.code, 1, nack.stdout);
   const line = nack.stderr.trim();

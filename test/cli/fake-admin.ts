@@ -172,6 +172,10 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
     listRecipients(_call, cb) {
       cb(err(status.UNIMPLEMENTED, 'not in the fake'));
     },
+    // route import is tested against a real controller (test/control/route-deltas.test.ts covers the store).
+    importRoutes(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
+    },
     listAudit(_call, cb) {
       cb(err(status.UNIMPLEMENTED, 'not in the fake'));
     },

@@ -1,10 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { Agent, type ControlChannelFactory } from '../../agent/agent.js';
 import { agentConfigSchema, parseConfig } from '../../shared/config.js';
 import { createLogger } from '../../shared/logger.js';
+
+/**
+ * Makes the agent in `dataDir` unable to persist its next route change (routes.journal becomes a directory:
+ * EISDIR, even as root), so it nacks it and keeps its table.
+ */
+export function breakRoutePersistence(dataDir: string): void {
+  rmSync(join(dataDir, 'routes.journal'), { force: true });
+  mkdirSync(join(dataDir, 'routes.journal'));
+}
 
 export function tempDir(prefix = 'mxs-'): string {
   return mkdtempSync(join(tmpdir(), prefix));

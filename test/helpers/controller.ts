@@ -27,7 +27,7 @@ export function testControllerConfig(extra: Record<string, unknown> = {}) {
 export type TestController = Awaited<ReturnType<typeof startController>>;
 
 /** A started in-process controller; `restart()` stops it and starts a new one on the same dataDir and port. */
-export async function startController(extra: Record<string, unknown> = {}, tuning: { minStaleMs?: number } = {}) {
+export async function startController(extra: Record<string, unknown> = {}, tuning: { minStaleMs?: number; tombstoneVersions?: number } = {}) {
   let config = testControllerConfig(extra);
   const log = createLogger('test-controller', config.log);
   const handle = {

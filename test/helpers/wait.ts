@@ -3,6 +3,7 @@
 import { spawn } from 'node:child_process';
 import { pino, type Logger } from 'pino';
 import type { ControlChannelFactory, ControlHandler } from '../../agent/agent.js';
+import type { Router } from '../../agent/router.js';
 import { grpcControlChannelWith } from '../../agent/control/grpc.js';
 import { natsControlChannelWith } from '../../agent/control/nats.js';
 import type { Route } from '../../shared/routes.js';
@@ -68,7 +69,7 @@ export async function startLoggedNatsAgent(server: NatsServer, fleet: string, id
   return { ...a, log };
 }
 
-/** When an agent acknowledged (or refused) a table: `at` is Date.now() when its applyTable resolved. */
+/** When an agent acknowledged (or refused) a table (`routes`: its table in force then): `at` is Date.now() when its applyTable resolved. */
 export interface Applied {
   version: number;
   routes: Route[];
@@ -82,12 +83,12 @@ export interface Applied {
  * `at` is the moment of the ack: a delivery the agent made before acking got its 250 at or before `at`.
  * `onApplied` runs at that moment, synchronously (to sample other state, e.g. a sink's connection count).
  */
-export function recordAcks(agent: Pick<ControlHandler, 'applyTable'>, onApplied?: (a: Applied) => void): Applied[] {
+export function recordAcks(agent: Pick<ControlHandler, 'applyTable'> & { router: Router }, onApplied?: (a: Applied) => void): Applied[] {
   const applied: Applied[] = [];
   const apply = agent.applyTable.bind(agent);
-  agent.applyTable = async (version, routes) => {
-    const error = await apply(version, routes);
-    const a = { version, routes, at: Date.now(), error };
+  agent.applyTable = async (update) => {
+    const error = await apply(update);
+    const a = { version: update.version, routes: [...agent.router.table.routes], at: Date.now(), error };
     applied.push(a);
     onApplied?.(a);
     return error;

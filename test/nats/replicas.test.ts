@@ -69,9 +69,9 @@ test('two controller replicas on one NATS: a change through either reaches the a
   const apply = slow.applyTable.bind(slow);
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));
-  slow.applyTable = async (v, routes) => {
+  slow.applyTable = async (update) => {
     await gate;
-    return apply(v, routes);
+    return apply(update);
   };
   const release = apiA.release('example.com');
   await waitFor('release running on A, seen by B', async () => (await apiB.status()).operations[0]?.state === 'running');
@@ -87,9 +87,9 @@ test('two controller replicas on one NATS: a change through either reaches the a
   // Two operators start an operation on one route through both replicas at the same moment: exactly one runs.
   let open2!: () => void;
   const gate2 = new Promise<void>((r) => (open2 = r));
-  slow.applyTable = async (v, routes) => {
+  slow.applyTable = async (update) => {
     await gate2;
-    return apply(v, routes);
+    return apply(update);
   };
   const racing = [apiA.hold('example.net'), apiB.hold('example.net')].map((p) => p.then((r) => last(r).operation?.state ?? '', (e: Error) => e.message));
   // The gate stays shut until one of the two has its answer: the winner's hold cannot finish before the slow
@@ -123,9 +123,9 @@ test('a replica that stops mid-operation hands it over: the other resumes it and
   const apply = x.agent.applyTable.bind(x.agent);
   let open!: () => void;
   const gate = new Promise<void>((r) => (open = r));
-  x.agent.applyTable = async (v, routes) => {
+  x.agent.applyTable = async (update) => {
     await gate;
-    return apply(v, routes);
+    return apply(update);
   };
   const stream = apiA.switchover('example.com', 'smtp:[127.0.0.1]:3', { timeoutMs: 10_000 }).catch((err: Error) => err);
   await waitFor('switchover waiting for the hold ack', async () => (await apiB.status()).operations[0]?.step === '1/4 hold');

@@ -23,6 +23,7 @@ import type { Orchestrator } from '../../orchestrator/runner.js';
 import type { StartRequest } from '../../orchestrator/validate.js';
 import type { AgentInfo, Registry } from '../../core/registry.js';
 import { refuseSelfTarget } from '../../core/self-loop.js';
+import { routeImportHandler } from './route-import-service.js';
 import type { OperationRecord, Progress } from '../../core/model.js';
 import type { AgentCommander, RecipientStoreApi, RouteStoreApi } from '../../core/ports.js';
 
@@ -198,6 +199,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
   return {
     ...recipientHandlers(d.recipients, calls, log),
+    ...routeImportHandler(store, registry, calls, log),
     listRoutes: unary('ListRoutes', () => {
       const s = store.snapshot();
       return { version: s.version, routes: s.routes.map(routeToWire) };

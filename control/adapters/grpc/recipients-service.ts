@@ -1,10 +1,11 @@
 import type { sendUnaryData, ServerReadableStream } from '@grpc/grpc-js';
-import { MxError, errorMessage } from '../../../shared/errors.js';
+import { MxError } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import type { AdminServiceServer, ImportRecipientsRequest, ImportRecipientsResponse } from '../../../proto/gen/mxswitch/v1/admin.js';
 import type { RecipientStoreApi } from '../../core/ports.js';
 import type { AdminCalls } from './admin-calls.js';
-import { toServiceError, unauthenticated } from './grpc-util.js';
+import { collectImport } from './client-stream.js';
+import { unauthenticated } from './grpc-util.js';
 
 /** An import larger than this is refused before it is held in memory (a list of every mailbox of a large ISP). */
 const MAX_IMPORT = 5_000_000;
@@ -21,33 +22,18 @@ export function recipientHandlers(store: RecipientStoreApi | undefined, { author
   return {
     importRecipients(call: ServerReadableStream<ImportRecipientsRequest, ImportRecipientsResponse>, callback: sendUnaryData<ImportRecipientsResponse>): void {
       if (!authorized(call, 'ImportRecipients')) return callback(unauthenticated('admin'));
-      let head: ImportRecipientsRequest | undefined;
-      const addresses: string[] = [];
-      let failed = false;
-      const fail = (err: unknown) => {
-        if (failed) return;
-        failed = true;
-        callback(toServiceError(err));
-      };
-      call.on('data', (chunk: ImportRecipientsRequest) => {
-        head ??= chunk;
-        if (addresses.length + chunk.addresses.length > MAX_IMPORT) {
-          fail(new MxError('INVALID_ARGUMENT', `more than ${MAX_IMPORT} addresses in one import`));
-          call.destroy();
-          return;
-        }
-        for (const a of chunk.addresses) addresses.push(a);
-      });
-      call.on('error', (err) => log.warn({ error: errorMessage(err) }, 'recipient import stream failed'));
-      call.on('end', () => {
-        if (failed) return;
-        void (async () => {
+      collectImport(call, callback, {
+        what: 'addresses',
+        max: MAX_IMPORT,
+        items: (chunk) => chunk.addresses,
+        log,
+        finish: async (head, addresses) => {
           if (!head) throw new MxError('INVALID_ARGUMENT', 'empty import: no domain given');
           const who = actor(call);
           const change = await lists().import(head.domain, addresses, { replace: head.replace, actor: who });
           log.info({ domain: head.domain, replace: head.replace, ...change, actor: who }, 'recipient list imported');
-          callback(null, { change });
-        })().catch(fail);
+          return { change };
+        },
       });
     },
 

@@ -10,17 +10,18 @@ import {
   type SessionRequest,
 } from '../../../proto/gen/mxswitch/v1/agent.js';
 import { Outbox } from '../../../shared/outbox.js';
-import { commandToWire, recipientDeltaToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
+import { commandToWire, recipientDeltaToWire, routeDeltaToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RouteDeltaSource, RouteStoreApi, Snapshot } from '../../core/ports.js';
 import type { RecipientStore } from '../sqlite/recipient-store.js';
 import type { Registry } from '../../core/registry.js';
 
 const TOMBSTONE_INTERVAL_MS = 60_000;
 
 export interface SessionsOptions {
-  store: RouteStoreApi;
+  /** The table of record; agents that take deltas get its changes since the version they have. */
+  store: RouteStoreApi & RouteDeltaSource;
   /** Lists travel on the session as deltas from the version an agent has: the SQLite store keeps them. */
   recipients: RecipientStore;
   registry: Registry;
@@ -63,6 +64,14 @@ class AgentSession {
   closed = false;
   /** The recipient-list version this agent has, or will have once what was sent is applied. */
   recipientsSent = 0;
+  /** The agent takes RouteUpdate deltas (Hello.route_updates); otherwise it gets whole tables. */
+  routeUpdates = false;
+  /** The route table version this agent has, or will have once what was sent is applied. */
+  routesSent = 0;
+  /** The last route table version it acked. */
+  routesAcked = 0;
+  /** It refused an update: the next one is a snapshot, whatever version it is at. */
+  routesResync = false;
 
   constructor(
     readonly agentId: string,
@@ -70,7 +79,7 @@ class AgentSession {
   ) {
     // Only the newest route table matters (state of the world); heartbeats need not queue up either. Commands and
     // recipient-list deltas all go, in order.
-    this.outbox = new Outbox<SessionResponse>(call, (m) => (m.body?.$case === 'command' || m.body?.$case === 'recipients' ? undefined : m.body?.$case));
+    this.outbox = new Outbox<SessionResponse>(call, (m) => (m.body?.$case === 'command' || m.body?.$case === 'recipients' || m.body?.$case === 'routeUpdate' ? undefined : m.body?.$case));
   }
 
   get peer(): string {
@@ -130,7 +139,7 @@ export class Sessions implements AgentCommander {
   private readonly live = new Map<string, AgentSession>();
   private timer: NodeJS.Timeout | undefined;
   private collector: NodeJS.Timeout | undefined;
-  private readonly onChange = (s: Snapshot) => this.broadcast(s);
+  private readonly onChange = () => this.broadcast();
   private readonly onRecipients = () => {
     for (const s of this.live.values()) this.sendRecipients(s);
   };
@@ -252,18 +261,22 @@ export class Sessions implements AgentCommander {
     const { recipientsVersion, softwareVersion, smtpListen, ...who } = identity;
     const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion, software: { version: softwareVersion, smtpListen } })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
-    const snap = store.snapshot();
-    if (hello.appliedVersion > snap.version) {
+    const version = store.version;
+    session.routeUpdates = hello.routeUpdates;
+    session.routesSent = session.routesAcked = hello.appliedVersion;
+    if (hello.appliedVersion > version) {
       // This database is older than what the agent applied (replaced or restored): never push a table the agent
-      // must refuse; the next change gets a version above the agent's.
+      // must refuse; the next change gets a version above the agent's (and goes to it as a snapshot: the agent's
+      // table at its version is not one this database wrote).
       store.raiseVersionFloor(hello.appliedVersion);
-      log.error({ agent: info.id, agentVersion: hello.appliedVersion, controllerVersion: snap.version }, 'agent has a newer route table than this controller; not pushing until the next change');
-    } else if (snap.version > 0) {
+      session.routesResync = true;
+      log.error({ agent: info.id, agentVersion: hello.appliedVersion, controllerVersion: version }, 'agent has a newer route table than this controller; not pushing until the next change');
+    } else if (version > 0) {
       // Version 0 means no table was ever set here: leave agents on their bootstrap (config) routes.
-      session.send(tableMessage(snap));
+      this.sendRoutes(session, new Map());
     }
     // After the table, so the agent learns "v is current" no sooner than it can have v.
-    session.send(heartbeat(snap.version));
+    session.send(heartbeat(version));
     session.recipientsSent = hello.recipientsVersion;
     this.sendRecipients(session);
     return session;
@@ -275,6 +288,12 @@ export class Sessions implements AgentCommander {
     const body = msg.body;
     switch (body?.$case) {
       case 'ack':
+        if (body.value.error) {
+          // It kept the table it had: the next update starts from there, as a snapshot (whatever made it refuse,
+          // a delta on top of a table we can no longer be sure of is not the way out).
+          s.routesSent = s.routesAcked;
+          s.routesResync = true;
+        } else s.routesAcked = Math.max(s.routesAcked, body.value.version);
         registry.observe(s.agentId, body.value.error ? { nack: { version: body.value.version, error: body.value.error } } : { appliedVersion: body.value.version });
         break;
       case 'health':
@@ -315,10 +334,29 @@ export class Sessions implements AgentCommander {
     s.recipientsSent = delta.version;
   }
 
-  private broadcast(snap: Snapshot): void {
-    if (snap.version === 0) return;
-    const msg = tableMessage(snap);
-    for (const s of this.live.values()) s.send(msg);
+  /**
+   * What the agent lacks of the route table: the changes since the version it has (a snapshot when it is fresh,
+   * refused the last update, or is further behind than the tombstones reach), or a whole RouteTable for an agent
+   * that does not take deltas. `built` shares the messages between agents at the same version within one change.
+   */
+  private sendRoutes(s: AgentSession, built: Map<string, SessionResponse[]>): void {
+    const { store } = this.opts;
+    if (store.version === 0 || (s.routesSent === store.version && !s.routesResync)) return;
+    const base = s.routeUpdates ? (s.routesResync ? 0 : s.routesSent) : -1;
+    const key = String(base);
+    let msgs = built.get(key);
+    if (!msgs) {
+      msgs = base < 0 ? [tableMessage(store.snapshot())] : routeDeltaToWire(store.since(base)).map((value) => SessionResponse.fromPartial({ body: { $case: 'routeUpdate', value } }));
+      built.set(key, msgs);
+    }
+    for (const m of msgs) s.send(m);
+    s.routesSent = store.version;
+    s.routesResync = false;
+  }
+
+  private broadcast(): void {
+    const built = new Map<string, SessionResponse[]>();
+    for (const s of this.live.values()) this.sendRoutes(s, built);
   }
 
   private beat(): void {

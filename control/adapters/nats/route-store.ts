@@ -5,7 +5,7 @@ import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../../shared/nats.js';
 import { unavailable } from './unavailable.js';
-import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
+import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type ImportOptions, type ImportResult, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
 
 const auditKey = (version: number) => `audit.${String(version).padStart(12, '0')}`;
@@ -98,6 +98,10 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
         return next;
       }),
     );
+  }
+
+  importRoutes(_routes: readonly Route[], _opts: ImportOptions): Promise<ImportResult> {
+    return Promise.reject(new MxError('UNSUPPORTED', 'route import is not available on a NATS-mode controller yet'));
   }
 
   async audit(limit = 100): Promise<AuditRecord[]> {

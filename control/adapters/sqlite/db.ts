@@ -18,8 +18,13 @@ export function openControllerDb(dataDir: string): Db {
   return db;
 }
 
-/** Adds a column that a newer release introduced to a table an older one created (CREATE IF NOT EXISTS keeps it). */
-export function addMissingColumn(db: Db, table: string, column: string, definition: string): void {
+/**
+ * Adds a column that a newer release introduced to a table an older one created (CREATE IF NOT EXISTS keeps it);
+ * true when it was missing.
+ */
+export function addMissingColumn(db: Db, table: string, column: string, definition: string): boolean {
   const columns = db.prepare(`SELECT name FROM pragma_table_info('${table}')`).all() as { name: string }[];
-  if (!columns.some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+  if (columns.some((c) => c.name === column)) return false;
+  db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+  return true;
 }

@@ -178,6 +178,34 @@ export interface SetRouteResponse {
   version: number;
 }
 
+/**
+ * ImportRoutesRequest is one chunk of an import; the options of the first
+ * chunk count.
+ */
+export interface ImportRoutesRequest {
+  /** Remove every route the import does not list. */
+  replace: boolean;
+  /** Count what would change; change nothing. */
+  dryRun: boolean;
+  /** Who made the change (for the audit log). */
+  actor: string;
+  /** Only apply if the current version equals this (0 = don't check). */
+  expectedVersion: number;
+  /** Routes of this chunk. */
+  routes: Route[];
+}
+
+/** ImportRoutesResponse says what an import changed (or would change). */
+export interface ImportRoutesResponse {
+  /** Route table version after the import (unchanged when nothing changed). */
+  version: number;
+  added: number;
+  changed: number;
+  removed: number;
+  unchanged: number;
+  dryRun: boolean;
+}
+
 /** RemoveRouteRequest deletes the route for match. */
 export interface RemoveRouteRequest {
   /** Route match to remove. */
@@ -1805,6 +1833,300 @@ export const SetRouteResponse: MessageFns<SetRouteResponse> = {
   fromPartial(object: DeepPartial<SetRouteResponse>): SetRouteResponse {
     const message = createBaseSetRouteResponse();
     message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseImportRoutesRequest(): ImportRoutesRequest {
+  return { replace: false, dryRun: false, actor: "", expectedVersion: 0, routes: [] };
+}
+
+export const ImportRoutesRequest: MessageFns<ImportRoutesRequest> = {
+  encode(message: ImportRoutesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replace !== false) {
+      writer.uint32(8).bool(message.replace);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.expectedVersion !== 0) {
+      writer.uint32(32).uint64(message.expectedVersion);
+    }
+    for (const v of message.routes) {
+      Route.encode(v!, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportRoutesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportRoutesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.replace = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expectedVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.routes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportRoutesRequest {
+    return {
+      replace: isSet(object.replace) ? globalThis.Boolean(object.replace) : false,
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      expectedVersion: isSet(object.expectedVersion)
+        ? globalThis.Number(object.expectedVersion)
+        : isSet(object.expected_version)
+        ? globalThis.Number(object.expected_version)
+        : 0,
+      routes: globalThis.Array.isArray(object?.routes) ? object.routes.map((e: any) => Route.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ImportRoutesRequest): unknown {
+    const obj: any = {};
+    if (message.replace !== false) {
+      obj.replace = message.replace;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.expectedVersion !== 0) {
+      obj.expectedVersion = Math.round(message.expectedVersion);
+    }
+    if (message.routes?.length) {
+      obj.routes = message.routes.map((e) => Route.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportRoutesRequest>): ImportRoutesRequest {
+    return ImportRoutesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportRoutesRequest>): ImportRoutesRequest {
+    const message = createBaseImportRoutesRequest();
+    message.replace = object.replace ?? false;
+    message.dryRun = object.dryRun ?? false;
+    message.actor = object.actor ?? "";
+    message.expectedVersion = object.expectedVersion ?? 0;
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseImportRoutesResponse(): ImportRoutesResponse {
+  return { version: 0, added: 0, changed: 0, removed: 0, unchanged: 0, dryRun: false };
+}
+
+export const ImportRoutesResponse: MessageFns<ImportRoutesResponse> = {
+  encode(message: ImportRoutesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.added !== 0) {
+      writer.uint32(16).uint32(message.added);
+    }
+    if (message.changed !== 0) {
+      writer.uint32(24).uint32(message.changed);
+    }
+    if (message.removed !== 0) {
+      writer.uint32(32).uint32(message.removed);
+    }
+    if (message.unchanged !== 0) {
+      writer.uint32(40).uint32(message.unchanged);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(48).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportRoutesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportRoutesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.added = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.changed = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.removed = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.unchanged = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportRoutesResponse {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      added: isSet(object.added) ? globalThis.Number(object.added) : 0,
+      changed: isSet(object.changed) ? globalThis.Number(object.changed) : 0,
+      removed: isSet(object.removed) ? globalThis.Number(object.removed) : 0,
+      unchanged: isSet(object.unchanged) ? globalThis.Number(object.unchanged) : 0,
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: ImportRoutesResponse): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.added !== 0) {
+      obj.added = Math.round(message.added);
+    }
+    if (message.changed !== 0) {
+      obj.changed = Math.round(message.changed);
+    }
+    if (message.removed !== 0) {
+      obj.removed = Math.round(message.removed);
+    }
+    if (message.unchanged !== 0) {
+      obj.unchanged = Math.round(message.unchanged);
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ImportRoutesResponse>): ImportRoutesResponse {
+    return ImportRoutesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ImportRoutesResponse>): ImportRoutesResponse {
+    const message = createBaseImportRoutesResponse();
+    message.version = object.version ?? 0;
+    message.added = object.added ?? 0;
+    message.changed = object.changed ?? 0;
+    message.removed = object.removed ?? 0;
+    message.unchanged = object.unchanged ?? 0;
+    message.dryRun = object.dryRun ?? false;
     return message;
   },
 };
@@ -5144,6 +5466,20 @@ export const AdminServiceService = {
     responseSerialize: (value: RemoveRouteResponse): Buffer => Buffer.from(RemoveRouteResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RemoveRouteResponse => RemoveRouteResponse.decode(value),
   },
+  /**
+   * ImportRoutes sets many routes from a stream of chunks, applied at the end
+   * in one version (nothing on an error).
+   */
+  importRoutes: {
+    path: "/mxswitch.v1.AdminService/ImportRoutes" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportRoutesRequest): Buffer => Buffer.from(ImportRoutesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportRoutesRequest => ImportRoutesRequest.decode(value),
+    responseSerialize: (value: ImportRoutesResponse): Buffer =>
+      Buffer.from(ImportRoutesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportRoutesResponse => ImportRoutesResponse.decode(value),
+  },
   /** Status returns the fleet state and recent operations. */
   status: {
     path: "/mxswitch.v1.AdminService/Status" as const,
@@ -5310,6 +5646,11 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   setRoute: handleUnaryCall<SetRouteRequest, SetRouteResponse>;
   /** RemoveRoute deletes one route (compare-and-set on version). */
   removeRoute: handleUnaryCall<RemoveRouteRequest, RemoveRouteResponse>;
+  /**
+   * ImportRoutes sets many routes from a stream of chunks, applied at the end
+   * in one version (nothing on an error).
+   */
+  importRoutes: handleClientStreamingCall<ImportRoutesRequest, ImportRoutesResponse>;
   /** Status returns the fleet state and recent operations. */
   status: handleUnaryCall<StatusRequest, StatusResponse>;
   /** RemoveAgent forgets an agent (it is no longer expected). */
@@ -5398,6 +5739,26 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RemoveRouteResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * ImportRoutes sets many routes from a stream of chunks, applied at the end
+   * in one version (nothing on an error).
+   */
+  importRoutes(
+    callback: (error: ServiceError | null, response: ImportRoutesResponse) => void,
+  ): ClientWritableStream<ImportRoutesRequest>;
+  importRoutes(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportRoutesResponse) => void,
+  ): ClientWritableStream<ImportRoutesRequest>;
+  importRoutes(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportRoutesResponse) => void,
+  ): ClientWritableStream<ImportRoutesRequest>;
+  importRoutes(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportRoutesResponse) => void,
+  ): ClientWritableStream<ImportRoutesRequest>;
   /** Status returns the fleet state and recent operations. */
   status(
     request: StatusRequest,

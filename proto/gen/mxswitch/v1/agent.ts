@@ -62,6 +62,11 @@ export interface Hello {
   softwareVersion: string;
   /** Its SMTP listener (smtp.listen, host:port): a route to it would loop. */
   smtpListen: string;
+  /**
+   * The agent takes RouteUpdate (deltas from the version it acked); an agent
+   * without it gets a whole RouteTable per version.
+   */
+  routeUpdates: boolean;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -176,6 +181,12 @@ export interface SessionResponse {
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
     | { $case: "recipients"; value: RecipientUpdate }
+    | //
+    /**
+     * The route table's changes since the version the agent acked (or the
+     * whole table as a snapshot); the agent acks `version` with Ack.
+     */
+    { $case: "routeUpdate"; value: RouteUpdate }
     | undefined;
 }
 
@@ -185,6 +196,25 @@ export interface RouteTable {
   version: number;
   /** All routes; replaces the agent's current table. */
   routes: Route[];
+}
+
+/**
+ * RouteUpdate moves an agent's route table from base_version to version, in
+ * chunks: the agent applies them together when `last` comes (atomically,
+ * only on top of exactly base_version) and then acks `version` with Ack; a
+ * nack keeps the table it had.
+ */
+export interface RouteUpdate {
+  version: number;
+  /** The version the changes apply to (0 for a snapshot). */
+  baseVersion: number;
+  /** The whole table: every route not listed is gone. */
+  snapshot: boolean;
+  /** Routes that are new or changed. */
+  upserts: Route[];
+  /** Matches (normalised) that are gone. */
+  removals: string[];
+  last: boolean;
 }
 
 /** Route maps a recipient domain match to a delivery target. */
@@ -556,6 +586,7 @@ function createBaseHello(): Hello {
     recipientsVersion: 0,
     softwareVersion: "",
     smtpListen: "",
+    routeUpdates: false,
   };
 }
 
@@ -584,6 +615,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.smtpListen !== "") {
       writer.uint32(66).string(message.smtpListen);
+    }
+    if (message.routeUpdates !== false) {
+      writer.uint32(160).bool(message.routeUpdates);
     }
     return writer;
   },
@@ -665,6 +699,14 @@ export const Hello: MessageFns<Hello> = {
             message.smtpListen = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.routeUpdates = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -711,6 +753,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.smtp_listen)
         ? globalThis.String(object.smtp_listen)
         : "",
+      routeUpdates: isSet(object.routeUpdates)
+        ? globalThis.Boolean(object.routeUpdates)
+        : isSet(object.route_updates)
+        ? globalThis.Boolean(object.route_updates)
+        : false,
     };
   },
 
@@ -740,6 +787,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.smtpListen !== "") {
       obj.smtpListen = message.smtpListen;
     }
+    if (message.routeUpdates !== false) {
+      obj.routeUpdates = message.routeUpdates;
+    }
     return obj;
   },
 
@@ -756,6 +806,7 @@ export const Hello: MessageFns<Hello> = {
     message.recipientsVersion = object.recipientsVersion ?? 0;
     message.softwareVersion = object.softwareVersion ?? "";
     message.smtpListen = object.smtpListen ?? "";
+    message.routeUpdates = object.routeUpdates ?? false;
     return message;
   },
 };
@@ -1708,6 +1759,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "recipients":
         RecipientUpdate.encode(message.body.value, writer.uint32(34).fork()).join();
         break;
+      case "routeUpdate":
+        RouteUpdate.encode(message.body.value, writer.uint32(162).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1757,6 +1811,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.body = { $case: "recipients", value: RecipientUpdate.decode(reader, reader.uint32()) };
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.body = { $case: "routeUpdate", value: RouteUpdate.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1781,6 +1843,10 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
         : isSet(object.recipients)
         ? { $case: "recipients", value: RecipientUpdate.fromJSON(object.recipients) }
+        : isSet(object.routeUpdate)
+        ? { $case: "routeUpdate", value: RouteUpdate.fromJSON(object.routeUpdate) }
+        : isSet(object.route_update)
+        ? { $case: "routeUpdate", value: RouteUpdate.fromJSON(object.route_update) }
         : undefined,
     };
   },
@@ -1795,6 +1861,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
     } else if (message.body?.$case === "recipients") {
       obj.recipients = RecipientUpdate.toJSON(message.body.value);
+    } else if (message.body?.$case === "routeUpdate") {
+      obj.routeUpdate = RouteUpdate.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1826,6 +1894,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "recipients": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "recipients", value: RecipientUpdate.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "routeUpdate": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "routeUpdate", value: RouteUpdate.fromPartial(object.body.value) };
         }
         break;
       }
@@ -1915,6 +1989,159 @@ export const RouteTable: MessageFns<RouteTable> = {
     const message = createBaseRouteTable();
     message.version = object.version ?? 0;
     message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRouteUpdate(): RouteUpdate {
+  return { version: 0, baseVersion: 0, snapshot: false, upserts: [], removals: [], last: false };
+}
+
+export const RouteUpdate: MessageFns<RouteUpdate> = {
+  encode(message: RouteUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.baseVersion !== 0) {
+      writer.uint32(16).uint64(message.baseVersion);
+    }
+    if (message.snapshot !== false) {
+      writer.uint32(24).bool(message.snapshot);
+    }
+    for (const v of message.upserts) {
+      Route.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.removals) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.last !== false) {
+      writer.uint32(48).bool(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.baseVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.snapshot = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.upserts.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.removals.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.last = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RouteUpdate {
+    return {
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      baseVersion: isSet(object.baseVersion)
+        ? globalThis.Number(object.baseVersion)
+        : isSet(object.base_version)
+        ? globalThis.Number(object.base_version)
+        : 0,
+      snapshot: isSet(object.snapshot) ? globalThis.Boolean(object.snapshot) : false,
+      upserts: globalThis.Array.isArray(object?.upserts) ? object.upserts.map((e: any) => Route.fromJSON(e)) : [],
+      removals: globalThis.Array.isArray(object?.removals) ? object.removals.map((e: any) => globalThis.String(e)) : [],
+      last: isSet(object.last) ? globalThis.Boolean(object.last) : false,
+    };
+  },
+
+  toJSON(message: RouteUpdate): unknown {
+    const obj: any = {};
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.baseVersion !== 0) {
+      obj.baseVersion = Math.round(message.baseVersion);
+    }
+    if (message.snapshot !== false) {
+      obj.snapshot = message.snapshot;
+    }
+    if (message.upserts?.length) {
+      obj.upserts = message.upserts.map((e) => Route.toJSON(e));
+    }
+    if (message.removals?.length) {
+      obj.removals = message.removals;
+    }
+    if (message.last !== false) {
+      obj.last = message.last;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteUpdate>): RouteUpdate {
+    return RouteUpdate.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RouteUpdate>): RouteUpdate {
+    const message = createBaseRouteUpdate();
+    message.version = object.version ?? 0;
+    message.baseVersion = object.baseVersion ?? 0;
+    message.snapshot = object.snapshot ?? false;
+    message.upserts = object.upserts?.map((e) => Route.fromPartial(e)) || [];
+    message.removals = object.removals?.map((e) => e) || [];
+    message.last = object.last ?? false;
     return message;
   },
 };
