@@ -17,6 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ShadowAssignment, ShadowReport } from "./shadow.js";
 
 export const protobufPackage = "mxswitch.v1";
 
@@ -41,6 +42,9 @@ export interface SessionRequest {
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
     | { $case: "recipientsAck"; value: RecipientsAck }
+    | //
+    /** Shadow redundancy: the assignment applied, reachability of this agent's clients, counts. */
+    { $case: "shadowReport"; value: ShadowReport }
     | undefined;
 }
 
@@ -62,6 +66,12 @@ export interface Hello {
   softwareVersion: string;
   /** Its SMTP listener (smtp.listen, host:port): a route to it would loop. */
   smtpListen: string;
+  /** Its shadow service address (shadow.advertise); "" = shadow redundancy off. */
+  shadowAddress: string;
+  /** shadow.takeoverAfter in ms: how long it may be away before its peer takes over. */
+  shadowTakeoverAfterMs: number;
+  /** The ShadowAssignment version it has applied (0 = none). */
+  shadowVersion: number;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -176,6 +186,9 @@ export interface SessionResponse {
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
     | { $case: "recipients"; value: RecipientUpdate }
+    | //
+    /** Shadow redundancy: this agent's peer, clients and the takeovers (its own versioned message). */
+    { $case: "shadowAssignment"; value: ShadowAssignment }
     | undefined;
 }
 
@@ -353,6 +366,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       case "recipientsAck":
         RecipientsAck.encode(message.body.value, writer.uint32(50).fork()).join();
         break;
+      case "shadowReport":
+        ShadowReport.encode(message.body.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -418,6 +434,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.body = { $case: "recipientsAck", value: RecipientsAck.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.body = { $case: "shadowReport", value: ShadowReport.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -448,6 +472,10 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipientsAck) }
         : isSet(object.recipients_ack)
         ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipients_ack) }
+        : isSet(object.shadowReport)
+        ? { $case: "shadowReport", value: ShadowReport.fromJSON(object.shadowReport) }
+        : isSet(object.shadow_report)
+        ? { $case: "shadowReport", value: ShadowReport.fromJSON(object.shadow_report) }
         : undefined,
     };
   },
@@ -466,6 +494,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
     } else if (message.body?.$case === "recipientsAck") {
       obj.recipientsAck = RecipientsAck.toJSON(message.body.value);
+    } else if (message.body?.$case === "shadowReport") {
+      obj.shadowReport = ShadowReport.toJSON(message.body.value);
     }
     return obj;
   },
@@ -512,6 +542,12 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         }
         break;
       }
+      case "shadowReport": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "shadowReport", value: ShadowReport.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -527,6 +563,9 @@ function createBaseHello(): Hello {
     recipientsVersion: 0,
     softwareVersion: "",
     smtpListen: "",
+    shadowAddress: "",
+    shadowTakeoverAfterMs: 0,
+    shadowVersion: 0,
   };
 }
 
@@ -555,6 +594,15 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.smtpListen !== "") {
       writer.uint32(66).string(message.smtpListen);
+    }
+    if (message.shadowAddress !== "") {
+      writer.uint32(242).string(message.shadowAddress);
+    }
+    if (message.shadowTakeoverAfterMs !== 0) {
+      writer.uint32(248).uint64(message.shadowTakeoverAfterMs);
+    }
+    if (message.shadowVersion !== 0) {
+      writer.uint32(256).uint64(message.shadowVersion);
     }
     return writer;
   },
@@ -636,6 +684,30 @@ export const Hello: MessageFns<Hello> = {
             message.smtpListen = reader.string();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.shadowAddress = reader.string();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.shadowTakeoverAfterMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.shadowVersion = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -682,6 +754,21 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.smtp_listen)
         ? globalThis.String(object.smtp_listen)
         : "",
+      shadowAddress: isSet(object.shadowAddress)
+        ? globalThis.String(object.shadowAddress)
+        : isSet(object.shadow_address)
+        ? globalThis.String(object.shadow_address)
+        : "",
+      shadowTakeoverAfterMs: isSet(object.shadowTakeoverAfterMs)
+        ? globalThis.Number(object.shadowTakeoverAfterMs)
+        : isSet(object.shadow_takeover_after_ms)
+        ? globalThis.Number(object.shadow_takeover_after_ms)
+        : 0,
+      shadowVersion: isSet(object.shadowVersion)
+        ? globalThis.Number(object.shadowVersion)
+        : isSet(object.shadow_version)
+        ? globalThis.Number(object.shadow_version)
+        : 0,
     };
   },
 
@@ -711,6 +798,15 @@ export const Hello: MessageFns<Hello> = {
     if (message.smtpListen !== "") {
       obj.smtpListen = message.smtpListen;
     }
+    if (message.shadowAddress !== "") {
+      obj.shadowAddress = message.shadowAddress;
+    }
+    if (message.shadowTakeoverAfterMs !== 0) {
+      obj.shadowTakeoverAfterMs = Math.round(message.shadowTakeoverAfterMs);
+    }
+    if (message.shadowVersion !== 0) {
+      obj.shadowVersion = Math.round(message.shadowVersion);
+    }
     return obj;
   },
 
@@ -727,6 +823,9 @@ export const Hello: MessageFns<Hello> = {
     message.recipientsVersion = object.recipientsVersion ?? 0;
     message.softwareVersion = object.softwareVersion ?? "";
     message.smtpListen = object.smtpListen ?? "";
+    message.shadowAddress = object.shadowAddress ?? "";
+    message.shadowTakeoverAfterMs = object.shadowTakeoverAfterMs ?? 0;
+    message.shadowVersion = object.shadowVersion ?? 0;
     return message;
   },
 };
@@ -1679,6 +1778,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "recipients":
         RecipientUpdate.encode(message.body.value, writer.uint32(34).fork()).join();
         break;
+      case "shadowAssignment":
+        ShadowAssignment.encode(message.body.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1728,6 +1830,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.body = { $case: "recipients", value: RecipientUpdate.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.body = { $case: "shadowAssignment", value: ShadowAssignment.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1752,6 +1862,10 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
         : isSet(object.recipients)
         ? { $case: "recipients", value: RecipientUpdate.fromJSON(object.recipients) }
+        : isSet(object.shadowAssignment)
+        ? { $case: "shadowAssignment", value: ShadowAssignment.fromJSON(object.shadowAssignment) }
+        : isSet(object.shadow_assignment)
+        ? { $case: "shadowAssignment", value: ShadowAssignment.fromJSON(object.shadow_assignment) }
         : undefined,
     };
   },
@@ -1766,6 +1880,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
     } else if (message.body?.$case === "recipients") {
       obj.recipients = RecipientUpdate.toJSON(message.body.value);
+    } else if (message.body?.$case === "shadowAssignment") {
+      obj.shadowAssignment = ShadowAssignment.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1797,6 +1913,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "recipients": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "recipients", value: RecipientUpdate.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "shadowAssignment": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "shadowAssignment", value: ShadowAssignment.fromPartial(object.body.value) };
         }
         break;
       }
