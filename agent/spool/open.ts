@@ -2,6 +2,7 @@ import { accessSync, constants as fsConstants, existsSync, mkdirSync, rmSync, st
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { MxError } from '../../shared/errors.js';
+import { SHADOW_SCHEMA } from './shadow-tables.js';
 
 /** Opening the spool's database: the integrity check of an existing file, pragmas, schema, recovery at start. */
 
@@ -104,6 +105,7 @@ export function openSpoolDb(dataDir: string, opts: OpenOptions = {}): Database.D
     opened.pragma('foreign_keys = OFF');
     if (opts.maxPages) opened.pragma(`max_page_count = ${opts.maxPages}`);
     opened.exec(SCHEMA);
+    opened.exec(SHADOW_SCHEMA);
     return opened;
   } catch (err) {
     opened?.close();

@@ -20,6 +20,10 @@ export interface NewMessage {
   staged?: number;
   /** A delivery status notification we generated (routed to the sender's MX when no route matches). */
   dsn?: boolean;
+  /** When it was first accepted, if not now (a shadow copy taken over: expiry counts from the origin's arrival). */
+  arrivedAt?: number;
+  /** Shadow redundancy is on: the message is marked as not yet copied to the peer, in the same transaction. */
+  shadow?: boolean;
 }
 
 export interface RecipientRow {

@@ -3,6 +3,7 @@ import { BodyWrites } from './bodies.js';
 import { setPageLimit } from './inspect.js';
 import { openSpoolDb, recoverAtStart } from './open.js';
 import { RecipientWrites, type BulkChange, type Touched } from './recipients.js';
+import { ShadowWrites, type ShadowCopyRow, type ShadowDiscardRow } from './shadow-tables.js';
 import type { ClaimedRecipient, OutcomeWrite } from './types.js';
 import { bufferFromWire, messageFromWire, type WireMessage } from './wire.js';
 
@@ -22,12 +23,14 @@ export class Writer {
   private readonly db: Database.Database;
   private readonly bodies: BodyWrites;
   private readonly recipients: RecipientWrites;
+  private readonly shadow: ShadowWrites;
 
   constructor(opts: WriterOptions) {
     // The spool's own thread opened (and checked) the file already.
     this.db = openSpoolDb(opts.dataDir, { mustExist: true, skipCheck: true, ...(opts.maxPages ? { maxPages: opts.maxPages } : {}) });
     this.bodies = new BodyWrites(this.db);
     this.recipients = new RecipientWrites(this.db, this.bodies);
+    this.shadow = new ShadowWrites(this.db, this.bodies, this.recipients);
   }
 
   /** New messages and delivery outcomes in one transaction: one fsync for all of them (group commit). */
@@ -37,6 +40,7 @@ export class Writer {
         const msg = messageFromWire(wire);
         this.bodies.insert(msg, now);
         this.recipients.insert(msg.id, msg.recipients, now);
+        if (msg.shadow) this.shadow.markUnconfirmed(msg.id);
       }
       this.recipients.applyOutcomes(outcomes, now);
     })();
@@ -64,6 +68,31 @@ export class Writer {
 
   recover(now: number): number {
     return recoverAtStart(this.db, now);
+  }
+
+  /** A client's shadow copies and discard notices (durable on return). */
+  shadowStore(origin: string, copies: readonly ShadowCopyRow[], discards: readonly ShadowDiscardRow[], now: number): void {
+    this.shadow.store(origin, copies, discards, now);
+  }
+
+  shadowConfirm(ids: readonly string[]): void {
+    this.shadow.confirm(ids);
+  }
+
+  shadowUnconfirmAll(): number {
+    return this.shadow.unconfirmAll();
+  }
+
+  shadowAdopt(origin: string, now: number): { messages: number; recipients: number } {
+    return this.shadow.adopt(origin, now);
+  }
+
+  shadowDropOrigin(origin: string): number {
+    return this.shadow.dropOrigin(origin);
+  }
+
+  shadowDropTakenOver(): number {
+    return this.shadow.dropTakenOver();
   }
 
   limitPages(max: number): void {
