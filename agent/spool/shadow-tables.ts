@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS shadow_rcpts (
   PRIMARY KEY (origin, msg_id, rcpt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_unconfirmed (msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 /** A client's message as its peer stores it (bodies cross the thread boundary as Uint8Array). */
@@ -43,6 +44,13 @@ export interface ShadowCopyRow {
 export interface ShadowDiscardRow {
   id: string;
   recipients: readonly string[];
+}
+
+/** One client's part of a group commit on its peer. */
+export interface ShadowBatchRows {
+  origin: string;
+  copies: readonly ShadowCopyRow[];
+  discards: readonly ShadowDiscardRow[];
 }
 
 /** A shadow copy as `queue ls --shadow` lists it. */
@@ -84,6 +92,7 @@ export class ShadowWrites {
       ownIdsToDrop: db.prepare('SELECT id FROM messages WHERE id NOT IN (SELECT msg_id FROM shadow_unconfirmed)').pluck(),
       recipientIdsOf: db.prepare('SELECT id FROM recipients WHERE msg_id = ?').pluck(),
       forgetGone: db.prepare('DELETE FROM shadow_unconfirmed WHERE msg_id NOT IN (SELECT id FROM messages)'),
+      setState: db.prepare('INSERT OR REPLACE INTO shadow_state (key, value) VALUES (?, ?)'),
     };
   }
 
@@ -109,9 +118,15 @@ export class ShadowWrites {
     })();
   }
 
-  /** A client's copies and discard notices, one durable transaction (synchronous=FULL: fsynced on return). */
-  store(origin: string, copies: readonly ShadowCopyRow[], discards: readonly ShadowDiscardRow[], now: number): void {
+  /** Clients' copies and discard notices, one durable transaction (synchronous=FULL: fsynced on return). */
+  store(batches: readonly ShadowBatchRows[], now: number): void {
     this.db.transaction(() => {
+      for (const b of batches) this.storeOne(b, now);
+    })();
+  }
+
+  private storeOne({ origin, copies, discards }: ShadowBatchRows, now: number): void {
+    {
       for (const c of copies) {
         this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
         // A copy sent again (a re-shadow) replaces the recipients with those still queued.
@@ -127,7 +142,7 @@ export class ShadowWrites {
         for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
         this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
       }
-    })();
+    }
   }
 
   /**
@@ -166,10 +181,12 @@ export class ShadowWrites {
    * This agent was taken over while away: its peer delivers every message it had a confirmed copy of, so those
    * leave this queue; a message without a confirmed copy stays (it is nowhere else). Returns the messages dropped.
    */
-  dropTakenOver(): number {
+  dropTakenOver(version: number, now: number): number {
     return this.db.transaction(() => {
       const ids = this.stmts.ownIdsToDrop.all() as string[];
-      for (const id of ids) this.recipients.change({ kind: 'remove' }, this.stmts.recipientIdsOf.all(id) as number[], Date.now());
+      for (const id of ids) this.recipients.change({ kind: 'remove' }, this.stmts.recipientIdsOf.all(id) as number[], now);
+      // In the same transaction: a restart never drops again what arrived after this takeover.
+      this.stmts.setState.run('takenOverVersion', version);
       return ids.length;
     })();
   }
@@ -187,6 +204,7 @@ export class ShadowViews {
       list: db.prepare('SELECT origin, id, sender, arrived_at AS arrivedAt, length(body) AS size FROM shadow_copies ORDER BY arrived_at LIMIT ?'),
       rcpts: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ? ORDER BY rcpt').pluck(),
       dsn: db.prepare('SELECT dsn FROM messages WHERE id = ?').pluck(),
+      state: db.prepare('SELECT value FROM shadow_state WHERE key = ?').pluck(),
     };
   }
 
@@ -201,6 +219,11 @@ export class ShadowViews {
 
   copyCount(): number {
     return this.stmts.copyCount.get() as number;
+  }
+
+  /** The takeover of this agent handled last (its assignment version; 0 = none). */
+  takenOverVersion(): number {
+    return (this.stmts.state.get('takenOverVersion') as number | undefined) ?? 0;
   }
 
   isDsn(msgId: string): boolean {

@@ -9,7 +9,7 @@ import { pickRows, touched, type BulkChange, type RowPick, type Touched } from '
 import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
 import { outcomeWrite, PART_BYTES, QueueStorageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
-import { ShadowViews, type ShadowCopyRow, type ShadowDiscardRow } from './shadow-tables.js';
+import { ShadowViews, type ShadowBatchRows } from './shadow-tables.js';
 import { ownCopy } from './wire.js';
 import { WriterClient } from './writer-client.js';
 
@@ -20,7 +20,7 @@ export { STORAGE_HEADROOM } from './space.js';
 export { newQueueId, PART_BYTES, QueueStorageError } from './types.js';
 export type { ClaimedRecipient, HoldKind, MessageRow, NewMessage, Outcome, OutcomeRecord, RecipientRow, RecipientState } from './types.js';
 export type { BreakdownRow, SpoolStats, Views } from './views.js';
-export type { ShadowCopyRow, ShadowDiscardRow, ShadowListing } from './shadow-tables.js';
+export type { ShadowBatchRows, ShadowCopyRow, ShadowDiscardRow, ShadowListing } from './shadow-tables.js';
 
 /** Recipients that left the queue (delivered, bounced, removed): what a shadow peer's discard notice carries. */
 export interface GoneRecipients {
@@ -147,9 +147,10 @@ export class Spool {
     if (left.length) this.onGone(left.map((r) => ({ msgId: r.row.msgId, rcpts: [r.row.rcpt] })));
   }
 
-  /** A client's shadow copies and discard notices; resolves once they are durable. */
-  shadowStore(origin: string, copies: readonly ShadowCopyRow[], discards: readonly ShadowDiscardRow[]): Promise<void> {
-    return this.writer.call('shadowStore', [origin, copies, discards, Date.now()], copies.map((c) => c.body.buffer as ArrayBuffer));
+  /** Clients' shadow copies and discard notices in one transaction; resolves once they are durable. */
+  shadowStore(batches: readonly ShadowBatchRows[]): Promise<void> {
+    const rows = batches.map((b) => ({ ...b, copies: b.copies.map((c) => ({ ...c, body: ownCopy(c.body) })) }));
+    return this.writer.call('shadowStore', [rows, Date.now()], rows.flatMap((b) => b.copies.map((c) => c.body.buffer as ArrayBuffer)));
   }
 
   /** The peer holds these messages' copies durably. */
@@ -173,9 +174,9 @@ export class Spool {
   }
 
   /** This agent was taken over: the messages its peer had (and now delivers) leave the queue. */
-  async shadowDropTakenOver(): Promise<number> {
+  async shadowDropTakenOver(version: number): Promise<number> {
     await this.batcher.settled();
-    return this.writer.call('shadowDropTakenOver', []);
+    return this.writer.call('shadowDropTakenOver', [version, Date.now()]);
   }
 
   /** Takes up to `limit` due recipients, oldest due first, and marks them in flight. */

@@ -3,7 +3,7 @@ import { BodyWrites } from './bodies.js';
 import { setPageLimit } from './inspect.js';
 import { openSpoolDb, recoverAtStart } from './open.js';
 import { RecipientWrites, type BulkChange, type Touched } from './recipients.js';
-import { ShadowWrites, type ShadowCopyRow, type ShadowDiscardRow } from './shadow-tables.js';
+import { ShadowWrites, type ShadowBatchRows } from './shadow-tables.js';
 import type { ClaimedRecipient, OutcomeWrite } from './types.js';
 import { bufferFromWire, messageFromWire, type WireMessage } from './wire.js';
 
@@ -70,9 +70,9 @@ export class Writer {
     return recoverAtStart(this.db, now);
   }
 
-  /** A client's shadow copies and discard notices (durable on return). */
-  shadowStore(origin: string, copies: readonly ShadowCopyRow[], discards: readonly ShadowDiscardRow[], now: number): void {
-    this.shadow.store(origin, copies, discards, now);
+  /** Clients' shadow copies and discard notices, one transaction (durable on return): the peer's group commit. */
+  shadowStore(batches: readonly ShadowBatchRows[], now: number): void {
+    this.shadow.store(batches, now);
   }
 
   shadowConfirm(ids: readonly string[]): void {
@@ -91,8 +91,8 @@ export class Writer {
     return this.shadow.dropOrigin(origin);
   }
 
-  shadowDropTakenOver(): number {
-    return this.shadow.dropTakenOver();
+  shadowDropTakenOver(version: number, now: number): number {
+    return this.shadow.dropTakenOver(version, now);
   }
 
   limitPages(max: number): void {
