@@ -72,6 +72,7 @@ export class Controller {
       this.store = this.nats.store;
       this.operations = this.nats.ops;
       this.commands = this.nats.commands;
+      this.recipients = this.nats.recipients;
       this.registry = new Registry(new MemoryAgentDirectory(), config.expectedAgents, config.lostAfter, log);
       try {
         await this.nats.start(this.registry);

@@ -19,6 +19,7 @@ import type { Route } from './routes.js';
  *   write only its own key.
  * - KV bucket `F-ops`: `op.<id>` operations (state, step, last progress, owning controller), `lock.<hex match>`
  *   one running operation per route across replicas, `audit.<version>` one audit record per table version.
+ * - KV bucket `F-recipients`: the recipient lists, sharded, with a `version` key (shared/recipient-shards.ts).
  * - Subject `F.cmd.<agentId>`: commands by request/reply; payloads are the protobuf Command / CommandResult
  *   messages of proto/mxswitch/v1/agent.proto (the same encoding as the gRPC session).
  */
@@ -35,8 +36,8 @@ export interface NatsSettings {
 
 export const TABLE_KEY = 'table';
 
-export function bucketNames(fleet: string): { routes: string; agents: string; ops: string } {
-  return { routes: `${fleet}-routes`, agents: `${fleet}-agents`, ops: `${fleet}-ops` };
+export function bucketNames(fleet: string): { routes: string; agents: string; ops: string; recipients: string } {
+  return { routes: `${fleet}-routes`, agents: `${fleet}-agents`, ops: `${fleet}-ops`, recipients: `${fleet}-recipients` };
 }
 
 export function commandSubject(fleet: string, agentId: string): string {
@@ -64,6 +65,8 @@ export interface AgentValue {
   bootId: string;
   /** The newest version the agent has acked (applied with nothing in flight that it forbids). */
   appliedVersion: number;
+  /** The recipient-list version it has applied (absent from agents older than the lists in NATS). */
+  recipientsVersion?: number | undefined;
   /** The newest version it refused, while no later version has been acked. */
   nack: { version: number; error: string } | null;
   /** "stopped" is written on a graceful shutdown, so the controller need not wait for the report to go stale. */
@@ -80,6 +83,7 @@ const agentValueSchema = z.object({
   hostname: z.string(),
   bootId: z.string(),
   appliedVersion: z.number().int().nonnegative(),
+  recipientsVersion: z.number().int().nonnegative().optional(),
   nack: z.object({ version: z.number().int().nonnegative(), error: z.string() }).nullable(),
   state: z.enum(['up', 'stopped']),
   healthIntervalMs: z.number().positive(),

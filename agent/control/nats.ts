@@ -23,6 +23,7 @@ import type { Route } from '../../shared/routes.js';
 import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
 import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
+import { NatsRecipientFollower } from './nats-recipients.js';
 import { ControlSession } from './session.js';
 
 type NatsSettings = NonNullable<NonNullable<AgentConfig['controller']>['nats']>;
@@ -49,6 +50,7 @@ function toRoutes(v: TableValue): Route[] {
  * - routes: watches `<fleet>-routes` / `table`; each entry is a whole table.
  * - acks + health: one JSON value under `<fleet>-agents` / `<agentId>`, rewritten (latest state wins) after every
  *   ack/nack, every healthInterval, and with state "stopped" on a graceful stop.
+ * - recipient lists: watches `<fleet>-recipients` (agent/control/nats-recipients.ts).
  * - commands: request/reply on `<fleet>.cmd.<agentId>`, protobuf Command -> CommandResult.
  */
 class NatsControlChannel implements ControlChannel {
@@ -57,6 +59,7 @@ class NatsControlChannel implements ControlChannel {
   private running: Promise<void> | undefined;
   private wakeRun: (() => void) | undefined;
   private follower: KvFollower | undefined;
+  private lists: NatsRecipientFollower | undefined;
   private sub: Subscription | undefined;
   private agentsKv: KV | undefined;
   private routesKv: KV | undefined;
@@ -96,6 +99,7 @@ class NatsControlChannel implements ControlChannel {
     clearInterval(this.healthTimer);
     this.wakeRun?.();
     await this.follower?.stop();
+    await this.lists?.stop();
     this.sub?.unsubscribe();
     const nc = this.nc;
     if (nc && !nc.isClosed()) {
@@ -146,6 +150,7 @@ class NatsControlChannel implements ControlChannel {
       disconnect: () => this.setConnected(false),
       reconnect: () => {
         this.follower?.restart();
+        this.lists?.restart();
         this.report();
       },
     });
@@ -163,6 +168,8 @@ class NatsControlChannel implements ControlChannel {
       if (this.watching) void this.learnCurrent(routesKv);
     });
     this.follower.start();
+    this.lists = new NatsRecipientFollower(this.names.recipients, async () => kvm.open(this.names.recipients), this.session, () => void this.report(), this.log);
+    this.lists.start();
     this.report();
   }
 
@@ -231,6 +238,7 @@ class NatsControlChannel implements ControlChannel {
       hostname: this.hostname,
       bootId: this.session.bootId,
       appliedVersion: this.session.ackedVersion,
+      recipientsVersion: this.session.recipientsVersion,
       nack: this.session.nack,
       state: this.state,
       healthIntervalMs: this.healthIntervalMs,

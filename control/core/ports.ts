@@ -4,7 +4,6 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { ErrorCode } from '../../shared/errors.js';
-import type { RecipientDelta } from '../../shared/recipient-list.js';
 import type { Route } from '../../shared/routes.js';
 import type { AgentCommand } from '../../shared/wire.js';
 import type { OperationRecord, OpState, Progress } from './model.js';
@@ -165,10 +164,8 @@ export type RecipientStoreEvents = { change: [number] };
 export interface RecipientStoreApi extends EventEmitter<RecipientStoreEvents> {
   readonly version: number;
   /** Sets (merge, or `replace`) one domain's list in one version; nothing changes on an error. */
-  import(domain: string, addresses: readonly string[], opts: { replace: boolean; actor: string }): RecipientsChanged;
-  edit(req: RecipientEdit): RecipientsChanged;
+  import(domain: string, addresses: readonly string[], opts: { replace: boolean; actor: string }): RecipientsChanged | Promise<RecipientsChanged>;
+  edit(req: RecipientEdit): RecipientsChanged | Promise<RecipientsChanged>;
   list(domain: string, limit: number): RecipientListing;
   counts(): RecipientCount[];
-  /** What an agent at `version` lacks: the changes since, or a snapshot when that version is unknown here. */
-  since(version: number): RecipientDelta;
 }

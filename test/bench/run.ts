@@ -8,7 +8,7 @@
  *   queue-scale  claimDue cost, agent start, health scrape and RSS with 10k / 100k / 1M 4 KB messages queued
  *   large        a 50 MB message accepted and relayed; the agent's peak RSS rise against the message size
  *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
- *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit
+ *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit (gRPC and NATS)
  * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
  * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
  * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
@@ -147,7 +147,7 @@ if (wanted('convergence')) for (const n of quick ? [1, 3] : [1, 10, 50]) converg
 const lists: RecipientsResult[] = [];
 if (wanted('recipients')) {
   progress('recipients');
-  lists.push(await recipientLists(quick ? 20_000 : 200_000, quick ? 2 : 3));
+  for (const mode of ['grpc', 'nats'] as const) lists.push(await recipientLists(quick ? 20_000 : 200_000, quick ? 2 : 3, mode));
 }
 
 const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists];
@@ -233,7 +233,7 @@ if (values.json) {
     for (const c of converged) console.log(`${String(c.agents).padStart(6)}  ${String(c.steps).padStart(5)}  ${c.p50ms.toFixed(1).padStart(6)}  ${c.p99ms.toFixed(1).padStart(6)}`);
   }
   for (const l of lists) {
-    console.log(`\nrecipient lists: ${l.addresses} addresses imported in ${l.importMs.toFixed(0)} ms, on all ${l.agents} agents ${l.appliedMs.toFixed(0)} ms later; one add afterwards reached them in ${l.editMs.toFixed(0)} ms`);
+    console.log(`\nrecipient lists (${l.transport}): ${l.addresses} addresses imported in ${l.importMs.toFixed(0)} ms, on all ${l.agents} agents ${l.appliedMs.toFixed(0)} ms later; one add afterwards reached them in ${l.editMs.toFixed(0)} ms`);
   }
 }
 const ok =

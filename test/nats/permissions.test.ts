@@ -23,7 +23,7 @@ before(async () => {
 });
 after(() => server.stop());
 
-test('NATS accounts: agents read routes and write only their own state; an agent cannot write routes or another agent', async (t) => {
+test('NATS accounts: agents read routes and recipient lists and write only their own state; an agent cannot write routes or another agent', async (t) => {
   const defer = deferrer(t);
   const ctl = await startController({ nats: { servers: [server.url], fleet: FLEET, ...CONTROLLER } }, { minStaleMs: 1000 });
   defer(() => ctl.cleanup());
@@ -37,6 +37,9 @@ test('NATS accounts: agents read routes and write only their own state; an agent
   await waitFor('both agents at version 1', () => agentsAt(api, 1, 2));
   // Each agent could read the table's current version too, so it delivers (a refused read would keep it waiting).
   await waitFor('both agents delivering', async () => (await api.status()).agents.every((a) => a.health?.delivery?.open === true), 30_000);
+  // The recipient lists too: both agents may watch their bucket.
+  await ctl.controller.recipients!.import('example.com', ['alice@example.com'], { replace: false, actor: 'test' });
+  await waitFor('both agents at list version 1', async () => (await api.status()).agents.every((a) => a.recipientsVersion === 1));
   const list = await api.queueCommand({ kind: { $case: 'queueList', value: { match: '', state: '', limit: 5 } } });
   assert.deepEqual(list.results.map((r) => [r.agentId, r.ok]), [
     ['mx-eu-1', true],
@@ -53,6 +56,8 @@ test('NATS accounts: agents read routes and write only their own state; an agent
   const kvm = kvManager(nc);
   const routes = await kvm.open(names.routes);
   const agentsKv = await kvm.open(names.agents);
+  const lists = await kvm.open(names.recipients);
+  await assert.rejects(lists.put('version', encodeJson({ version: 9, state: 'done', domains: [] })), /Permissions Violation for Publish to "\$KV\.mxswitch-recipients\.version"/);
   const forged = encodeJson({ version: 99, routes: [{ match: 'example.com', target: 'smtp:[192.0.2.66]:25' }] });
   await assert.rejects(routes.put(TABLE_KEY, forged), /Permissions Violation for Publish to "\$KV\.mxswitch-routes\.table"/);
   await assert.rejects(routes.update(TABLE_KEY, forged, 1), /Permissions Violation/);

@@ -1,13 +1,20 @@
 // Recipient verification by probe (`verify: probe`): real agents asking a real next hop that refuses unknown users.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { startAgent, waitFor } from '../helpers/agent.js';
 import { ADMIN_TOKEN } from '../helpers/controller.js';
 import { fleet } from '../helpers/fleet.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { Sink } from '../helpers/sink.js';
-import { grpcTransport } from '../helpers/transport.js';
+import { NatsServer } from '../helpers/nats-server.js';
+import { grpcTransport, natsTransport } from '../helpers/transport.js';
 import { runCli } from '../cli/run-cli.js';
+
+let nats: NatsServer;
+before(async () => {
+  nats = await NatsServer.start();
+});
+after(() => nats.stop());
 
 const USERS = new Set(['alice@example.com', 'bob@example.com']);
 
@@ -121,20 +128,23 @@ test('verify: probe with the next hop down: accept by default, 450 4.1.1 with te
   assert.equal(back.messages.length, 0);
 });
 
-test('route set --verify probe through the controller: agents probe; route ls shows it', { timeout: 90_000 }, async (t) => {
-  const { ctl, agents } = await fleet(t, grpcTransport, { agents: ['r1'], sinks: 0, routes: () => ({}) });
-  const sink = await directory();
-  t.after(() => sink.stop());
-  const cli = (...args: string[]) => runCli(args, { MXSWITCH_CONTROLLER: ctl.address, MXSWITCH_TOKEN: ADMIN_TOKEN });
-  const set = await cli('route', 'set', 'example.com', sink.target, '--verify', 'probe', '--wait', '--json');
-  assert.equal(set.code, 0, set.stderr);
-  assert.equal(JSON.parse(set.stdout).verify, 'probe');
-  const ls = await cli('route', 'ls', '--json');
-  assert.deepEqual(JSON.parse(ls.stdout).routes, [{ match: 'example.com', target: sink.target, hold: false, tls: 'may', verify: 'probe' }]);
-  const replies = (await transaction(agents[0]!.port, ['alice@example.com', 'eve@example.com'])).rcpt;
-  assert.match(replies[0]!, /^250 /);
-  assert.match(replies[1]!, /^550 5\.1\.1 <eve@example\.com>: Recipient address rejected: undeliverable address: /);
-  const bad = await cli('route', 'set', 'example.com', sink.target, '--verify', 'maybe');
-  assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--verify.*maybe|maybe.*--verify/);
-});
+// The verify option travels with the route: on the gRPC session and in the NATS table alike.
+for (const mode of ['grpc', 'nats'] as const) {
+  test(`${mode}: route set --verify probe through the controller: agents probe; route ls shows it`, { timeout: 90_000 }, async (t) => {
+    const { ctl, agents } = await fleet(t, mode === 'grpc' ? grpcTransport : natsTransport(nats), { agents: ['r1'], sinks: 0, routes: () => ({}) });
+    const sink = await directory();
+    t.after(() => sink.stop());
+    const cli = (...args: string[]) => runCli(args, { MXSWITCH_CONTROLLER: ctl.address, MXSWITCH_TOKEN: ADMIN_TOKEN });
+    const set = await cli('route', 'set', 'example.com', sink.target, '--verify', 'probe', '--wait', '--json');
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(JSON.parse(set.stdout).verify, 'probe');
+    const ls = await cli('route', 'ls', '--json');
+    assert.deepEqual(JSON.parse(ls.stdout).routes, [{ match: 'example.com', target: sink.target, hold: false, tls: 'may', verify: 'probe' }]);
+    const replies = (await transaction(agents[0]!.port, ['alice@example.com', 'eve@example.com'])).rcpt;
+    assert.match(replies[0]!, /^250 /);
+    assert.match(replies[1]!, /^550 5\.1\.1 <eve@example\.com>: Recipient address rejected: undeliverable address: /);
+    const bad = await cli('route', 'set', 'example.com', sink.target, '--verify', 'maybe');
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--verify.*maybe|maybe.*--verify/);
+  });
+}

@@ -14,7 +14,8 @@ type RecipientRpcs = Pick<AdminServiceServer, 'importRecipients' | 'editRecipien
 /** The recipient-list part of the AdminService: import (client stream of chunks), edit, list. */
 export function recipientHandlers(store: RecipientStoreApi | undefined, { authorized, unary }: AdminCalls, log: Logger): RecipientRpcs {
   const lists = (): RecipientStoreApi => {
-    if (!store) throw new MxError('UNSUPPORTED', 'recipient lists are kept by a controller on SQLite (gRPC mode); this controller runs on NATS');
+    // Both controller modes keep lists; undefined only where a caller built the service without them.
+    if (!store) throw new MxError('UNSUPPORTED', 'this controller keeps no recipient lists');
     return store;
   };
   return {
@@ -40,19 +41,17 @@ export function recipientHandlers(store: RecipientStoreApi | undefined, { author
       call.on('error', (err) => log.warn({ error: errorMessage(err) }, 'recipient import stream failed'));
       call.on('end', () => {
         if (failed) return;
-        try {
+        void (async () => {
           if (!head) throw new MxError('INVALID_ARGUMENT', 'empty import: no domain given');
-          const change = lists().import(head.domain, addresses, { replace: head.replace, actor: head.actor || `admin@${call.getPeer()}` });
+          const change = await lists().import(head.domain, addresses, { replace: head.replace, actor: head.actor || `admin@${call.getPeer()}` });
           log.info({ domain: head.domain, replace: head.replace, ...change, actor: head.actor }, 'recipient list imported');
           callback(null, { change });
-        } catch (err) {
-          fail(err);
-        }
+        })().catch(fail);
       });
     },
 
-    editRecipients: unary('EditRecipients', (req, call) => {
-      const change = lists().edit({ add: req.add, remove: req.remove, dropDomains: req.dropDomains, actor: req.actor || `admin@${call.getPeer()}` });
+    editRecipients: unary('EditRecipients', async (req, call) => {
+      const change = await lists().edit({ add: req.add, remove: req.remove, dropDomains: req.dropDomains, actor: req.actor || `admin@${call.getPeer()}` });
       log.info({ ...change, actor: req.actor }, 'recipient lists edited');
       return { change };
     }),

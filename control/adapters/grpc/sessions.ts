@@ -13,12 +13,16 @@ import { Outbox } from '../../../shared/outbox.js';
 import { commandToWire, recipientDeltaToWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
 import type { Access } from './access.js';
 import { unauthenticated } from './grpc-util.js';
-import type { AgentCommander, CommandOutcome, RecipientStoreApi, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { AgentCommander, CommandOutcome, RouteStoreApi, Snapshot } from '../../core/ports.js';
+import type { RecipientStore } from '../sqlite/recipient-store.js';
 import type { Registry } from '../../core/registry.js';
+
+const TOMBSTONE_INTERVAL_MS = 60_000;
 
 export interface SessionsOptions {
   store: RouteStoreApi;
-  recipients: RecipientStoreApi;
+  /** Lists travel on the session as deltas from the version an agent has: the SQLite store keeps them. */
+  recipients: RecipientStore;
   registry: Registry;
   access: Access;
   log: Logger;
@@ -28,6 +32,8 @@ export interface SessionsOptions {
   deadAfterMs: number;
   /** How long an agent has to send Hello after opening the stream. */
   helloTimeoutMs?: number;
+  /** How often recipient-list tombstones all agents have applied are deleted. */
+  tombstoneIntervalMs?: number;
 }
 
 type Call = ServerDuplexStream<SessionRequest, SessionResponse>;
@@ -123,6 +129,7 @@ class AgentSession {
 export class Sessions implements AgentCommander {
   private readonly live = new Map<string, AgentSession>();
   private timer: NodeJS.Timeout | undefined;
+  private collector: NodeJS.Timeout | undefined;
   private readonly onChange = (s: Snapshot) => this.broadcast(s);
   private readonly onRecipients = () => {
     for (const s of this.live.values()) this.sendRecipients(s);
@@ -135,11 +142,21 @@ export class Sessions implements AgentCommander {
     this.opts.recipients.on('change', this.onRecipients);
     this.timer = setInterval(() => this.beat(), this.opts.heartbeatMs);
     this.timer.unref();
+    this.collector = setInterval(() => this.collectTombstones(), this.opts.tombstoneIntervalMs ?? TOMBSTONE_INTERVAL_MS);
+    this.collector.unref();
+  }
+
+  /** Removals every known agent has applied need not be kept for deltas any more. */
+  collectTombstones(): number {
+    const removed = this.opts.recipients.collectTombstones(this.opts.registry.list().map((a) => a.recipientsVersion));
+    if (removed) this.opts.log.info({ removed, version: this.opts.recipients.version }, 'recipient-list tombstones collected');
+    return removed;
   }
 
   /** Closes every session (the agents reconnect to whatever controller comes next). */
   stop(): void {
     clearInterval(this.timer);
+    clearInterval(this.collector);
     this.opts.store.off('change', this.onChange);
     this.opts.recipients.off('change', this.onRecipients);
     for (const s of this.live.values()) s.close('controller shutting down', status.UNAVAILABLE);

@@ -85,6 +85,7 @@ export class NatsAgentFeed {
         link: live ? 'connected' : 'disconnected',
         identity: { region: v.region, hostname: v.hostname, bootId: v.bootId },
         appliedVersion: v.appliedVersion,
+        recipientsVersion: v.recipientsVersion ?? 0,
         nack: v.nack ?? undefined,
         health: this.health(id, v.health),
       },

@@ -8,6 +8,7 @@ import { bucketNames, kvManager, natsConnect, natsOptions, watchStatus } from '.
 import type { Registry } from '../../core/registry.js';
 import { NatsAgentFeed, NatsCommands } from './agents.js';
 import { NatsOperationStore } from './operation-store.js';
+import { NatsRecipientStore } from './recipient-store.js';
 import { NatsRouteStore } from './route-store.js';
 
 type NatsConfig = NonNullable<ControllerConfig['nats']>;
@@ -27,6 +28,7 @@ export class NatsControlPlane {
     readonly store: NatsRouteStore,
     readonly ops: NatsOperationStore,
     readonly commands: NatsCommands,
+    readonly recipients: NatsRecipientStore,
     private readonly agentsKv: KV,
     private readonly minStaleMs: number,
     private readonly log: Logger,
@@ -40,26 +42,29 @@ export class NatsControlPlane {
     const nc = await natsConnect(natsOptions(config, `mxswitch-controller ${instanceId}`));
     try {
       const kvm = kvManager(nc);
-      const [routes, agents, ops] = await Promise.all([
+      const [routes, agents, ops, recipients] = await Promise.all([
         kvm.create(names.routes, { history: 10, replicas: config.replicas, description: 'mxswitch routing table (key "table")' }),
         kvm.create(names.agents, { history: 1, replicas: config.replicas, description: 'mxswitch agents: acked version and health, one key per agent' }),
         kvm.create(names.ops, { history: 1, replicas: config.replicas, description: 'mxswitch operations, locks and audit' }),
+        kvm.create(names.recipients, { history: 1, replicas: config.replicas, description: 'mxswitch recipient lists: shards s.<domain>.<n> and key "version"' }),
       ]);
       const link = { connected: true };
       const store = new NatsRouteStore(nc, () => link.connected, routes, ops, log);
       const opStore = new NatsOperationStore(ops, instanceId, config.operationLease, log);
-      return new NatsControlPlane(instanceId, nc, link, store, opStore, new NatsCommands(nc, config.fleet), agents, extra.minStaleMs ?? 2000, log);
+      const lists = new NatsRecipientStore(nc, () => link.connected, recipients, ops, log);
+      return new NatsControlPlane(instanceId, nc, link, store, opStore, new NatsCommands(nc, config.fleet), lists, agents, extra.minStaleMs ?? 2000, log);
     } catch (err) {
       await nc.close().catch(() => undefined);
       throw err;
     }
   }
 
-  /** Loads the table, the operations and the agents, then follows all three (watches restart on every reconnect). */
+  /** Loads the table, the operations and the agents, then follows them and the recipient lists (watches restart on every reconnect). */
   async start(registry: Registry): Promise<void> {
     const log = this.log;
     this.feed = new NatsAgentFeed(this.agentsKv, registry, this.store, log, this.minStaleMs);
     await this.store.start();
+    this.recipients.start();
     await this.ops.start();
     await this.feed.start();
     watchStatus(this.nc, log, {
@@ -69,6 +74,7 @@ export class NatsControlPlane {
       reconnect: () => {
         this.link.connected = true;
         this.store.restart();
+        this.recipients.restart();
         this.ops.restart();
         this.feed?.restart();
       },
@@ -79,6 +85,7 @@ export class NatsControlPlane {
   async stop(): Promise<void> {
     await this.feed?.stop();
     await this.ops.close();
+    await this.recipients.stop();
     await this.store.stop();
     await this.nc.drain().catch(() => this.nc.close());
   }

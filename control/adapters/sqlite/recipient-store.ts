@@ -5,7 +5,9 @@ import type { RecipientCount, RecipientEdit, RecipientListing, RecipientStoreApi
 import type { Db } from './db.js';
 
 // A row stays after its address is removed (present = 0, a tombstone) with the version that removed it: the
-// changes since any version are then one indexed query, `version > v`, whatever happened in between.
+// changes since any version are then one indexed query, `version > v`, whatever happened in between. Tombstones
+// every agent has seen are collected (collectTombstones); `floor` in recipient_meta is the newest version
+// collected, and an agent below it gets a snapshot.
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS recipient_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS recipient_lists (
@@ -24,6 +26,9 @@ CREATE INDEX IF NOT EXISTS recipients_by_version ON recipients (version);
 CREATE INDEX IF NOT EXISTS recipient_lists_by_version ON recipient_lists (version);
 `;
 
+/** Versions of tombstones kept even when an agent is further behind (it then gets a snapshot). */
+const TOMBSTONE_RETAIN = 1000;
+
 /**
  * The recipient lists of record (Postfix's relay_recipient_maps, owned by the controller): per domain, the
  * addresses RCPT accepts. Every change is one transaction that bumps the list version and writes an audit row
@@ -31,6 +36,7 @@ CREATE INDEX IF NOT EXISTS recipient_lists_by_version ON recipient_lists (versio
  */
 export class RecipientStore extends EventEmitter<RecipientStoreEvents> implements RecipientStoreApi {
   private current: number;
+  private floor: number;
   private readonly stmts;
 
   constructor(private readonly db: Db) {
@@ -45,7 +51,8 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
       removeAddress: db.prepare('UPDATE recipients SET present = 0, version = ? WHERE domain = ? AND address = ? AND present = 1'),
       listsAt: db.prepare('SELECT count(*) FROM recipient_lists WHERE version = ?').pluck(),
     };
-    this.current = this.readVersion();
+    this.current = this.readMeta('version');
+    this.floor = this.readMeta('floor');
   }
 
   get version(): number {
@@ -103,9 +110,29 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
       .all() as RecipientCount[];
   }
 
+  /**
+   * Deletes the tombstones of versions every agent has applied (`agentVersions`: each known agent's list
+   * version; 0 = it will get a snapshot anyway), and of versions more than `retain` behind in any case, so an
+   * agent away for long costs one snapshot rather than keeping every removal forever. Returns how many went.
+   */
+  collectTombstones(agentVersions: readonly number[], retain = TOMBSTONE_RETAIN): number {
+    const behind = agentVersions.filter((v) => v > 0);
+    const upTo = Math.min(this.current, Math.max(behind.length ? Math.min(...behind) : this.current, this.current - retain));
+    if (upTo <= this.floor) return 0;
+    let removed = 0;
+    this.db.transaction(() => {
+      removed += this.db.prepare('DELETE FROM recipients WHERE present = 0 AND version <= ?').run(upTo).changes;
+      removed += this.db.prepare('DELETE FROM recipient_lists WHERE present = 0 AND version <= ?').run(upTo).changes;
+      this.db.prepare("INSERT INTO recipient_meta (key, value) VALUES ('floor', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(upTo);
+    })();
+    this.floor = upTo;
+    return removed;
+  }
+
   since(version: number): RecipientDelta {
-    // Unknown to us (0, or newer than this database: restored from a backup): everything, as a snapshot.
-    if (version <= 0 || version > this.current) {
+    // Unknown to us (0, below the collected tombstones, or newer than this database: restored from a backup):
+    // everything, as a snapshot.
+    if (version <= 0 || version < this.floor || version > this.current) {
       const lists = this.db.prepare('SELECT domain FROM recipient_lists WHERE present = 1').pluck().all() as string[];
       const addresses = this.db.prepare('SELECT domain, address FROM recipients WHERE present = 1').all() as { domain: string; address: string }[];
       return { version: this.current, baseVersion: 0, snapshot: true, changes: [...lists.map((domain) => ({ domain, address: '', present: true })), ...addresses.map((a) => ({ ...a, present: true }))] };
@@ -138,8 +165,8 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
     return (present ? this.stmts.addAddress.run(domain, address, version) : this.stmts.removeAddress.run(version, domain, address)).changes;
   }
 
-  private readVersion(): number {
-    return (this.db.prepare("SELECT value FROM recipient_meta WHERE key = 'version'").pluck().get() as number | undefined) ?? 0;
+  private readMeta(key: 'version' | 'floor'): number {
+    return (this.db.prepare('SELECT value FROM recipient_meta WHERE key = ?').pluck().get(key) as number | undefined) ?? 0;
   }
 
   /** One transaction: the change at the next version, kept only when it changed something; audited. */
