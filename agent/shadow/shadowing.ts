@@ -46,6 +46,8 @@ export class Shadowing {
   /** Copies on their way in an SMTP session: not re-shadowed meanwhile (a tempfail removes them). */
   private readonly copying = new Set<string>();
   private confirmWaiting: string[] = [];
+  /** Confirmations handed over and not yet written: those messages are copied, whatever the table says yet. */
+  private confirming = 0;
   private confirmScheduled = false;
   private reshadowing = false;
   private unreachable = new Set<string>();
@@ -101,7 +103,8 @@ export class Shadowing {
       appliedVersion: this.pairing.version,
       peer: this.pairing.peer?.agentId ?? '',
       unreachableClients: [...this.unreachable].sort(),
-      unshadowed: this.spool.shadowViews.unconfirmedCount(),
+      // A message on its way in (copying) or confirmed a moment ago (confirming) is not one without a copy.
+      unshadowed: Math.max(0, this.spool.shadowViews.unconfirmedCount() - this.confirming - this.copying.size),
       shadowCopies: this.spool.shadowViews.copyCount(),
     };
   }
@@ -132,13 +135,17 @@ export class Shadowing {
   /** The message is in our queue and its copy at the peer: no re-shadow needed (batched, no fsync of its own). */
   confirm(id: string): void {
     this.confirmWaiting.push(id);
+    this.confirming++;
     if (this.confirmScheduled) return;
     this.confirmScheduled = true;
     setTimeout(() => {
       this.confirmScheduled = false;
       const ids = this.confirmWaiting;
       this.confirmWaiting = [];
-      this.spool.shadowConfirm(ids).catch((err: unknown) => this.log.warn({ err }, 'shadow confirmations not recorded (the copies go again)'));
+      this.spool
+        .shadowConfirm(ids)
+        .catch((err: unknown) => this.log.warn({ err }, 'shadow confirmations not recorded (the copies go again)'))
+        .finally(() => (this.confirming -= ids.length));
     }, 20).unref();
   }
 
