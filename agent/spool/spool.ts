@@ -54,10 +54,10 @@ export class Spool {
    * A look at the queue file under `dataDir` from outside the process that runs it (tests, diagnostics), on a
    * read-only connection: it never writes or checkpoints, so a file a crash left behind stays as it was.
    */
-  static readFile<T>(dataDir: string, read: (file: { inspect: Inspection; views: Views }) => T): T {
+  static readFile<T>(dataDir: string, read: (file: { inspect: Inspection; views: Views; shadow: ShadowViews }) => T): T {
     const db = openReadOnly(dataDir);
     try {
-      return read({ inspect: new Inspection(db), views: new Views(db) });
+      return read({ inspect: new Inspection(db), views: new Views(db), shadow: new ShadowViews(db) });
     } finally {
       db.close();
     }
