@@ -53,7 +53,7 @@ export interface ControlHandler {
 
 export interface ShadowHandler {
   /** What Hello says: the address peers dial, how long this agent may be away, the assignment applied. */
-  hello(): { address: string; takeoverAfterMs: number; version: number };
+  hello(): { address: string; takeoverAfterMs: number; version: number; queueId: string };
   apply(pairing: Pairing): Promise<void>;
   status(): ShadowStatus;
   /** Called when the report should go out now (reachability of a client changed). */
@@ -282,7 +282,7 @@ export class Agent implements ControlHandler {
     const s = this.shadowing;
     if (!s) return undefined;
     return {
-      hello: () => ({ address: this.shadowAddress, takeoverAfterMs: this.config.shadow!.takeoverAfter, version: s.appliedVersion }),
+      hello: () => ({ address: this.shadowAddress, takeoverAfterMs: this.config.shadow!.takeoverAfter, version: s.appliedVersion, queueId: this.queue.shadowViews.queueId() }),
       apply: async (pairing) => {
         await s.apply(pairing);
         this.gate?.shadowAssigned();

@@ -257,9 +257,9 @@ class GrpcControlChannel implements ControlChannel {
 }
 
 /** Hello's shadow fields (none when shadowing is off). */
-function shadowHelloFields(session: ControlSession): { shadowAddress: string; shadowTakeoverAfterMs: number; shadowVersion: number } | object {
+function shadowHelloFields(session: ControlSession): { shadowAddress: string; shadowTakeoverAfterMs: number; shadowVersion: number; shadowQueueId: string } | object {
   const h = session.shadowHello;
-  return h ? { shadowAddress: h.address, shadowTakeoverAfterMs: h.takeoverAfterMs, shadowVersion: h.version } : {};
+  return h ? { shadowAddress: h.address, shadowTakeoverAfterMs: h.takeoverAfterMs, shadowVersion: h.version, shadowQueueId: h.queueId } : {};
 }
 
 /** A gRPC control channel factory with non-default timings (tests, benchmarks). */

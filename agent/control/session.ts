@@ -129,7 +129,7 @@ export class ControlSession {
   }
 
   /** Shadow redundancy: what Hello announces (undefined when it is off). */
-  get shadowHello(): { address: string; takeoverAfterMs: number; version: number } | undefined {
+  get shadowHello(): { address: string; takeoverAfterMs: number; version: number; queueId: string } | undefined {
     return this.handler.shadow?.hello();
   }
 

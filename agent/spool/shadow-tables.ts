@@ -221,6 +221,11 @@ export class ShadowViews {
     return this.stmts.copyCount.get() as number;
   }
 
+  /** The identity of this queue file (made with it). */
+  queueId(): string {
+    return String(this.stmts.state.get('queueId') ?? '');
+  }
+
   /** The takeover of this agent handled last (its assignment version; 0 = none). */
   takenOverVersion(): number {
     return (this.stmts.state.get('takenOverVersion') as number | undefined) ?? 0;

@@ -8,6 +8,8 @@ import type { AgentInfo, Registry } from './registry.js';
 export interface ShadowMemberInfo {
   address: string;
   takeoverAfterMs: number;
+  /** Identity of its queue file: another one means the old disk is gone. */
+  queueId: string;
 }
 
 /** "agent X taken over by Y" as recorded; cleared once X came back and applied it (then X rejoins the ring). */
@@ -117,8 +119,14 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
     if (!info) {
       if (!before) return;
       delete this.state.members[id];
-    } else if (before?.address === info.address && before.takeoverAfterMs === info.takeoverAfterMs) return;
-    else this.state.members[id] = { ...info };
+    } else if (before?.address === info.address && before.takeoverAfterMs === info.takeoverAfterMs && before.queueId === info.queueId) return;
+    else {
+      const holder = this.state.holders[id];
+      // Back with another queue (its disk was lost or replaced): what its holder has of the old one is delivered
+      // from there now, at once (waiting for takeoverAfter would only delay it: the old queue is not coming back).
+      if (before?.queueId && info.queueId && before.queueId !== info.queueId && holder && !this.openTakeover(id)) this.takeOver(id, holder, Date.now(), 'came back with another queue (disk lost)');
+      this.state.members[id] = { ...info };
+    }
     this.recompute(true);
   }
 
@@ -148,7 +156,10 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
       version: this.state.version,
       peer: peerId && peerInfo ? { agentId: peerId, address: peerInfo.address, credential: cred(id, peerId) } : undefined,
       clients: clients.sort((a, b) => a.agentId.localeCompare(b.agentId)),
-      takeovers: this.newestTakeovers().map(({ agentId, byAgentId, version, atMs }) => ({ agentId, byAgentId, version, atMs })),
+      // Open ones only: a cleared takeover's agent is back in the ring, and its new copies are not to be adopted.
+      takeovers: this.newestTakeovers()
+        .filter((t) => !t.cleared)
+        .map(({ agentId, byAgentId, version, atMs }) => ({ agentId, byAgentId, version, atMs })),
     };
   }
 

@@ -257,7 +257,7 @@ export class Sessions implements AgentCommander {
       previous.close('replaced by a newer session for this agent', status.ABORTED);
     }
     const { agentId, appliedVersion, ...identity } = hello;
-    const { recipientsVersion, softwareVersion, smtpListen, shadowAddress, shadowTakeoverAfterMs, shadowVersion: _shadowVersion, ...who } = identity;
+    const { recipientsVersion, softwareVersion, smtpListen, shadowAddress, shadowTakeoverAfterMs, shadowQueueId, shadowVersion: _shadowVersion, ...who } = identity;
     const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion, software: { version: softwareVersion, smtpListen } })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
     const snap = store.snapshot();
@@ -275,7 +275,7 @@ export class Sessions implements AgentCommander {
     session.recipientsSent = hello.recipientsVersion;
     this.sendRecipients(session);
     // A new member changes the ring (and so everyone's assignment, sent on 'change'); its own goes out in any case.
-    this.opts.shadow?.hello(agentId, shadowAddress ? { address: shadowAddress, takeoverAfterMs: shadowTakeoverAfterMs } : undefined);
+    this.opts.shadow?.hello(agentId, shadowAddress ? { address: shadowAddress, takeoverAfterMs: shadowTakeoverAfterMs, queueId: shadowQueueId } : undefined);
     this.sendShadow(session);
     return session;
   }

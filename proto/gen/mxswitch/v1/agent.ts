@@ -72,6 +72,8 @@ export interface Hello {
   shadowTakeoverAfterMs: number;
   /** The ShadowAssignment version it has applied (0 = none). */
   shadowVersion: number;
+  /** Identity of its queue file (made with it): another one means its disk was lost, and its peer takes over. */
+  shadowQueueId: string;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -566,6 +568,7 @@ function createBaseHello(): Hello {
     shadowAddress: "",
     shadowTakeoverAfterMs: 0,
     shadowVersion: 0,
+    shadowQueueId: "",
   };
 }
 
@@ -603,6 +606,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.shadowVersion !== 0) {
       writer.uint32(256).uint64(message.shadowVersion);
+    }
+    if (message.shadowQueueId !== "") {
+      writer.uint32(266).string(message.shadowQueueId);
     }
     return writer;
   },
@@ -708,6 +714,14 @@ export const Hello: MessageFns<Hello> = {
             message.shadowVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.shadowQueueId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -769,6 +783,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.shadow_version)
         ? globalThis.Number(object.shadow_version)
         : 0,
+      shadowQueueId: isSet(object.shadowQueueId)
+        ? globalThis.String(object.shadowQueueId)
+        : isSet(object.shadow_queue_id)
+        ? globalThis.String(object.shadow_queue_id)
+        : "",
     };
   },
 
@@ -807,6 +826,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.shadowVersion !== 0) {
       obj.shadowVersion = Math.round(message.shadowVersion);
     }
+    if (message.shadowQueueId !== "") {
+      obj.shadowQueueId = message.shadowQueueId;
+    }
     return obj;
   },
 
@@ -826,6 +848,7 @@ export const Hello: MessageFns<Hello> = {
     message.shadowAddress = object.shadowAddress ?? "";
     message.shadowTakeoverAfterMs = object.shadowTakeoverAfterMs ?? 0;
     message.shadowVersion = object.shadowVersion ?? 0;
+    message.shadowQueueId = object.shadowQueueId ?? "";
     return message;
   },
 };
