@@ -59,7 +59,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'verify.timeout': 'Connect and reply timeout of a probe',
     'verify.probesPerSecond': 'Probes per second per next hop (one shared connection each); over it a new address gets 450 4.1.1 whatever `unreachable` says, so a dictionary attack neither queues nor reaches the next hop',
     'shadow.listen': 'Shadow redundancy on: address of the peer service (gRPC) where other agents store their shadow copies; the controller assigns each agent a peer (another region first)',
-    'shadow.advertise': 'Address peers dial (`host:port`); default `smtp.hostname` (or the listen host) with the bound port',
+    'shadow.advertise': 'Address peers dial (`host:port`); default the listen host (`smtp.hostname` when it listens on a wildcard address) with the bound port',
     'shadow.takeoverAfter': 'An agent disconnected from the controller this long, and unreachable from its peer too, is taken over: the peer delivers its shadow copies',
     'shadow.onPeerDown': 'When the peer does not confirm a copy within `shadow.timeout`: `accept` (250 with one copy, counted in `mxswitch_unshadowed_messages`, copied once a peer is back) or `tempfail` (`451 4.4.3`, nothing kept)',
     'shadow.timeout': 'How long the 250 waits for the peer\'s durable commit of the copy',
