@@ -132,6 +132,7 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
 
   report(id: string, r: Omit<ShadowReportInfo, 'at'>, at = Date.now()): void {
     this.reports.set(id, { ...r, at });
+    this.showView(id);
     const t = this.openTakeover(id);
     if (t && r.appliedVersion >= t.version) {
       // It came back, dropped what its holder delivers, and may rejoin the ring.
@@ -224,6 +225,13 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
     this.store.save(this.state);
     this.log.info({ version: this.state.version, holders: this.state.holders }, 'shadow pairing changed');
     this.emit('change');
+    for (const id of Object.keys(this.state.members)) this.showView(id);
+  }
+
+  /** What `status` shows, into the registry (its 'agent' event then reaches watchers). */
+  private showView(id: string): void {
+    const view = this.view(id);
+    if (view) this.registry.observe(id, { shadow: view });
   }
 
   /** A member away for its takeoverAfter whose connected holder cannot reach it either is taken over. */

@@ -77,7 +77,13 @@ test('host loss during a hold: SIGKILL an agent and delete its dataDir; its peer
   rmSync(`${dir}/tk-b`, { recursive: true, force: true });
   // tk-c held tk-b's copies: after takeoverAfter (and tk-c's "unreachable" report) they are in its queue.
   await waitFor("tk-b's mail taken over into tk-c's queue", () => queued(`${dir}/tk-c`) === 20, 30_000);
-  assert.equal(shadowCopies(`${dir}/tk-c`), 0, "tk-b's copies left tk-c's shadow tables for its queue");
+  const origins = Spool.readFile(`${dir}/tk-c`, ({ shadow }) => new Set(shadow.list(1000).map((c) => c.origin)));
+  assert.ok(!origins.has('tk-b'), "tk-b's copies left tk-c's shadow tables for its queue");
+  // tk-a's peer was tk-b: it is re-paired with tk-c and copies its queue there again.
+  await waitFor("tk-a's mail re-shadowed to tk-c", () => shadowCopies(`${dir}/tk-c`) === 10, 20_000);
+  const status = await runCli(['status', '--controller', `127.0.0.1:${grpcPort}`], { MXSWITCH_TOKEN: ADMIN_TOKEN });
+  assert.match(status.stdout, /tk-b: taken over by tk-c/, status.stdout);
+  assert.match(status.stdout, /tk-c: peer tk-a, \d+ unshadowed, \d+ copies kept for others, took over tk-b/, status.stdout);
 
   const cli = await runCli(['switchover', 'example.com', '--to', newSink.target, '--wait-drained', '--exclude', 'tk-b', '--controller', `127.0.0.1:${grpcPort}`], { MXSWITCH_TOKEN: ADMIN_TOKEN }, 90_000);
   assert.equal(cli.code, 0, `switchover: ${cli.stdout}\n${cli.stderr}`);

@@ -54,6 +54,7 @@ export function agentStatus(a: AgentInfo): AgentStatus {
     softwareVersion: a.software.version,
     smtpListen: a.software.smtpListen,
     hostname: a.hostname,
+    ...(a.shadow ? { shadow: a.shadow } : {}),
   });
 }
 

@@ -32,6 +32,7 @@ import {
   QueueShowCommand,
   Route,
 } from "./agent.js";
+import { AgentShadow } from "./shadow.js";
 
 export const protobufPackage = "mxswitch.v1";
 
@@ -67,6 +68,8 @@ export interface AgentStatus {
   smtpListen: string;
   /** Its host name. */
   hostname: string;
+  /** Shadow redundancy (absent when the agent has it off). */
+  shadow?: AgentShadow | undefined;
 }
 
 /** Operation is a long-running fleet-wide change. */
@@ -441,6 +444,7 @@ function createBaseAgentStatus(): AgentStatus {
     softwareVersion: "",
     smtpListen: "",
     hostname: "",
+    shadow: undefined,
   };
 }
 
@@ -484,6 +488,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     }
     if (message.hostname !== "") {
       writer.uint32(106).string(message.hostname);
+    }
+    if (message.shadow !== undefined) {
+      AgentShadow.encode(message.shadow, writer.uint32(242).fork()).join();
     }
     return writer;
   },
@@ -605,6 +612,14 @@ export const AgentStatus: MessageFns<AgentStatus> = {
             message.hostname = reader.string();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.shadow = AgentShadow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -660,6 +675,7 @@ export const AgentStatus: MessageFns<AgentStatus> = {
         ? globalThis.String(object.smtp_listen)
         : "",
       hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      shadow: isSet(object.shadow) ? AgentShadow.fromJSON(object.shadow) : undefined,
     };
   },
 
@@ -704,6 +720,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     if (message.hostname !== "") {
       obj.hostname = message.hostname;
     }
+    if (message.shadow !== undefined) {
+      obj.shadow = AgentShadow.toJSON(message.shadow);
+    }
     return obj;
   },
 
@@ -727,6 +746,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     message.softwareVersion = object.softwareVersion ?? "";
     message.smtpListen = object.smtpListen ?? "";
     message.hostname = object.hostname ?? "";
+    message.shadow = (object.shadow !== undefined && object.shadow !== null)
+      ? AgentShadow.fromPartial(object.shadow)
+      : undefined;
     return message;
   },
 };

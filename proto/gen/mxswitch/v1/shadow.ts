@@ -95,6 +95,22 @@ export interface ShadowTakeover {
   atMs: number;
 }
 
+/** AgentShadow is what `status` shows of one agent's shadow redundancy. */
+export interface AgentShadow {
+  /** Its peer (holder of its copies); "" = none. */
+  peer: string;
+  /** Its messages without a confirmed copy at the peer. */
+  unshadowed: number;
+  /** Copies it keeps for its clients. */
+  shadowCopies: number;
+  /** The ShadowAssignment version it applied. */
+  appliedVersion: number;
+  /** The agent that took it over ("" = not taken over). */
+  takenOverBy: string;
+  /** Agents it took over. */
+  tookOver: string[];
+}
+
 /**
  * ShadowReport goes from an agent to the controller: what it applied and what
  * it can reach.
@@ -901,6 +917,171 @@ export const ShadowTakeover: MessageFns<ShadowTakeover> = {
     message.byAgentId = object.byAgentId ?? "";
     message.version = object.version ?? 0;
     message.atMs = object.atMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseAgentShadow(): AgentShadow {
+  return { peer: "", unshadowed: 0, shadowCopies: 0, appliedVersion: 0, takenOverBy: "", tookOver: [] };
+}
+
+export const AgentShadow: MessageFns<AgentShadow> = {
+  encode(message: AgentShadow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.peer !== "") {
+      writer.uint32(10).string(message.peer);
+    }
+    if (message.unshadowed !== 0) {
+      writer.uint32(16).uint64(message.unshadowed);
+    }
+    if (message.shadowCopies !== 0) {
+      writer.uint32(24).uint64(message.shadowCopies);
+    }
+    if (message.appliedVersion !== 0) {
+      writer.uint32(32).uint64(message.appliedVersion);
+    }
+    if (message.takenOverBy !== "") {
+      writer.uint32(42).string(message.takenOverBy);
+    }
+    for (const v of message.tookOver) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentShadow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentShadow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.peer = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.unshadowed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.shadowCopies = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.appliedVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.takenOverBy = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.tookOver.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentShadow {
+    return {
+      peer: isSet(object.peer) ? globalThis.String(object.peer) : "",
+      unshadowed: isSet(object.unshadowed) ? globalThis.Number(object.unshadowed) : 0,
+      shadowCopies: isSet(object.shadowCopies)
+        ? globalThis.Number(object.shadowCopies)
+        : isSet(object.shadow_copies)
+        ? globalThis.Number(object.shadow_copies)
+        : 0,
+      appliedVersion: isSet(object.appliedVersion)
+        ? globalThis.Number(object.appliedVersion)
+        : isSet(object.applied_version)
+        ? globalThis.Number(object.applied_version)
+        : 0,
+      takenOverBy: isSet(object.takenOverBy)
+        ? globalThis.String(object.takenOverBy)
+        : isSet(object.taken_over_by)
+        ? globalThis.String(object.taken_over_by)
+        : "",
+      tookOver: globalThis.Array.isArray(object?.tookOver)
+        ? object.tookOver.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.took_over)
+        ? object.took_over.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AgentShadow): unknown {
+    const obj: any = {};
+    if (message.peer !== "") {
+      obj.peer = message.peer;
+    }
+    if (message.unshadowed !== 0) {
+      obj.unshadowed = Math.round(message.unshadowed);
+    }
+    if (message.shadowCopies !== 0) {
+      obj.shadowCopies = Math.round(message.shadowCopies);
+    }
+    if (message.appliedVersion !== 0) {
+      obj.appliedVersion = Math.round(message.appliedVersion);
+    }
+    if (message.takenOverBy !== "") {
+      obj.takenOverBy = message.takenOverBy;
+    }
+    if (message.tookOver?.length) {
+      obj.tookOver = message.tookOver;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AgentShadow>): AgentShadow {
+    return AgentShadow.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AgentShadow>): AgentShadow {
+    const message = createBaseAgentShadow();
+    message.peer = object.peer ?? "";
+    message.unshadowed = object.unshadowed ?? 0;
+    message.shadowCopies = object.shadowCopies ?? 0;
+    message.appliedVersion = object.appliedVersion ?? 0;
+    message.takenOverBy = object.takenOverBy ?? "";
+    message.tookOver = object.tookOver?.map((e) => e) || [];
     return message;
   },
 };
