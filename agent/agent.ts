@@ -25,6 +25,7 @@ import { Scheduler } from './scheduler.js';
 import { Spool } from './spool/spool.js';
 import type { Pairing } from './shadow/assignment.js';
 import { Shadowing, type ShadowStatus } from './shadow/shadowing.js';
+import { listShadow } from './shadow/listing.js';
 
 /** The queue changes a controller may ask for, and what each does to the selected recipients. */
 const BULK_ACTIONS: Record<'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease', BulkAction> = { queueRemove: 'remove', queueRetry: 'retry', queueHold: 'hold', queueRelease: 'release' };
@@ -228,6 +229,8 @@ export class Agent implements ControlHandler {
     switch (command.kind) {
       case 'flush':
         return { due: await this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
+      case 'shadowList':
+        return listShadow(this.queue, command.limit);
       case 'queueList':
         return listQueue(this.queue, { ...command.select, ...(command.limit ? { limit: command.limit } : {}) });
       case 'queueShow':

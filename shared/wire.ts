@@ -61,6 +61,7 @@ export interface QueueChange {
 export type AgentCommand =
   | { kind: 'flush'; match: string }
   | { kind: 'queueList'; select: QueueSelection; limit: number }
+  | { kind: 'shadowList'; limit: number }
   | { kind: 'queueShow'; id: string; body: boolean }
   | { kind: 'queueShape'; select: QueueSelection }
   | ({ kind: 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease' } & QueueChange);
@@ -110,6 +111,8 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
       return { kind: 'queueRelease', ...selectionFromWire(k.value) };
     case 'queueShape':
       return { kind: 'queueShape', select: selectionFromWire(k.value).select };
+    case 'shadowList':
+      return { kind: 'shadowList', limit: k.value.limit };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
   }
@@ -123,6 +126,8 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
       const select = selectionToWire({ select: c.select, dryRun: false });
       return { $case: 'queueList', value: { match: select.match, state: select.state, limit: c.limit, select } };
     }
+    case 'shadowList':
+      return { $case: 'shadowList', value: { limit: c.limit } };
     case 'queueShow':
       return { $case: 'queueShow', value: { id: c.id, body: c.body } };
     case 'queueRemove':

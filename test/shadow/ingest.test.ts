@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { ShadowServiceClient, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
-import { adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { ADMIN_TOKEN, adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { runCli } from '../helpers/process.js';
 import { Sink } from '../helpers/sink.js';
 
 type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
@@ -45,7 +46,7 @@ async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, onPe
 }
 
 test('shadow accept: each 250 follows the peer\'s durable copy; peer down -> 250 with one copy, counted, copied once the peer is back; discards follow delivery', async (t) => {
-  const { sink, api, agents, start } = await shadowFleet(t, 'accept');
+  const { sink, ctl, api, agents, start } = await shadowFleet(t, 'accept');
   const [a, b] = agents as [FleetAgent, FleetAgent];
   for (let n = 1; n <= 5; n++) {
     assert.equal(await send(a.port, n), 250);
@@ -53,6 +54,13 @@ test('shadow accept: each 250 follows the peer\'s durable copy; peer down -> 250
     assert.equal(b.agent.queue.shadowViews.copyCount(), n, `copy of message ${n} at the peer before its 250`);
   }
   assert.equal(shadowOf(a).unshadowed, 0);
+  // The operator's view of them: through the controller, and on the peer's file.
+  const listed = await runCli(['queue', 'ls', '--shadow', '--agent', 'sh-b', '--json', '--controller', ctl.address], { MXSWITCH_TOKEN: ADMIN_TOKEN });
+  assert.equal(listed.code, 0, listed.stderr);
+  const copies = (JSON.parse(listed.stdout) as { results: { result: { copies: { origin: string; recipients: string[] }[] } }[] }).results[0]!.result.copies;
+  assert.deepEqual(copies.map((c) => [c.origin, c.recipients]), Array.from({ length: 5 }, () => ['sh-a', ['u@example.com']]));
+  const local = await runCli(['queue', 'ls', '--shadow', '--data-dir', b.config.dataDir]);
+  assert.match(local.stdout, /-- 5 shadow copies/, local.stdout);
 
   // The peer goes away: mail is still accepted, with one copy, and counted.
   const bDir = b.config.dataDir;

@@ -188,7 +188,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   }
 
   const queueCommand = (req: QueueCommandRequest): AgentCommand => {
-    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release or queue_shape)');
+    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release, queue_shape or shadow_list)');
     return commandFromWire(req.kind);
   };
 
@@ -288,7 +288,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
     queueCommand: unary('QueueCommand', async (req, call) => {
       const command = queueCommand(req);
-      if (command.kind !== 'queueList' && command.kind !== 'queueShow' && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
+      if (command.kind !== 'queueList' && command.kind !== 'queueShow' && command.kind !== 'shadowList' && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
       let ids: string[];
       if (req.agentId) {
         if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);

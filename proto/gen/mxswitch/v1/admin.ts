@@ -31,6 +31,7 @@ import {
   QueueSelector,
   QueueShowCommand,
   Route,
+  ShadowListCommand,
 } from "./agent.js";
 import { AgentShadow } from "./shadow.js";
 
@@ -356,6 +357,7 @@ export interface QueueCommandRequest {
     | { $case: "queueHold"; value: QueueSelector }
     | { $case: "queueRelease"; value: QueueSelector }
     | { $case: "queueShape"; value: QueueSelector }
+    | { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -3623,6 +3625,9 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape":
         QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
         break;
+      case "shadowList":
+        ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -3715,6 +3720,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.kind = { $case: "shadowList", value: ShadowListCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -3772,6 +3785,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
         : isSet(object.queue_shape)
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
+        : isSet(object.shadowList)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
+        : isSet(object.shadow_list)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadow_list) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -3802,6 +3819,8 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueShape") {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "shadowList") {
+      obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -3861,6 +3880,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "shadowList": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "shadowList", value: ShadowListCommand.fromPartial(object.kind.value) };
         }
         break;
       }

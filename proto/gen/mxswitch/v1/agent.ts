@@ -241,6 +241,9 @@ export interface Command {
     | //
     /** qshape: the selected recipients by domain and age (JSON QueueShape). */
     { $case: "queueShape"; value: QueueSelector }
+    | //
+    /** queue ls --shadow: the shadow copies kept here (JSON ShadowList). */
+    { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
 }
 
@@ -282,6 +285,12 @@ export interface QueueListCommand {
   limit: number;
   /** The selection (supersedes match and state when present). */
   select?: QueueSelector | undefined;
+}
+
+/** ShadowListCommand lists the shadow copies an agent keeps for other agents (`queue ls --shadow`). */
+export interface ShadowListCommand {
+  /** At most this many, oldest first (0 = all). */
+  limit: number;
 }
 
 /** QueueShowCommand returns the details of one queued message. */
@@ -2205,6 +2214,9 @@ export const Command: MessageFns<Command> = {
       case "queueShape":
         QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
         break;
+      case "shadowList":
+        ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2302,6 +2314,14 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.kind = { $case: "shadowList", value: ShadowListCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2356,6 +2376,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
         : isSet(object.queue_shape)
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
+        : isSet(object.shadowList)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
+        : isSet(object.shadow_list)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadow_list) }
         : undefined,
     };
   },
@@ -2384,6 +2408,8 @@ export const Command: MessageFns<Command> = {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueShape") {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "shadowList") {
+      obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2441,6 +2467,12 @@ export const Command: MessageFns<Command> = {
       case "queueShape": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "shadowList": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "shadowList", value: ShadowListCommand.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -2804,6 +2836,73 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
     message.select = (object.select !== undefined && object.select !== null)
       ? QueueSelector.fromPartial(object.select)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseShadowListCommand(): ShadowListCommand {
+  return { limit: 0 };
+}
+
+export const ShadowListCommand: MessageFns<ShadowListCommand> = {
+  encode(message: ShadowListCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowListCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowListCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShadowListCommand {
+    return { limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0 };
+  },
+
+  toJSON(message: ShadowListCommand): unknown {
+    const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ShadowListCommand>): ShadowListCommand {
+    return ShadowListCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ShadowListCommand>): ShadowListCommand {
+    const message = createBaseShadowListCommand();
+    message.limit = object.limit ?? 0;
     return message;
   },
 };
