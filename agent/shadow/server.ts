@@ -33,6 +33,8 @@ const denied = (code: status, details: string) => Object.assign(new Error(detail
 export class ShadowServer {
   private readonly server = new Server({ 'grpc.max_receive_message_length': 128 * 1024 * 1024 });
   private clients = new Map<string, string>();
+  /** This agent's own peer: it may probe us (empty batches only) with our pair's credential. */
+  private peer: PeerRef | undefined;
   private readonly calls = new Set<Call>();
   port = 0;
 
@@ -44,9 +46,10 @@ export class ShadowServer {
     this.server.addService(ShadowServiceService, { replicate: (call: Call) => this.replicate(call) });
   }
 
-  /** The clients now allowed (from the newest assignment). */
-  setClients(clients: readonly PeerRef[]): void {
+  /** The clients now allowed, and the peer that may probe us (from the newest assignment). */
+  setPairs(clients: readonly PeerRef[], peer: PeerRef | undefined): void {
     this.clients = new Map(clients.map((c) => [c.agentId, c.credential]));
+    this.peer = peer;
   }
 
   async start(): Promise<number> {
@@ -78,8 +81,23 @@ export class ShadowServer {
     return expected !== undefined && sameSecret(who.secret, expected) ? who.agentId : undefined;
   }
 
+  /** Our peer probing whether we are up (see reachability.ts). */
+  private probing(md: Metadata): boolean {
+    const who = callIdentity(md);
+    return !!who && !!this.peer && who.agentId === this.peer.agentId && sameSecret(who.secret, this.peer.credential);
+  }
+
   private replicate(call: Call): void {
     const origin = this.allowed(call.metadata);
+    if (!origin && this.probing(call.metadata)) {
+      // A probe stores nothing: each empty batch is answered, anything else refused.
+      call.on('data', (req: ReplicateRequest) => {
+        if (req.copies.length || req.discards.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
+        else call.write(ReplicateResponse.fromPartial({ batchId: req.batchId }));
+      });
+      call.on('end', () => call.end());
+      return;
+    }
     if (!origin) {
       this.log.warn({ peer: call.getPeer() }, 'shadow call refused: not a paired client or wrong credential');
       call.emit('error', denied(status.UNAUTHENTICATED, 'not a paired shadow client'));

@@ -186,7 +186,7 @@ export class Shadowing {
         this.onAdopted?.();
       }
     }
-    this.server.setClients(next.clients);
+    this.server.setPairs(next.clients, next.peer);
     const clientIds = new Set(next.clients.map((c) => c.agentId));
     for (const c of previous.clients) {
       const takenOverByUs = next.takeovers.some((t) => t.agentId === c.agentId && t.byAgentId === this.selfId);
@@ -244,7 +244,7 @@ export class Shadowing {
   /** Which clients this agent cannot reach (what a takeover needs the controller to hear). */
   private async probeClients(): Promise<void> {
     const clients = this.pairing.clients;
-    const results = await Promise.all(clients.map(async (c) => [c.agentId, await reachable(c.address, 1000)] as const));
+    const results = await Promise.all(clients.map(async (c) => [c.agentId, await reachable(c, this.selfId, 1000)] as const));
     const now = new Set(results.filter(([, ok]) => !ok).map(([id]) => id));
     const changed = now.size !== this.unreachable.size || [...now].some((id) => !this.unreachable.has(id));
     this.unreachable = now;
