@@ -94,6 +94,8 @@ export class Shadowing {
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    // Confirmations still waiting are written: a confirmed message must not look uncopied after a restart.
+    await this.writeConfirmations();
     this.link?.close();
     await this.server.stop();
   }
@@ -138,15 +140,18 @@ export class Shadowing {
     this.confirming++;
     if (this.confirmScheduled) return;
     this.confirmScheduled = true;
-    setTimeout(() => {
-      this.confirmScheduled = false;
-      const ids = this.confirmWaiting;
-      this.confirmWaiting = [];
-      this.spool
-        .shadowConfirm(ids)
-        .catch((err: unknown) => this.log.warn({ err }, 'shadow confirmations not recorded (the copies go again)'))
-        .finally(() => (this.confirming -= ids.length));
-    }, 20).unref();
+    setTimeout(() => void this.writeConfirmations(), 20).unref();
+  }
+
+  private writeConfirmations(): Promise<void> {
+    this.confirmScheduled = false;
+    const ids = this.confirmWaiting;
+    this.confirmWaiting = [];
+    if (!ids.length) return Promise.resolve();
+    return this.spool
+      .shadowConfirm(ids)
+      .catch((err: unknown) => this.log.warn({ err }, 'shadow confirmations not recorded (the copies go again)'))
+      .finally(() => (this.confirming -= ids.length));
   }
 
   /** A message committed here whose 250 was refused: its copy at the peer goes too. */

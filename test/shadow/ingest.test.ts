@@ -2,51 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { credentials, Metadata, status } from '@grpc/grpc-js';
 import { ShadowServiceClient, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
-import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
-import { ADMIN_TOKEN, adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { waitFor } from '../helpers/agent.js';
+import { ADMIN_TOKEN } from '../helpers/controller.js';
 import { runCli } from '../helpers/process.js';
-import { Sink } from '../helpers/sink.js';
-
-type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
-
-const shadowOf = (a: FleetAgent) => a.agent.health().shadow!;
-
-/** Sends message n to `port`; resolves with the reply code (250) or the refusal's code. */
-async function send(port: number, n: number): Promise<number> {
-  const client = smtpClient(port);
-  try {
-    await within(`message ${n}`, client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(n) }));
-    return 250;
-  } catch (err) {
-    const code = (err as { responseCode?: number }).responseCode;
-    if (!code) throw err;
-    (send as { last?: string }).last = (err as { response?: string }).response ?? '';
-    return code;
-  } finally {
-    client.close();
-  }
-}
-
-async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, onPeerDown: 'accept' | 'tempfail') {
-  const defer = deferrer(t);
-  const sink = await new Sink().start();
-  defer(() => sink.stop());
-  const ctl = await startController();
-  defer(() => ctl.cleanup());
-  const api = adminApi(ctl.address);
-  defer(() => api.close());
-  await api.setRoute('example.com', sink.target, { hold: true });
-  const shadow = { listen: '127.0.0.1:0', onPeerDown, timeout: '1s', takeoverAfter: '1h' };
-  const start = (id: string, region: string, dataDir?: string) => startFleetAgent(ctl.address, id, { region, shadow, ...(dataDir ? { dataDir } : {}) });
-  const agents = [await start('sh-a', 'r1'), await start('sh-b', 'r2')];
-  defer(() => Promise.all(agents.map((a) => a.cleanup())));
-  await waitFor('both paired', () => shadowOf(agents[0]!).peer === 'sh-b' && shadowOf(agents[1]!).peer === 'sh-a');
-  await waitFor('both delivering', () => agents.every((a) => a.agent.deliveryState.open));
-  return { sink, ctl, api, agents, start, defer };
-}
+import { lastRefusal, send, shadowFleet, shadowOf, type FleetAgent } from './helpers.js';
 
 test('shadow accept: each 250 follows the peer\'s durable copy; peer down -> 250 with one copy, counted, copied once the peer is back; discards follow delivery', async (t) => {
-  const { sink, ctl, api, agents, start } = await shadowFleet(t, 'accept');
+  const { sink, ctl, api, agents, start } = await shadowFleet(t, { ids: ['sh-a', 'sh-b'] });
   const [a, b] = agents as [FleetAgent, FleetAgent];
   for (let n = 1; n <= 5; n++) {
     assert.equal(await send(a.port, n), 250);
@@ -70,7 +32,7 @@ test('shadow accept: each 250 follows the peer\'s durable copy; peer down -> 250
   assert.equal(a.agent.health().total, 8);
 
   // It comes back (same disk, new port): the three are copied, the count falls to 0.
-  agents[1] = await start('sh-b', 'r2', bDir);
+  agents[1] = await start('sh-b', bDir);
   const b2 = agents[1];
   await waitFor('re-shadowed after the peer returned', () => shadowOf(a).unshadowed === 0, 20_000);
   assert.equal(b2.agent.queue.shadowViews.copyCount(), 8);
@@ -82,18 +44,18 @@ test('shadow accept: each 250 follows the peer\'s durable copy; peer down -> 250
 });
 
 test('shadow tempfail: peer down -> 451 4.4.3 and nothing kept', async (t) => {
-  const { agents } = await shadowFleet(t, 'tempfail');
+  const { agents } = await shadowFleet(t, { ids: ['sh-a', 'sh-b'], onPeerDown: 'tempfail' });
   const [a, b] = agents as [FleetAgent, FleetAgent];
   assert.equal(await send(a.port, 1), 250);
   await b.cleanup(true);
   assert.equal(await send(a.port, 2), 451);
-  assert.match((send as { last?: string }).last!, /4\.4\.3/);
+  assert.match(lastRefusal.text, /4\.4\.3/);
   assert.equal(a.agent.health().total, 1, 'the refused message is not queued');
   assert.equal(shadowOf(a).unshadowed, 0);
 });
 
 test('the shadow service refuses a client without the pair\'s credential', async (t) => {
-  const { agents } = await shadowFleet(t, 'accept');
+  const { agents } = await shadowFleet(t, { ids: ['sh-a', 'sh-b'] });
   const b = agents[1]!;
   const client = new ShadowServiceClient(b.agent.shadowAddress, credentials.createInsecure());
   t.after(() => client.close());
