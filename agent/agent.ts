@@ -10,6 +10,7 @@ import type { AgentCommand } from '../shared/wire.js';
 import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-ops.js';
 import { coversMatch } from './queue-select.js';
 import { queueShape } from './queue-shape.js';
+import { previewRouteChange } from './route-preview.js';
 import { Delivery } from './delivery.js';
 import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
@@ -237,6 +238,10 @@ export class Agent implements ControlHandler {
         return showMessage(this.queue, command.id, { body: command.body });
       case 'queueShape':
         return queueShape(this.queue, command.select);
+      case 'routePreview':
+        return previewRouteChange(this.queue, this.router.table, command.change);
+      case 'routeTable':
+        return { version: this.router.table.version, routes: this.router.table.routes };
       case 'queueRemove':
       case 'queueRetry':
       case 'queueHold':

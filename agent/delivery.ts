@@ -4,11 +4,20 @@ import nodemailer, { type Transporter } from 'nodemailer';
 import type { AgentConfig } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import type { Target } from '../shared/routes.js';
-import { applyVendorPatches } from '../shared/vendor-patches.js';
+import { applyVendorPatches, type SentInfoExtras } from '../shared/vendor-patches.js';
 import { MxResolver, nextHops } from './mx-resolver.js';
 
 /** What happened to one recipient at the next hop. */
 export type RecipientResult = { rcpt: string; status: 'delivered' | 'temporary' | 'permanent'; reply: string };
+
+/** One transaction's outcome: every recipient's result, the next hop that decided it, and the session's TLS. */
+export interface DeliveryAttempt {
+  results: RecipientResult[];
+  /** "mx1.example.net[192.0.2.1]:25", "[192.0.2.1]:25", or what was tried when no host answered. */
+  relay: string;
+  /** "TLSv1.3" when the message went over TLS; absent over plaintext or when nothing was sent. */
+  tlsVersion?: string;
+}
 
 export interface DeliveryOptions {
   /** Recursive resolvers for MX targets, "IP[:PORT]", tried in order; default the system's (/etc/resolv.conf). */
@@ -157,28 +166,32 @@ export class Delivery {
    * answers at SMTP level decides.
    */
   /** `body`: the message, or a function that makes a new stream of it for each attempt (a large message). */
-  async send(target: Target, tlsRequired: boolean, envelope: Envelope, body: Buffer | (() => Readable)): Promise<RecipientResult[]> {
+  async send(target: Target, tlsRequired: boolean, envelope: Envelope, body: Buffer | (() => Readable)): Promise<DeliveryAttempt> {
     const hops = await nextHops(this.mx, target);
-    if ('reply' in hops) return envelope.to.map((rcpt) => ({ rcpt, status: hops.status, reply: hops.reply }));
+    if ('reply' in hops) return { results: envelope.to.map((rcpt) => ({ rcpt, status: hops.status, reply: hops.reply })), relay: `${target.host}:${target.port}` };
     const failures: string[] = [];
     let last: SmtpError | undefined;
     for (const hop of hops) {
       const pool = this.pool(hop.address, target.port, tlsRequired, hop.name);
       try {
         const info = await pool.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: typeof body === 'function' ? body() : body, messageId: RAW_MESSAGE_ID });
-        const rejected = (info as unknown as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [];
-        return resultsOf(envelope.to, { ok: true, response: String(info.response ?? '250'), rejected }, where({ ...hop, port: target.port }), this.config);
+        const extra = info as unknown as { rejectedErrors?: SmtpError[] } & SentInfoExtras;
+        const relay = where({ ...hop, port: target.port });
+        const results = resultsOf(envelope.to, { ok: true, response: String(info.response ?? '250'), rejected: extra.rejectedErrors ?? [] }, relay, this.config);
+        return { results, relay, ...(extra.tlsVersion ? { tlsVersion: extra.tlsVersion } : {}) };
       } catch (err) {
         last = err as SmtpError;
         // The first host that answers at SMTP level decides; a refused session lets the next MX host try.
         if ((last.responseCode !== undefined && !refusedSession(last)) || hops.length === 1) {
-          return resultsOf(envelope.to, { ok: false, err: last }, where({ ...hop, port: target.port }), this.config);
+          const relay = where({ ...hop, port: target.port });
+          return { results: resultsOf(envelope.to, { ok: false, err: last }, relay, this.config), relay };
         }
         failures.push(`${hop.name ?? hop.address}[${hop.address}]: ${oneLine(last.response ?? `${last.code ?? 'error'}: ${last.message}`)}`);
       }
     }
     const err: SmtpError = Object.assign(new Error(`no MX host of ${target.host} answered: ${failures.join('; ')}`), { code: last?.code ?? 'ECONNECTION' });
-    return resultsOf(envelope.to, { ok: false, err }, `MX hosts of ${target.host}`, this.config);
+    const relay = `MX hosts of ${target.host}`;
+    return { results: resultsOf(envelope.to, { ok: false, err }, relay, this.config), relay };
   }
 
   /** `servername`: the MX host name for TLS SNI when `host` is its resolved address. */

@@ -5,10 +5,10 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMT
 import type { AgentConfig } from '../shared/config.js';
 import { hasRoutingInLocalPart, parseRecipient } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
-import { parseHostPort } from '../shared/units.js';
+import { formatDuration, parseHostPort } from '../shared/units.js';
 import { applyVendorPatches, type PatchedServerOptions } from '../shared/vendor-patches.js';
 import { GreetPassCache } from './greet-pass.js';
-import { BareNewlineError, ControlCharError, ControlCharGuard, LineEndingGuard, ReceivedHeaderCounter } from './message-data.js';
+import { BareNewlineError, ControlCharError, ControlCharGuard, HeaderScan, LineEndingGuard } from './message-data.js';
 import { IncomingData, type StoredData } from './incoming-data.js';
 import { newQueueId, QueueStorageError, type Spool } from './spool/spool.js';
 import type { RecipientLists } from './recipients/lists.js';
@@ -112,7 +112,24 @@ export class Ingress {
 
   /** Stops accepting, lets sessions finish within shutdownTimeout, then answers 421 to the rest. */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    const open = [...this.openByClient].map(([client, sessions]) => ({ client, sessions: sessions.size }));
+    const waitMs = this.deps.config.smtp.shutdownTimeout;
+    const started = Date.now();
+    // An operator whose stop seems to hang should read why, and for how long at most.
+    if (open.length) {
+      const count = open.reduce((n, o) => n + o.sessions, 0);
+      this.deps.log.info({ sessions: count, clients: open.map((o) => o.client), waitMs }, `waiting up to ${formatDuration(waitMs)} for ${count} open SMTP session${count === 1 ? '' : 's'} to finish`);
+    }
+    return new Promise((resolve) =>
+      this.server.close(() => {
+        if (open.length) {
+          const tookMs = Date.now() - started;
+          const cut = tookMs >= waitMs;
+          this.deps.log[cut ? 'warn' : 'info']({ tookMs }, cut ? `SMTP sessions still open after ${formatDuration(waitMs)} were closed with 421` : `open SMTP sessions finished after ${formatDuration(tookMs)}`);
+        }
+        resolve();
+      }),
+    );
   }
 
   /** A client over smtp.connectionRateLimit new connections in the last minute gets 421 (a sliding window per IP). */
@@ -173,10 +190,15 @@ export class Ingress {
     return new SmtpReply(452, '4.3.1', 'Insufficient system storage');
   }
 
-  private onRcptTo(address: SMTPServerAddress, _session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+  /** Who a refusal line names: the client's address and the envelope sender ("" = the null sender). */
+  private who(session: SMTPServerSession): { client: string; from: string } {
+    return { client: session.remoteAddress, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '' };
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const deny = (why: string) => {
       this.counters.rejected++;
-      this.deps.log.info({ rcpt: address.address, why }, 'recipient refused');
+      this.deps.log.info({ ...this.who(session), rcpt: address.address, why }, 'recipient refused');
       cb(new SmtpReply(550, '5.7.1', `<${address.address}>: Relay access denied`));
     };
     const parsed = parseRecipient(address.address);
@@ -190,7 +212,7 @@ export class Ingress {
     if (listed === false) {
       // Refused now, never queued: a 5xx later at the final server would become a bounce to a forged sender.
       this.counters.rejected++;
-      this.deps.log.info({ rcpt: address.address }, 'recipient refused: not on its domain\'s list');
+      this.deps.log.info({ ...this.who(session), rcpt: address.address }, 'recipient refused: not on its domain\'s list');
       return cb(new SmtpReply(550, '5.1.1', `<${address.address}>: Recipient address rejected: User unknown`));
     }
     // A list, where there is one, is the authority: no probe for a listed address.
@@ -198,7 +220,7 @@ export class Ingress {
     void this.deps.verifier.check(address.address, parsed.value.address, route).then((verdict) => {
       if (verdict.ok) return cb();
       this.counters.rejected++;
-      this.deps.log.info({ rcpt: address.address, reply: verdict.text }, 'recipient refused by verification');
+      this.deps.log.info({ ...this.who(session), rcpt: address.address, reply: verdict.text }, 'recipient refused by verification');
       cb(new SmtpReply(verdict.code, verdict.enhanced, verdict.text));
     });
   }
@@ -207,17 +229,17 @@ export class Ingress {
     const mode = this.deps.config.smtp.bareNewline;
     const lines = new LineEndingGuard(mode);
     const controls = new ControlCharGuard(mode);
-    const received = new ReceivedHeaderCounter();
+    const headers = new HeaderScan();
     const incoming = new IncomingData(this.deps.queue, newQueueId());
     let failed: Error | undefined;
     let finished = false;
     const finish = () => {
       if (finished) return;
       finished = true;
-      this.finishData(session, failed, received.count, incoming, cb);
+      this.finishData(session, failed, headers, incoming, cb);
     };
     controls.on('data', (c: Buffer) => {
-      received.push(c);
+      headers.push(c);
       incoming.add(c);
     });
     controls.on('end', finish);
@@ -245,14 +267,14 @@ export class Ingress {
   private finishData(
     session: SMTPServerSession,
     failed: Error | undefined,
-    receivedHeaders: number,
+    headers: HeaderScan,
     incoming: IncomingData,
     cb: (err?: Error | null, message?: string) => void,
   ): void {
     const reject = (reply: SmtpReply) => {
       incoming.drop();
       this.counters.rejected++;
-      this.deps.log.info({ session: session.id, reply: reply.message }, 'message refused');
+      this.deps.log.info({ ...this.who(session), reply: reply.message }, 'message refused');
       cb(reply);
     };
     // smtp-server answers 552 itself when the raw data is over the limit; normalising bare LFs can still grow it.
@@ -263,14 +285,14 @@ export class Ingress {
     if (failed instanceof BareNewlineError) return reject(new SmtpReply(550, '5.5.2', 'Error: bare <CR> or <LF> received in message data'));
     if (failed instanceof ControlCharError) return reject(new SmtpReply(550, '5.6.0', `Error: ${failed.message}`));
     if (failed) return reject(new SmtpReply(451, '4.3.0', 'Error: local error in processing'));
-    void incoming.finish().then((stored) => this.store(session, stored, receivedHeaders, incoming, reject, cb));
+    void incoming.finish().then((stored) => this.store(session, stored, headers, incoming, reject, cb));
   }
 
   /** Commits a message whose data is all in (in memory, or staged in parts); the 250 only once it is on disk. */
   private store(
     session: SMTPServerSession,
     stored: StoredData,
-    receivedHeaders: number,
+    headers: HeaderScan,
     incoming: IncomingData,
     reject: (reply: SmtpReply) => void,
     cb: (err?: Error | null, message?: string) => void,
@@ -286,7 +308,7 @@ export class Ingress {
     // A small message: our Received header and the data in one buffer. A large one was written to the queue in
     // parts as it arrived (see IncomingData): only the header is left to commit.
     const body = 'staged' in stored ? received : Buffer.concat([received, ...stored.chunks], total);
-    if (receivedHeaders >= this.deps.config.smtp.maxReceivedHeaders) {
+    if (headers.received >= this.deps.config.smtp.maxReceivedHeaders) {
       return reject(new SmtpReply(554, '5.4.6', 'Too many "Received" headers - apparent mail loop'));
     }
     // Space may have run out since MAIL FROM (other sessions, other processes): check with the real size.
@@ -327,7 +349,7 @@ export class Ingress {
         if (verdict === 'copied') shadow.confirm(id);
       }
       this.counters.accepted++;
-      this.deps.log.info({ queueId: id, from: sender, rcpts: recipients.length, size: total, client: session.remoteAddress }, 'queued');
+      this.deps.log.info({ queueId: id, client: session.remoteAddress, from: sender, messageId: headers.messageId, size: total, rcpts: recipients.length }, 'queued');
       cb(null, `2.0.0 Ok: queued as ${id}`);
       this.deps.onQueued(id);
     })();

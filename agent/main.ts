@@ -13,7 +13,7 @@ async function controlChannelFor(config: AgentConfig): Promise<ControlChannelFac
 /** `mxswitch agent --config FILE`: runs until SIGTERM/SIGINT; SIGHUP reloads static routes from the file. */
 export async function runAgent(configFile: string, controlFactory?: ControlChannelFactory): Promise<void> {
   const config = loadConfigFile(agentConfigSchema, configFile);
-  const log = createLogger('agent', config.log.level).child({ agent: config.id });
+  const log = createLogger('agent', config.log).child({ agent: config.id });
   const agent = new Agent(config, log, controlFactory ?? (await controlChannelFor(config)));
   await agent.start();
   // Graceful: no new sessions, the open ones finish, sends in flight finish.

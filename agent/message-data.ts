@@ -170,32 +170,57 @@ export class ControlCharGuard extends Transform {
 }
 
 /**
- * Counts the Received: header fields of a message as its data streams in, over the whole header section however
- * long (a loop must not hide behind 300 KB of other headers), holding no more than the first bytes of one line.
- * Input lines end in CRLF (after LineEndingGuard).
+ * Reads what the agent needs from a message's header section as its data streams in: the number of Received:
+ * fields, over the whole header section however long (a loop must not hide behind 300 KB of other headers), and
+ * the Message-ID (for the "queued" log line). Holds no more than the first bytes of one line. Input lines end in
+ * CRLF (after LineEndingGuard).
  */
-export class ReceivedHeaderCounter {
-  count = 0;
+export class HeaderScan {
+  /** Received: header fields seen. */
+  received = 0;
+  /** The Message-ID field's value ("<id@host>"), at most MESSAGE_ID_MAX characters; "" when there is none. */
+  messageId = '';
   private inHeader = true;
   private lineHead = '';
   private lineLength = 0;
+  /** The last field was a Message-ID with its value still to come on a folded line. */
+  private idFolded = false;
 
   push(chunk: Buffer): void {
     let pos = 0;
     while (this.inHeader && pos < chunk.length) {
       const lf = chunk.indexOf(0x0a, pos);
       const end = lf === -1 ? chunk.length : lf;
-      if (this.lineHead.length < RECEIVED.length) this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + RECEIVED.length - this.lineHead.length));
+      if (this.lineHead.length < LINE_HEAD_MAX) this.lineHead += chunk.toString('latin1', pos, Math.min(end, pos + LINE_HEAD_MAX - this.lineHead.length));
       this.lineLength += end - pos;
       if (lf === -1) return;
       // The line without its CRLF is empty: the header section is over.
       if (this.lineLength <= 1) this.inHeader = false;
-      else if (this.lineHead.toLowerCase() === RECEIVED) this.count++;
+      else this.headerLine(this.lineHead.replace(/\r$/, ''));
       this.lineHead = '';
       this.lineLength = 0;
       pos = lf + 1;
     }
   }
+
+  private headerLine(head: string): void {
+    const lower = head.slice(0, MESSAGE_ID.length).toLowerCase();
+    if (this.idFolded && /^[ \t]/.test(head)) {
+      this.messageId = head.trim().slice(0, MESSAGE_ID_MAX);
+      this.idFolded = false;
+      return;
+    }
+    this.idFolded = false;
+    if (lower.startsWith(RECEIVED)) this.received++;
+    else if (lower === MESSAGE_ID && !this.messageId) {
+      this.messageId = head.slice(MESSAGE_ID.length).trim().slice(0, MESSAGE_ID_MAX);
+      this.idFolded = this.messageId === '';
+    }
+  }
 }
 
+const MESSAGE_ID = 'message-id:';
+const MESSAGE_ID_MAX = 250;
+/** Enough of a line for a field name and a Message-ID value. */
+const LINE_HEAD_MAX = MESSAGE_ID.length + MESSAGE_ID_MAX + 2;
 const RECEIVED = 'received:';

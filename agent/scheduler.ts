@@ -2,7 +2,7 @@ import type { AgentConfig } from '../shared/config.js';
 import { addressKey } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTarget, type Route, type RouteTable, type Target } from '../shared/routes.js';
-import type { Delivery, RecipientResult } from './delivery.js';
+import type { Delivery, DeliveryAttempt, RecipientResult } from './delivery.js';
 import { BounceNotices } from './dsn.js';
 import type { ClaimedRecipient, Outcome, RecipientRow, Spool } from './spool/spool.js';
 import type { Router } from './router.js';
@@ -248,33 +248,45 @@ export class Scheduler {
     const first = group.rows[0]!;
     // A large message comes as a stream of its stored parts, never whole in memory.
     const body = await this.queue.forDelivery(first.msgId);
-    let results: RecipientResult[] = [];
-    if (body) {
-      results = await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body.raw);
-    }
+    const attempt = body ? await this.delivery.send(group.target, group.tlsRequired, { from: first.sender, to: group.rows.map((r) => r.rcpt) }, body.raw) : undefined;
     this.active.set(group.hop, (this.active.get(group.hop) ?? 1) - 1);
     this.inflight.delete(group);
-    this.log.info({ queueId: first.msgId, hop: group.hop, results }, 'delivery attempt');
     // An operator removed the message meanwhile: its rows are gone, nothing to record.
-    if (body) await this.recordResults(group, results, body.head);
+    if (body && attempt) await this.recordResults(group, attempt, body.head);
     else this.claimed -= group.rows.length;
     this.wakeSettlers();
     this.dispatch(group.hop);
     this.kick();
   }
 
-  private async recordResults(group: Group, results: readonly RecipientResult[], head: Buffer): Promise<void> {
+  private async recordResults(group: Group, attempt: DeliveryAttempt, head: Buffer): Promise<void> {
     const now = Date.now();
     const records = group.rows.map((row, i) => {
-      const result = results[i]!;
+      const result: RecipientResult = attempt.results[i]!;
       let outcome: Outcome;
       if (result.status === 'delivered') outcome = { kind: 'delivered', reply: result.reply };
       else if (result.status === 'permanent') outcome = { kind: 'bounced', reply: result.reply };
       else outcome = this.temporaryFailure(row, result.reply, now);
       return { row, route: row.route, outcome };
     });
+    this.logOutcomes(records, attempt, now);
     if (records.some((r) => r.outcome.kind === 'bounced')) await this.notices.notify(records, now, { head, remoteMta: group.target.host });
     this.finish(records);
+  }
+
+  /**
+   * One line per recipient, as Postfix's smtp lines: to, relay, delay (seconds since arrival), TLS version and the
+   * reply; the message says what became of it (delivered, deferred, bounced) so a grep finds each kind.
+   */
+  private logOutcomes(records: readonly { row: ClaimedRecipient; outcome: Outcome }[], attempt: DeliveryAttempt, now: number): void {
+    // A line per recipient at full speed: build none of them when info is off (log.level warn).
+    if (!this.log.isLevelEnabled('info')) return;
+    for (const { row, outcome } of records) {
+      const line = { queueId: row.msgId, to: row.rcpt, relay: attempt.relay, delay: Math.round((now - row.arrivedAt) / 100) / 10, tls: attempt.tlsVersion ?? 'none', reply: outcome.reply };
+      if (outcome.kind === 'deferred') this.log.info(line, 'deferred');
+      else if (outcome.kind === 'bounced') this.log.info(line, 'bounced');
+      else this.log.info(line, 'delivered');
+    }
   }
 
   /**

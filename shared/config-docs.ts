@@ -10,7 +10,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'smtp.listen': 'SMTP listen address',
     'smtp.hostname': 'Name in the banner, EHLO and Received headers (default: the host name)',
     'smtp.maxMessageSize': 'Largest message accepted (`552 5.3.4` above it); advertised in EHLO SIZE',
-    'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF, or `reject` the message with `550 5.5.2`',
+    'smtp.bareNewline': '`normalize` bare CR/LF in data to CRLF (and remove NUL bytes and control characters in front of a line\'s first dot), or `reject` the message: `550 5.5.2` for bare CR/LF, `550 5.6.0` for NUL or controls before a dot',
     'smtp.maxConnections': 'Concurrent SMTP sessions; more get `421`',
     'smtp.connectionRateLimit': 'New connections per client IP per minute (`421 4.7.0` above it); 0 = no limit',
     'smtp.maxRecipients': 'Recipients per message (at least 100); more get `452 4.5.3`',
@@ -64,6 +64,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'shadow.onPeerDown': 'When the peer does not confirm a copy within `shadow.timeout`: `accept` (250 with one copy, counted in `mxswitch_unshadowed_messages`, copied once a peer is back) or `tempfail` (`451 4.4.3`, nothing kept)',
     'shadow.timeout': 'How long the 250 waits for the peer\'s durable commit of the copy',
     'log.level': 'pino log level',
+    'log.format': '`json` (one JSON object per line: ISO time, level name, fields) or `pretty` (one readable line per record); default pretty when stderr is a terminal, else json',
   },
   controller: {
     dataDir: 'Directory of `controller.db` (routes, versions, audit, agents, operations); required unless `nats` is set (NATS mode keeps no local state)',
@@ -77,8 +78,8 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'grpc.sessionTimeout': 'A session silent this long is closed (the agent reconnects)',
     'tokens.agent': 'Bearer token gRPC agents present (at least 8 characters), shared by every agent: whoever holds it may claim any agent id; required unless `nats` or `tokens.agents` is set',
     'tokens.agents': 'Per-agent tokens, `{ID: TOKEN}`: an agent presenting one may only be the agent `ID` (`PERMISSION_DENIED` otherwise), identity without mTLS',
-    'tokens.admin': 'Bearer token operators and the CLI present',
-    'tokens.viewer': 'Read-only bearer token (at least 8 characters): the HTTP API and dashboard on `http.listen`, and the admin service\'s read calls (status, watch, route ls, operation, queue ls/show); every change is refused with `PERMISSION_DENIED`; must differ from every other token',
+    'tokens.admin': 'Bearer token operators and the CLI present (at least 8 characters), or a list of named tokens `[{name: alice, token: ...}]`, one per person or system: `audit ls` names the token that made each change (a single token is recorded as `admin`)',
+    'tokens.viewer': 'Read-only bearer token (at least 8 characters): the HTTP API and dashboard on `http.listen`, and the admin service\'s read calls (status, watch, route ls, operation, audit ls, queue ls/show/shape and --dry-run); every change is refused with `PERMISSION_DENIED`; must differ from every other token; a string or a list of named tokens like `tokens.admin`',
     'nats.servers': 'NATS mode: NATS servers; routes, agent acks/health and operations live in JetStream KV, agents use `controller.nats`',
     'nats.token': 'NATS token (one of token, user/password, credentials)',
     'nats.user': 'NATS user (with `password`)',
@@ -96,6 +97,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     stepTimeout: 'Default wait for every agent\'s ack in hold/release/switchover',
     commandTimeout: 'Default wait for an agent\'s answer to a queue command or flush',
     'log.level': 'pino log level',
+    'log.format': '`json` (one JSON object per line: ISO time, level name, fields) or `pretty` (one readable line per record); default pretty when stderr is a terminal, else json',
   },
 };
 

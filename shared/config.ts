@@ -67,6 +67,14 @@ function checkNatsAuth(n: NatsConnectionInput, ctx: z.core.$RefinementCtx<unknow
 }
 const natsConnection = z.strictObject(natsConnectionShape).superRefine(checkNatsAuth);
 
+/** `log`, alike for agent and controller; format unset = pretty on a terminal, else json (shared/logger.ts). */
+const logSchema = z
+  .strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    format: z.enum(['json', 'pretty']).optional(),
+  })
+  .prefault({});
+
 const routeSchema = z.strictObject({
   match: z.string(),
   target: z.string(),
@@ -183,9 +191,35 @@ export const agentConfigSchema = z.strictObject({
       timeout: duration.default(5000),
     })
     .optional(),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  log: logSchema,
 });
 export type AgentConfig = z.output<typeof agentConfigSchema>;
+
+/**
+ * tokens.admin / tokens.viewer: one token (its holder is named after the role in the audit trail), or a list of
+ * named tokens, one per person or system, so the audit trail says who made a change (the controller takes the
+ * name from the token, never from what the client says).
+ */
+const operatorTokens = z.union([
+  z.string().min(8),
+  z
+    .array(z.strictObject({ name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$/, 'letters, digits, . _ @ + - (max 64)'), token: z.string().min(8) }))
+    .min(1),
+]);
+
+/** One operator token: who holds it (for the audit trail), the secret, and what it may do. */
+export interface OperatorToken {
+  name: string;
+  token: string;
+  role: 'admin' | 'viewer';
+}
+
+/** Every operator token of `tokens`, the single-string form named after its role ("admin", "viewer"). */
+export function operatorTokenList(tokens: { admin: z.output<typeof operatorTokens>; viewer?: z.output<typeof operatorTokens> | undefined }): OperatorToken[] {
+  const list = (role: OperatorToken['role'], v: z.output<typeof operatorTokens> | undefined): OperatorToken[] =>
+    v === undefined ? [] : typeof v === 'string' ? [{ name: role, token: v, role }] : v.map((t) => ({ ...t, role }));
+  return [...list('admin', tokens.admin), ...list('viewer', tokens.viewer)];
+}
 
 export const controllerConfigSchema = z.strictObject({
   // Required with gRPC agents (controller.db); unused in NATS mode, where all state lives in JetStream.
@@ -210,9 +244,9 @@ export const controllerConfigSchema = z.strictObject({
   tokens: z.strictObject({
     agent: z.string().min(8).optional(),
     agents: z.record(z.string().min(1), z.string().min(8)).optional(),
-    admin: z.string().min(8),
+    admin: operatorTokens,
     // Read-only: the HTTP API and dashboard, and the admin service's read calls.
-    viewer: z.string().min(8).optional(),
+    viewer: operatorTokens.optional(),
   }),
   // NATS mode: routes, agent acks/health and operations live in JetStream KV; agents use controller.nats.
   nats: z
@@ -231,12 +265,23 @@ export const controllerConfigSchema = z.strictObject({
   stepTimeout: duration.default(30_000),
   // Default wait for an agent's answer to a queue command or flush.
   commandTimeout: duration.default(30_000),
-  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+  log: logSchema,
 }).superRefine((c, ctx) => {
-  // A token has one role: a viewer token equal to another would read as that one (or make it read-only).
-  const { viewer, admin, agent, agents } = c.tokens;
-  if (viewer !== undefined && [admin, agent, ...Object.values(agents ?? {})].includes(viewer)) {
-    ctx.addIssue({ code: 'custom', path: ['tokens', 'viewer'], message: 'must differ from tokens.admin, tokens.agent and every tokens.agents entry' });
+  // A token has one role and one holder: a viewer token equal to another would read as that one (or make it
+  // read-only), and two holders of one token could not be told apart in the audit trail.
+  const operators = operatorTokenList(c.tokens);
+  const agentTokens = [c.tokens.agent, ...Object.values(c.tokens.agents ?? {})];
+  const admins = operators.filter((o) => o.role === 'admin').map((o) => o.token);
+  // An admin token equal to the agent token is not refused here: configs had that before tokens had names.
+  for (const [i, o] of operators.entries()) {
+    const path = ['tokens', o.role, ...(typeof c.tokens[o.role] === 'string' ? [] : [operators.filter((x, j) => x.role === o.role && j < i).length])];
+    if (o.role === 'viewer' && [...admins, ...agentTokens].includes(o.token)) {
+      ctx.addIssue({ code: 'custom', path, message: 'must differ from tokens.admin, tokens.agent and every tokens.agents entry' });
+    } else if (operators.some((x, j) => j < i && x.token === o.token)) {
+      ctx.addIssue({ code: 'custom', path, message: `the same token as ${operators.find((x) => x.token === o.token)!.name}'s: each holder needs a token of their own` });
+    } else if (operators.some((x, j) => j < i && x.name === o.name)) {
+      ctx.addIssue({ code: 'custom', path: [...path, 'name'], message: `name ${JSON.stringify(o.name)} is taken by another token` });
+    }
   }
   if (c.nats) return;
   if (c.dataDir === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'string', input: undefined, path: ['dataDir'], message: 'required key is missing' });

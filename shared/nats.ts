@@ -75,6 +75,8 @@ export interface AgentValue {
   /** proto Health in its JSON form. */
   health: unknown;
   at: number;
+  /** Its software version ("0.1.0 (abc1234)") and SMTP listener, as a gRPC agent sends them in its Hello; absent from older agents. */
+  software?: { version: string; smtpListen: string };
 }
 
 const agentValueSchema = z.object({
@@ -89,6 +91,7 @@ const agentValueSchema = z.object({
   healthIntervalMs: z.number().positive(),
   health: z.unknown(),
   at: z.number(),
+  software: z.object({ version: z.string().max(200), smtpListen: z.string().max(300) }).optional(),
 });
 
 /**

@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream.js';
+import ClientConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 
@@ -203,6 +204,34 @@ function patchDataStream(proto: DataStreamProto): void {
   };
 }
 
+/** What a sent message's info carries beside nodemailer's own fields (see patchClientConnection). */
+export interface SentInfoExtras {
+  /** The TLS version of the session that sent it ("TLSv1.3"); absent over plaintext. */
+  tlsVersion?: string;
+}
+
+type ClientInternals = { secure: boolean; _socket?: { getProtocol?: () => string | null } };
+type ClientProto = ClientInternals & {
+  send(envelope: unknown, message: unknown, done: (err: Error | null, info?: Record<string, unknown>) => void): void;
+  __mxPatched?: boolean;
+};
+
+function patchClientConnection(proto: ClientProto): void {
+  // A delivery log line names the TLS version (Postfix: "TLS connection established ... TLSv1.3"); nodemailer
+  // upgrades the socket inside the pooled connection and reports nothing of it, so the sent message's info
+  // takes it from the socket that carried the message.
+  const original = proto.send;
+  proto.send = function (envelope, message, done) {
+    original.call(this, envelope, message, (err, info) => {
+      if (!err && info && this.secure) {
+        const version = this._socket?.getProtocol?.();
+        if (version) info.tlsVersion = version;
+      }
+      done(err, info);
+    });
+  };
+}
+
 function once<T extends { __mxPatched?: boolean }>(proto: T, patch: (p: T) => void): void {
   if (proto.__mxPatched) return;
   patch(proto);
@@ -214,4 +243,5 @@ export function applyVendorPatches(): void {
   once(SMTPConnection.prototype as unknown as ConnectionProto, patchSmtpConnection);
   once(SMTPStream.prototype as unknown as StreamProto, patchSmtpStream);
   once(DataStream.prototype as unknown as DataStreamProto, patchDataStream);
+  once(ClientConnection.prototype as unknown as ClientProto, patchClientConnection);
 }

@@ -57,6 +57,9 @@ export interface QueueChange {
   dryRun: boolean;
 }
 
+/** One route change (`route set` or `route rm`), as a dry run sends it to the agents. */
+export type RouteChange = { set: Route } | { remove: string };
+
 /** A command for an agent, decoded. */
 export type AgentCommand =
   | { kind: 'flush'; match: string }
@@ -64,6 +67,8 @@ export type AgentCommand =
   | { kind: 'shadowList'; limit: number }
   | { kind: 'queueShow'; id: string; body: boolean }
   | { kind: 'queueShape'; select: QueueSelection }
+  | { kind: 'routePreview'; change: RouteChange }
+  | { kind: 'routeTable' }
   | ({ kind: 'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease' } & QueueChange);
 
 /** A selection from the wire, checked (an unknown state names the field). */
@@ -111,6 +116,12 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
       return { kind: 'queueRelease', ...selectionFromWire(k.value) };
     case 'queueShape':
       return { kind: 'queueShape', select: selectionFromWire(k.value).select };
+    case 'routePreview':
+      if (k.value.set) return { kind: 'routePreview', change: { set: routeFromWire(k.value.set) } };
+      if (k.value.remove) return { kind: 'routePreview', change: { remove: k.value.remove } };
+      throw new MxError('INVALID_ARGUMENT', 'route preview without a change (set or remove)');
+    case 'routeTable':
+      return { kind: 'routeTable' };
     case 'shadowList':
       return { kind: 'shadowList', limit: k.value.limit };
     default:
@@ -140,6 +151,10 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
       return { $case: 'queueRelease', value: selectionToWire(c) };
     case 'queueShape':
       return { $case: 'queueShape', value: selectionToWire({ select: c.select, dryRun: false }) };
+    case 'routePreview':
+      return { $case: 'routePreview', value: 'set' in c.change ? { set: routeToWire(c.change.set), remove: '' } : { remove: c.change.remove } };
+    case 'routeTable':
+      return { $case: 'routeTable', value: {} };
   }
 }
 

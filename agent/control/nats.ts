@@ -244,6 +244,7 @@ class NatsControlChannel implements ControlChannel {
       healthIntervalMs: this.healthIntervalMs,
       health: h ? Health.toJSON(healthToWire(h)) : null,
       at: Date.now(),
+      software: this.session.software,
     };
   }
 

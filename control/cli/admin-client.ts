@@ -18,6 +18,7 @@ import {
   FollowRequest,
   GetOperationRequest,
   HoldRequest,
+  ListAuditRequest,
   ListRecipientsRequest,
   ListRoutesRequest,
   QueueCommandRequest,
@@ -31,6 +32,7 @@ import {
   type EditRecipientsResponse,
   type FollowResponse,
   type ImportRecipientsResponse,
+  type ListAuditResponse,
   type ListRecipientsResponse,
   type GetOperationResponse,
   type ListRoutesResponse,
@@ -45,7 +47,7 @@ import { errorMessage, MxError, UsageError } from '../../shared/errors.js';
 import { parseHostPort } from '../../shared/units.js';
 
 // The message types the commands render: the generated code stays behind this module.
-export type { AgentCommandResult, AgentStatus, Operation, OperationProgress, StatusResponse, WatchResponse } from '../../proto/gen/mxswitch/v1/admin.js';
+export type { AgentCommandResult, AgentStatus, AuditEntry, Operation, OperationProgress, StatusResponse, WatchResponse } from '../../proto/gen/mxswitch/v1/admin.js';
 
 /** How an operator command reaches the controller (flags and their environment variables). */
 export interface ConnectionOptions {
@@ -307,6 +309,9 @@ export class AdminConnection {
   }
   listRecipients(req: Partial<ListRecipientsRequest>): Promise<ListRecipientsResponse> {
     return this.unary((md, o, cb) => this.client.listRecipients(ListRecipientsRequest.fromPartial(req), md, o, cb));
+  }
+  listAudit(limit: number): Promise<ListAuditResponse> {
+    return this.unary((md, o, cb) => this.client.listAudit(ListAuditRequest.fromPartial({ limit }), md, o, cb));
   }
   follow(id: string): ClientReadableStream<FollowResponse> {
     return this.openStream((md, o) => this.client.follow(FollowRequest.fromPartial({ id }), md, o));

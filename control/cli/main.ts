@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerAudit } from './commands/audit.js';
 import { registerDaemons } from './commands/daemons.js';
 import { registerDnsCommand } from './commands/dns.js';
 import { registerFleetStatus } from './commands/fleet-status.js';
@@ -28,6 +29,7 @@ registerVersion(program);
 const { agent } = registerDaemons(program);
 registerRoutes(program);
 registerOperations(program);
+registerAudit(program);
 registerFleetStatus(program, agent);
 registerQueue(program);
 registerRecipients(program);

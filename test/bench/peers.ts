@@ -1,10 +1,10 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Spool } from '../../agent/spool/spool.js';
-import { CLI_NODE_ARGS, portOpen } from '../../control/demo/processes.js';
+import { portOpen } from '../../control/demo/processes.js';
 import { tempDir } from '../helpers/agent.js';
-import { freePort, REPO, writeYaml } from '../helpers/process.js';
+import { freePort, spawnCli, writeYaml } from '../helpers/process.js';
 
 export type PeerName = 'mxswitch' | 'postfix';
 
@@ -83,7 +83,9 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
 /** `mxswitch agent --config FILE` as a child (under `node --cpu-prof` when MXSWITCH_BENCH_PROFILE is set). */
 async function startAgentProcess(config: string, port: number): Promise<{ pid: number | undefined; stop(): Promise<void> }> {
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...prof, ...CLI_NODE_ARGS, 'agent', '--config', config], { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] });
+  // The one CLI starter: without the developer's MXSWITCH_* variables, and SIGKILLed if the bench dies first.
+  const child = spawnCli(['agent', '--config', config], {}, { nodeArgs: prof });
+  child.stdout!.resume();
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   // Queue scale: a large queue.db is integrity-checked at start, which takes a while.

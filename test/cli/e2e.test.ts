@@ -25,7 +25,11 @@ async function setup(t: TestContext, agentIds: string[] = []) {
 test('route set / ls / rm through the CLI: --json shapes, compare-and-set, --wait for the agents', async (t) => {
   const { ctl, api, agents, cli } = await setup(t, ['e1', 'e2']);
   const empty = await cli('route', 'ls');
-  assert.equal(empty.stdout, 'route table version 0\nno table set on the controller yet: the agents relay with the bootstrap routes of their config files\n');
+  assert.equal(
+    empty.stdout,
+    'route table version 0\nno table set on the controller yet: the agents relay with the bootstrap routes of their config files\n' +
+      'e1 (table version 0):\n  no routes: every recipient is refused (550 5.7.1)\ne2 (table version 0):\n  no routes: every recipient is refused (550 5.7.1)\n',
+  );
 
   const set = await cli('route', 'set', 'Example.com', 'smtp:[127.0.0.1]:2', '--json', '--wait', '--timeout', '10s');
   assert.equal(set.code, 0, set.stderr);

@@ -172,13 +172,17 @@ export async function startFakeAdmin(): Promise<FakeAdmin> {
     listRecipients(_call, cb) {
       cb(err(status.UNIMPLEMENTED, 'not in the fake'));
     },
+    listAudit(_call, cb) {
+      cb(err(status.UNIMPLEMENTED, 'not in the fake'));
+    },
     queueCommand(call, cb) {
       if (!authed('QueueCommand', call.request, call.metadata)) return cb(unauth());
       const targets = call.request.agentId ? [call.request.agentId] : AGENTS;
       const entry = { id: 'Q1', sender: 's@x.test', arrivedAt: Date.now() - 60_000, ageSeconds: 60, size: 123, recipients: [{ rcpt: 'u@example.com', state: 'deferred', attempts: 1, nextAttempt: null, lastReply: '451 try later', route: 'example.com', hold: null }] };
+      const answers: Record<string, unknown> = { queueList: { entries: [entry], more: 2 }, routeTable: { version: 0, routes: [] } };
       cb(null, {
         results: targets.map((id) =>
-          id === 'mx-b' ? { agentId: id, ok: false, error: 'agent did not answer within 30s', json: '' } : { agentId: id, ok: true, error: '', json: JSON.stringify(call.request.kind?.$case === 'queueList' ? { entries: [entry], more: 2 } : { action: 'retry', dryRun: false, recipients: 1, messages: 1 }) },
+          id === 'mx-b' ? { agentId: id, ok: false, error: 'agent did not answer within 30s', json: '' } : { agentId: id, ok: true, error: '', json: JSON.stringify(answers[call.request.kind?.$case ?? ''] ?? { action: 'retry', dryRun: false, recipients: 1, messages: 1 }) },
         ),
       });
     },

@@ -103,52 +103,66 @@ for (const transport of ['grpc', 'nats'] as const satisfies readonly Transport[]
   });
 }
 
-test('grpc: an agent restarted while the controller is down waits out controller.startupGrace, then delivers with its persisted table', async (t) => {
-  const defer = deferrer(t);
-  const sink = await new Sink().start();
-  defer(() => sink.stop());
-  const dir = tempDir('mxs-grace-');
-  defer(() => rmSync(dir, { recursive: true, force: true }));
-  const [grpcPort, smtpPort, httpPort] = [await freePort(), await freePort(), await freePort()];
-  const controllerYaml = writeYaml(dir, 'controller.yaml', {
-    dataDir: `${dir}/controller`,
-    grpc: { listen: `127.0.0.1:${grpcPort}`, heartbeatInterval: '500ms', sessionTimeout: '5s' },
-    tokens: { agent: AGENT_TOKEN, admin: ADMIN_TOKEN },
-    log: { level: 'warn' },
-  });
-  const agentYaml = writeYaml(dir, 'agent.yaml', {
-    id: 'grace-1',
-    dataDir: `${dir}/agent`,
-    smtp: { listen: `127.0.0.1:${smtpPort}` },
-    http: { listen: `127.0.0.1:${httpPort}` },
-    controller: { grpc: { address: `127.0.0.1:${grpcPort}`, token: AGENT_TOKEN }, healthInterval: '200ms', startupGrace: '3s' },
-    retry: { intervals: ['200ms'], jitter: 0 },
-    delivery: { pollInterval: '50ms', resolvers: ['127.0.0.1:9'] },
-    log: { level: 'warn' },
-  });
-  const controller = await new CliProcess(['controller', '--config', controllerYaml], grpcPort).start();
-  let controllerUp = true;
-  defer(() => (controllerUp ? controller.kill('SIGTERM') : undefined));
-  let agent = await new CliProcess(['agent', '--config', agentYaml], smtpPort).start();
-  defer(() => agent.kill('SIGTERM'));
-  const api = adminApi(`127.0.0.1:${grpcPort}`);
-  defer(() => api.close());
-  const v1 = (await api.setRoute('example.com', sink.target)).version;
-  await waitFor('grace-1 on v1', async () => (await agentHealth(api, 'grace-1'))?.appliedVersion === v1, 30_000);
+for (const transport of ['grpc', 'nats'] as const satisfies readonly Transport[]) {
+  // Over NATS the table lives in the NATS server, so "the controller is down" means the NATS server is.
+  test(`${transport}: an agent restarted while the controller is down waits out controller.startupGrace, then delivers with its persisted table`, async (t) => {
+    const defer = deferrer(t);
+    const sink = await new Sink().start();
+    defer(() => sink.stop());
+    const dir = tempDir('mxs-grace-');
+    defer(() => rmSync(dir, { recursive: true, force: true }));
+    const own = transport === 'nats' ? await NatsServer.start() : undefined;
+    defer(() => own?.stop());
+    const natsSettings = own ? { servers: [own.url], fleet: 'grace' } : undefined;
+    const [grpcPort, smtpPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+    const controllerYaml = writeYaml(dir, 'controller.yaml', {
+      grpc: { listen: `127.0.0.1:${grpcPort}`, heartbeatInterval: '500ms', sessionTimeout: '5s' },
+      tokens: natsSettings ? { admin: ADMIN_TOKEN } : { agent: AGENT_TOKEN, admin: ADMIN_TOKEN },
+      log: { level: 'warn' },
+      ...(natsSettings ? { nats: natsSettings } : { dataDir: `${dir}/controller` }),
+    });
+    const agentYaml = writeYaml(dir, 'agent.yaml', {
+      id: 'grace-1',
+      dataDir: `${dir}/agent`,
+      smtp: { listen: `127.0.0.1:${smtpPort}` },
+      http: { listen: `127.0.0.1:${httpPort}` },
+      controller: {
+        ...(natsSettings ? { nats: natsSettings } : { grpc: { address: `127.0.0.1:${grpcPort}`, token: AGENT_TOKEN } }),
+        healthInterval: '200ms',
+        startupGrace: '3s',
+      },
+      retry: { intervals: ['200ms'], jitter: 0 },
+      delivery: { pollInterval: '50ms', resolvers: ['127.0.0.1:9'] },
+      log: { level: 'warn' },
+    });
+    const controller = await new CliProcess(['controller', '--config', controllerYaml], grpcPort).start();
+    let controllerUp = true;
+    defer(() => (controllerUp ? controller.kill('SIGTERM') : undefined));
+    let agent = await new CliProcess(['agent', '--config', agentYaml], smtpPort).start();
+    defer(() => agent.kill('SIGTERM'));
+    const api = adminApi(`127.0.0.1:${grpcPort}`);
+    defer(() => api.close());
+    const v1 = (await api.setRoute('example.com', sink.target)).version;
+    await waitFor('grace-1 on v1', async () => (await agentHealth(api, 'grace-1'))?.appliedVersion === v1, 30_000);
 
-  await agent.kill('SIGKILL');
-  await controller.kill('SIGKILL');
-  controllerUp = false;
-  agent = await new CliProcess(['agent', '--config', agentYaml], smtpPort).start();
-  const startedAt = Date.now();
-  const client = smtpClient(smtpPort);
-  await client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(1, 'u@example.com') });
-  client.close();
-  const healthz = async () => (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).json()) as { detail: { delivery: { open: boolean; reason: string } } };
-  const waiting = await healthz();
-  assert.equal(waiting.detail.delivery.open, false, 'delivering before the grace while the controller is unreachable');
-  await waitFor('delivered with the persisted table after the grace', () => sink.messages.length === 1, 30_000);
-  const waited = sink.messages[0]!.at - startedAt;
-  assert.ok(waited >= 2500, `delivered ${waited} ms after start, before the 3 s grace`);
-  assert.match((await healthz()).detail.delivery.reason, /unreachable for the start-up grace/);
-});
+    await agent.kill('SIGKILL');
+    await controller.kill('SIGKILL');
+    controllerUp = false;
+    await own?.kill();
+    agent = await new CliProcess(['agent', '--config', agentYaml], smtpPort).start();
+    const startedAt = Date.now();
+    const client = smtpClient(smtpPort);
+    await client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(1, 'u@example.com') });
+    client.close();
+    const healthz = async () => (await (await fetch(`http://127.0.0.1:${httpPort}/healthz`)).json()) as { detail: { delivery: { open: boolean; reason: string } } };
+    const delivering = async () => /^mxswitch_agent_delivering (\d+)$/m.exec(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text())?.[1];
+    const waiting = await healthz();
+    assert.equal(waiting.detail.delivery.open, false, 'delivering before the grace while the controller is unreachable');
+    assert.equal(await delivering(), '0', 'mxswitch_agent_delivering while waiting');
+    await waitFor('delivered with the persisted table after the grace', () => sink.messages.length === 1, 30_000);
+    const waited = sink.messages[0]!.at - startedAt;
+    assert.ok(waited >= 2500, `delivered ${waited} ms after start, before the 3 s grace`);
+    assert.match((await healthz()).detail.delivery.reason, /unreachable for the start-up grace/);
+    assert.equal(await delivering(), '1', 'mxswitch_agent_delivering after the grace');
+  });
+}

@@ -8,7 +8,7 @@ import { Controller } from '../../control/controller.js';
 import type { WatchResponse } from '../../proto/gen/mxswitch/v1/admin.js';
 import { ConfigError } from '../../shared/errors.js';
 import { silentLogger } from '../../shared/logger.js';
-import { tempDir, waitFor } from '../helpers/agent.js';
+import { tempDir, waitFor, within } from '../helpers/agent.js';
 import { makePki } from '../helpers/certs.js';
 import { adminApi, agentsAt, deferrer, startController, startFleetAgent, testControllerConfig, isStatus } from '../helpers/controller.js';
 import { startLoggedFleetAgent } from '../helpers/wait.js';
@@ -150,7 +150,7 @@ test('a second session for the same agent id replaces the first; a silent sessio
   md.set('authorization', `Bearer ${ctl.config.tokens.agent}`);
   const s = raw.session(md);
   s.on('data', () => undefined);
-  const ended = new Promise<ServiceError>((resolve) => s.on('error', resolve));
+  const ended = within('the mute session cut off', new Promise<ServiceError>((resolve) => s.on('error', resolve)), 60_000);
   s.write(SessionRequest.fromPartial({ body: { $case: 'hello', value: { agentId: 'mute', bootId: 'b' } } }));
   const err = await ended;
   assert.equal(err.code, status.UNAVAILABLE);

@@ -57,7 +57,7 @@ describe('MX-based delivery', () => {
   let port = 0;
   let delivery: Delivery;
   const config = parseConfig(agentConfigSchema, { id: 'mx-test', dataDir: '/nonexistent', delivery: { connectTimeout: '2s', greetingTimeout: '2s', socketTimeout: '5s', connectionsPerHop: 2 } }).delivery;
-  const send = (domain: string, rcpt = `user@${domain}`) => delivery.send(parseTarget(`smtp:${domain}:${port}`), false, { from: 'sender@sender.test', to: [rcpt] }, Buffer.from('Subject: t\r\n\r\nhello\r\n'));
+  const send = (domain: string, rcpt = `user@${domain}`) => delivery.send(parseTarget(`smtp:${domain}:${port}`), false, { from: 'sender@sender.test', to: [rcpt] }, Buffer.from('Subject: t\r\n\r\nhello\r\n')).then((a) => a.results);
 
   before(async () => {
     port = await freePort('127.0.0.2');

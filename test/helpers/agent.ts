@@ -28,7 +28,7 @@ export function testAgentConfig(extra: Record<string, unknown> = {}) {
 /** A started in-process agent; `cleanup()` stops it and removes its data dir. */
 export async function startAgent(extra: Record<string, unknown> = {}, control?: ControlChannelFactory) {
   const config = testAgentConfig(extra);
-  const agent = new Agent(config, createLogger('test', config.log.level), control);
+  const agent = new Agent(config, createLogger('test', config.log), control);
   await agent.start();
   let stopped: Promise<void> | undefined;
   return {

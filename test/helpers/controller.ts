@@ -29,7 +29,7 @@ export type TestController = Awaited<ReturnType<typeof startController>>;
 /** A started in-process controller; `restart()` stops it and starts a new one on the same dataDir and port. */
 export async function startController(extra: Record<string, unknown> = {}, tuning: { minStaleMs?: number } = {}) {
   let config = testControllerConfig(extra);
-  const log = createLogger('test-controller', config.log.level);
+  const log = createLogger('test-controller', config.log);
   const handle = {
     controller: new Controller(config, log, tuning),
     get config() {

@@ -31,11 +31,13 @@ export interface SpawnCliOptions {
   gid?: number;
   /** A command (and its arguments) that runs node, e.g. ['setpriv', ...flags]. */
   via?: readonly string[];
+  /** node's own flags in front of the CLI (e.g. --cpu-prof). */
+  nodeArgs?: readonly string[];
 }
 
 /** Spawns the real CLI (`node --import tsx control/cli/main.ts ...`); asynchronous, so in-process servers keep running. */
 export function spawnCli(args: readonly string[], env: Record<string, string | undefined> = {}, opts: SpawnCliOptions = {}): ChildProcess {
-  const node = [process.execPath, ...CLI_NODE_ARGS, ...args];
+  const node = [process.execPath, ...(opts.nodeArgs ?? []), ...CLI_NODE_ARGS, ...args];
   const [command, ...rest] = opts.via?.length ? [...opts.via, ...node] : node;
   return reapOnExit(
     spawn(command!, rest, {

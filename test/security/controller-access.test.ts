@@ -4,12 +4,14 @@ import assert from 'node:assert/strict';
 import { credentials, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { test } from 'node:test';
 import { AgentServiceClient, SessionRequest } from '../../proto/gen/mxswitch/v1/agent.js';
-import { waitFor } from '../helpers/agent.js';
+import { waitFor, within } from '../helpers/agent.js';
 import { ADMIN_TOKEN, adminApi, adminClient, auth, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
 
+// A deadline on every call: a controller that stalls a caller (as it did copying a huge input into the error text)
+// fails the test with DEADLINE_EXCEEDED instead of hanging it.
 const setRoute = (address: string, match: string, md: Metadata) =>
   new Promise<ServiceError | null>((resolve) =>
-    adminClient(address).setRoute({ match, target: 'smtp:[127.0.0.1]:25', hold: false, expectedVersion: 0, actor: 'test', tls: '', verify: '' }, md, (err) => resolve(err)),
+    adminClient(address).setRoute({ match, target: 'smtp:[127.0.0.1]:25', hold: false, expectedVersion: 0, actor: 'test', tls: '', verify: '' }, md, { deadline: Date.now() + 60_000 }, (err) => resolve(err)),
   );
 
 test('controller: a call without a valid token is refused before its message is read; oversized input is capped; errors echo at most ~100 characters', async (t) => {
@@ -50,7 +52,7 @@ test('controller: tokens.agents binds a token to one agent id; the shared token 
   const md = new Metadata();
   md.set('authorization', 'Bearer token-of-mx-1-0123');
   const call = client.session(md);
-  const ended = new Promise<ServiceError>((resolve) => call.on('error', resolve));
+  const ended = within('the impostor session refused', new Promise<ServiceError>((resolve) => call.on('error', resolve)));
   call.on('data', () => undefined);
   call.write(SessionRequest.fromPartial({ body: { $case: 'hello', value: { agentId: 'mx-2', region: 'x', bootId: 'b', appliedVersion: 0, hostname: 'h' } } }));
   const err = await ended;
@@ -60,6 +62,6 @@ test('controller: tokens.agents binds a token to one agent id; the shared token 
 
   // No shared token configured: an unknown token is refused.
   const stranger = client.session(auth('not-a-token-0123456'));
-  const refused = await new Promise<ServiceError>((resolve) => stranger.on('error', resolve));
+  const refused = await within('the unknown token refused', new Promise<ServiceError>((resolve) => stranger.on('error', resolve)));
   assert.equal(refused.code, status.UNAUTHENTICATED);
 });

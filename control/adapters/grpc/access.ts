@@ -1,5 +1,6 @@
 import { Metadata, ResponderBuilder, ServerInterceptingCall, ServerListenerBuilder, status, type ServerInterceptor } from '@grpc/grpc-js';
-import type { ControllerConfig } from '../../../shared/config.js';
+import { operatorTokenList, type ControllerConfig, type OperatorToken } from '../../../shared/config.js';
+import type { AgentCommand } from '../../../shared/wire.js';
 import { bearerMatches, bearerSecret, readOnlyDenied, secretMatches } from './grpc-util.js';
 
 /** Who an agent token says the caller is: any agent (the shared token) or one agent id (a per-agent token). */
@@ -9,14 +10,38 @@ export type AgentIdentity = { ok: false } | { ok: true; agentId: string | undefi
 export type OperatorRole = 'admin' | 'viewer';
 
 /**
- * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show) and
- * writes (flush, remove, retry); the service checks its kind once the request has been read.
+ * AdminService methods a viewer token may call: they change nothing. QueueCommand carries reads (list, show, shape,
+ * dry runs) and writes (flush, remove, retry, hold, release); the service checks its kind (isReadOnlyCommand) once
+ * the request has been read.
  */
-const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand']);
+const READ_ONLY_METHODS: ReadonlySet<string> = new Set(['ListRoutes', 'Status', 'Watch', 'GetOperation', 'Follow', 'ListRecipients', 'QueueCommand', 'ListAudit']);
 
 /** May a caller with `role` call AdminService `method` (its name, e.g. "Status")? */
 export function mayCall(role: OperatorRole | undefined, method: string): boolean {
   return role === 'admin' || (role === 'viewer' && READ_ONLY_METHODS.has(method));
+}
+
+/**
+ * Is a queue command a read (a viewer may send it)? Listing, showing, the shape, and a --dry-run of a change: each
+ * answers from the queue and changes nothing. Named by kind here, so a new read is allowed in one place.
+ */
+export function isReadOnlyCommand(command: AgentCommand): boolean {
+  switch (command.kind) {
+    case 'queueList':
+    case 'queueShow':
+    case 'queueShape':
+    case 'routePreview':
+    case 'routeTable':
+    case 'shadowList':
+      return true;
+    case 'queueRemove':
+    case 'queueRetry':
+    case 'queueHold':
+    case 'queueRelease':
+      return command.dryRun;
+    case 'flush':
+      return false;
+  }
 }
 
 const AGENT_SERVICE = '/mxswitch.v1.AgentService/';
@@ -25,9 +50,11 @@ const ADMIN_SERVICE = '/mxswitch.v1.AdminService/';
 /** The controller's bearer tokens and what each lets a caller do. */
 export class Access {
   private readonly perAgent: [string, string][];
+  private readonly operators: readonly OperatorToken[];
 
   constructor(private readonly tokens: ControllerConfig['tokens']) {
     this.perAgent = Object.entries(tokens.agents ?? {});
+    this.operators = operatorTokenList(tokens);
   }
 
   /** The role of an `authorization: Bearer` token in gRPC metadata. */
@@ -37,10 +64,19 @@ export class Access {
 
   /** The role of a presented secret (a bearer token, a login form's token); undefined for none or any other. */
   operatorOf(secret: string | undefined): OperatorRole | undefined {
-    // Both compared every time (constant time each), so the time taken does not tell which token it was.
-    const admin = secretMatches(secret, this.tokens.admin);
-    const viewer = this.tokens.viewer !== undefined && secretMatches(secret, this.tokens.viewer);
-    return admin ? 'admin' : viewer ? 'viewer' : undefined;
+    return this.holder(secret)?.role;
+  }
+
+  /** Who holds the caller's token, for the audit trail: the token's name ("admin" for a single admin token). */
+  actor(metadata: Metadata): string {
+    return this.holder(bearerSecret(metadata.get('authorization')[0]))?.name ?? 'unknown';
+  }
+
+  private holder(secret: string | undefined): OperatorToken | undefined {
+    // Every token compared every time (constant time each), so the time taken does not tell which one it was.
+    let found: OperatorToken | undefined;
+    for (const o of this.operators) if (secretMatches(secret, o.token)) found = o;
+    return found;
   }
 
   agent(metadata: Metadata): AgentIdentity {

@@ -12,6 +12,8 @@ export interface AdminCalls {
   authorized(call: { metadata: Metadata; getPeer(): string }, method: string): boolean;
   /** A unary handler: token checked, `fn`'s result or its error (an MxError code -> gRPC status) returned. */
   unary<Req, Res>(method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void;
+  /** Who a change is recorded as made by: the caller's token's name, never what the request claims. */
+  actor(call: { metadata: Metadata }): string;
 }
 
 export function adminCalls(access: Access, log: Logger): AdminCalls {
@@ -36,5 +38,5 @@ export function adminCalls(access: Access, log: Logger): AdminCalls {
         },
       );
   };
-  return { authorized, unary };
+  return { authorized, unary, actor: (call) => access.actor(call.metadata) };
 }

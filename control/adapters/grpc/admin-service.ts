@@ -15,7 +15,7 @@ import {
 } from '../../../proto/gen/mxswitch/v1/admin.js';
 import type { Route } from '../../../shared/routes.js';
 import { commandFromWire, routeToWire, type AgentCommand } from '../../../shared/wire.js';
-import type { Access } from './access.js';
+import { isReadOnlyCommand, type Access } from './access.js';
 import { adminCalls } from './admin-calls.js';
 import { recipientHandlers } from './recipients-service.js';
 import { readOnlyDenied, toServiceError, unauthenticated } from './grpc-util.js';
@@ -25,6 +25,10 @@ import type { AgentInfo, Registry } from '../../core/registry.js';
 import { refuseSelfTarget } from '../../core/self-loop.js';
 import type { OperationRecord, Progress } from '../../core/model.js';
 import type { AgentCommander, RecipientStoreApi, RouteStoreApi } from '../../core/ports.js';
+
+/** `audit ls` without --limit, and the most one call returns. */
+const DEFAULT_AUDIT_LIMIT = 50;
+const MAX_AUDIT_LIMIT = 1000;
 
 export interface AdminDeps {
   store: RouteStoreApi;
@@ -116,7 +120,8 @@ function verifyPolicy(verify: string): 'probe' | undefined {
 export function adminService(d: AdminDeps): AdminServiceServer {
   const { store, registry, orchestrator, commands, log } = d;
 
-  const { authorized, unary } = adminCalls(d.access, log);
+  const calls = adminCalls(d.access, log);
+  const { authorized, unary } = calls;
 
   /** Streams an operation's progress (latest first, then live) until it ends or the client goes away. */
   function follow<Res>(call: ServerWritableStream<unknown, Res>, id: string, wrap: (p: OperationProgress) => Res): void {
@@ -175,7 +180,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       Promise.resolve()
         .then(() => {
           const req = toStart(call.request);
-          return orchestrator.start({ ...req, actor: req.actor || `admin@${call.getPeer()}` });
+          return orchestrator.start({ ...req, actor: calls.actor(call) });
         })
         .then(
           (op: OperationRecord) => follow(call, op.id, wrap),
@@ -193,7 +198,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   };
 
   return {
-    ...recipientHandlers(d.recipients, { authorized, unary }, log),
+    ...recipientHandlers(d.recipients, calls, log),
     listRoutes: unary('ListRoutes', () => {
       const s = store.snapshot();
       return { version: s.version, routes: s.routes.map(routeToWire) };
@@ -205,18 +210,36 @@ export function adminService(d: AdminDeps): AdminServiceServer {
       const tls = tlsPolicy(req.tls);
       if (tls) route.tls = tls;
       if (verifyPolicy(req.verify)) route.verify = 'probe';
-      const version = await store.set(route, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
-      log.info({ match: req.match, target: req.target, hold: req.hold, version, actor: req.actor }, 'route set');
+      const actor = calls.actor(call);
+      const version = await store.set(route, { expectedVersion: req.expectedVersion, actor });
+      log.info({ match: req.match, target: req.target, hold: req.hold, version, actor }, 'route set');
       return { version };
     }),
 
     removeRoute: unary('RemoveRoute', async (req, call) => {
-      const version = await store.remove(req.match, { expectedVersion: req.expectedVersion, actor: req.actor || `admin@${call.getPeer()}` });
-      log.info({ match: req.match, version, actor: req.actor }, 'route removed');
+      const actor = calls.actor(call);
+      const version = await store.remove(req.match, { expectedVersion: req.expectedVersion, actor });
+      log.info({ match: req.match, version, actor }, 'route removed');
       return { version };
     }),
 
     status: unary('Status', () => fleetStatus(d)),
+
+    listAudit: unary('ListAudit', async (req) => {
+      const records = await store.audit(Math.min(req.limit || DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT));
+      return {
+        entries: records.map((r) => ({
+          id: r.id,
+          actor: r.actor,
+          atMs: r.at,
+          action: r.action,
+          match: r.match,
+          oldJson: r.old === null ? '' : JSON.stringify(r.old),
+          newJson: r.new === null ? '' : JSON.stringify(r.new),
+          version: r.version,
+        })),
+      };
+    }),
 
     removeAgent: unary('RemoveAgent', (req) => {
       registry.remove(req.id);
@@ -288,7 +311,9 @@ export function adminService(d: AdminDeps): AdminServiceServer {
 
     queueCommand: unary('QueueCommand', async (req, call) => {
       const command = queueCommand(req);
-      if (command.kind !== 'queueList' && command.kind !== 'queueShow' && command.kind !== 'shadowList' && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
+      // A dry run of `route set` refuses what `route set` refuses.
+      if (command.kind === 'routePreview' && 'set' in command.change) refuseSelfTarget(command.change.set.target, registry.list());
+      if (!isReadOnlyCommand(command) && d.access.operator(call.metadata) !== 'admin') throw readOnlyDenied(`QueueCommand ${command.kind}`);
       let ids: string[];
       if (req.agentId) {
         if (!registry.get(req.agentId)) throw new MxError('NOT_FOUND', `no agent ${quoteInput(req.agentId)}`);

@@ -12,7 +12,7 @@ const MAX_IMPORT = 5_000_000;
 type RecipientRpcs = Pick<AdminServiceServer, 'importRecipients' | 'editRecipients' | 'listRecipients'>;
 
 /** The recipient-list part of the AdminService: import (client stream of chunks), edit, list. */
-export function recipientHandlers(store: RecipientStoreApi | undefined, { authorized, unary }: AdminCalls, log: Logger): RecipientRpcs {
+export function recipientHandlers(store: RecipientStoreApi | undefined, { authorized, unary, actor }: AdminCalls, log: Logger): RecipientRpcs {
   const lists = (): RecipientStoreApi => {
     // Both controller modes keep lists; undefined only where a caller built the service without them.
     if (!store) throw new MxError('UNSUPPORTED', 'this controller keeps no recipient lists');
@@ -43,16 +43,18 @@ export function recipientHandlers(store: RecipientStoreApi | undefined, { author
         if (failed) return;
         void (async () => {
           if (!head) throw new MxError('INVALID_ARGUMENT', 'empty import: no domain given');
-          const change = await lists().import(head.domain, addresses, { replace: head.replace, actor: head.actor || `admin@${call.getPeer()}` });
-          log.info({ domain: head.domain, replace: head.replace, ...change, actor: head.actor }, 'recipient list imported');
+          const who = actor(call);
+          const change = await lists().import(head.domain, addresses, { replace: head.replace, actor: who });
+          log.info({ domain: head.domain, replace: head.replace, ...change, actor: who }, 'recipient list imported');
           callback(null, { change });
         })().catch(fail);
       });
     },
 
     editRecipients: unary('EditRecipients', async (req, call) => {
-      const change = await lists().edit({ add: req.add, remove: req.remove, dropDomains: req.dropDomains, actor: req.actor || `admin@${call.getPeer()}` });
-      log.info({ ...change, actor: req.actor }, 'recipient lists edited');
+      const who = actor(call);
+      const change = await lists().edit({ add: req.add, remove: req.remove, dropDomains: req.dropDomains, actor: who });
+      log.info({ ...change, actor: who }, 'recipient lists edited');
       return { change };
     }),
 

@@ -88,6 +88,7 @@ export class NatsAgentFeed {
         recipientsVersion: v.recipientsVersion ?? 0,
         nack: v.nack ?? undefined,
         health: this.health(id, v.health),
+        ...(v.software ? { software: v.software } : {}),
       },
       seenAt,
     );

@@ -86,12 +86,18 @@ function sumQueues(agent: AgentStatus, key: 'held' | 'deferred'): number {
   return (agent.health?.queues ?? []).reduce((n, q) => n + q[key], 0);
 }
 
+/** An agent's connection as the operator reads it: an expected agent never heard from is "never connected". */
+export function agentState(a: AgentStatus): string {
+  if (a.state !== 'connected' && !a.lastSeenMs) return 'never connected';
+  return a.state || 'unknown';
+}
+
 /** Expected agents that are not connected or have not applied the current version. */
 export function fleetProblems(s: StatusResponse): string[] {
   const out: string[] = [];
   for (const a of s.agents) {
     if (!a.expected) continue;
-    if (a.state !== 'connected') out.push(`${a.id} ${a.state || 'unknown'}${a.lastSeenMs ? ` (last seen ${ago(a.lastSeenMs)})` : ''}`);
+    if (a.state !== 'connected') out.push(`${a.id} ${agentState(a)}${a.lastSeenMs ? ` (last seen ${ago(a.lastSeenMs)})` : ''}`);
     else if (a.appliedVersion < s.version) out.push(`${a.id} at v${a.appliedVersion}${a.lastError ? ` (${a.lastError})` : ''}`);
     else if (a.health?.delivery && !a.health.delivery.open) out.push(`${a.id} not delivering (${a.health.delivery.reason})`);
   }
@@ -103,7 +109,7 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
     const h = a.health;
     const c = h?.counters;
     const waiting = h?.delivery && !h.delivery.open ? h.delivery.reason : '';
-    const state = `${a.state || 'unknown'}${a.state !== 'connected' && a.lastSeenMs ? ` ${ago(a.lastSeenMs, now)}` : ''}${waiting ? ', not delivering' : ''}${a.expected ? '' : ' (not expected)'}`;
+    const state = `${agentState(a)}${a.state !== 'connected' && a.lastSeenMs ? ` ${ago(a.lastSeenMs, now)}` : ''}${waiting ? ', not delivering' : ''}${a.expected ? '' : ' (not expected)'}`;
     return [
       a.id,
       a.region || '-',

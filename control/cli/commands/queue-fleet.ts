@@ -1,7 +1,7 @@
 import { commandName, type BulkAction, type BulkResult, type MessageDetail, type QueueList } from '../../../agent/queue-ops.js';
 import { mergeShapes, type QueueShape } from '../../../agent/queue-shape.js';
 import { commandToWire } from '../../../shared/wire.js';
-import { ControllerError, withAdmin, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
+import { ControllerError, withAdmin, type AdminConnection, type AgentCommandResult, type QueueCommandKind } from '../admin-client.js';
 import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
@@ -17,7 +17,7 @@ const CHANGE_KIND: Record<BulkAction, 'queueRemove' | 'queueRetry' | 'queueHold'
 
 const DEFAULT_WAIT_MS = 30_000;
 
-interface AgentResult<T> {
+export interface AgentResult<T> {
   agent: string;
   ok: boolean;
   error?: string;
@@ -33,6 +33,12 @@ function parseResults<T>(results: readonly AgentCommandResult[]): AgentResult<T>
       return { agent: r.agentId, ok: false, error: 'agent answered with invalid JSON' };
     }
   });
+}
+
+/** Sends a command to `agentId` (or every expected agent: '') through the controller; one parsed result each. */
+export async function askAgents<T>(a: AdminConnection, kind: QueueCommandKind, agentId = '', timeoutMs = 0): Promise<AgentResult<T>[]> {
+  const res = await a.queueCommand({ agentId, kind, timeoutMs }, timeoutMs || DEFAULT_WAIT_MS);
+  return parseResults<T>(res.results);
 }
 
 /**
@@ -51,8 +57,7 @@ async function runQueueCommand<T>(
 ): Promise<void> {
   const agentId = opts.agent === undefined ? '' : checkAgentId(opts.agent, '--agent');
   const timeoutMs = checkDuration('--timeout', opts.timeout) ?? 0;
-  const res = await withAdmin(opts, (a) => a.queueCommand({ agentId, kind, timeoutMs }, timeoutMs || DEFAULT_WAIT_MS));
-  let results = parseResults<T>(res.results);
+  let results = await withAdmin(opts, (a) => askAgents<T>(a, kind, agentId, timeoutMs));
   if (id !== undefined && !agentId) {
     const holders = results.filter((r) => r.ok || !r.error?.startsWith('NOT_FOUND: '));
     if (!holders.length) throw new ControllerError(`${what}: no message ${id} on any agent (asked ${results.map((r) => r.agent).join(', ') || 'none: no expected agents'})`);

@@ -68,11 +68,12 @@ function selectionOptions(cmd: Command): Command {
     .option('--older-than <duration>', 'only messages that arrived at least this long ago (e.g. 30m, 2d)');
 }
 
-const queueHelp = (ok: string) =>
+/** `byId`: the command can name one message (show, and a change given an ID), which may be unknown. */
+const queueHelp = (ok: string, byId = true) =>
   exitHelp(
     'with --data-dir: nothing (local file); otherwise one answer per targeted agent, collected by the controller.',
     ok,
-    'the message is unknown, or an agent failed or did not answer (named), or the controller could not be reached',
+    `${byId ? 'the message is unknown, or ' : ''}an agent failed or did not answer (named), or the controller could not be reached`,
   ) + '\nResults: with --data-dir the local result; otherwise one result per agent ({"results":[{"agent","ok","error","result"}]} with --json).';
 
 const changeHelp = (done: string) =>
@@ -86,7 +87,7 @@ export function registerQueue(program: Command): void {
     .description('Inspect and repair queues (like postqueue/postsuper): fleet-wide through the controller by default (--agent ID for one agent), or on one agent\'s local queue file with --data-dir (also while it runs).')
     .addHelpText('after', GROUP_HELP);
 
-  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply; then a mailq-style summary.', queueHelp('listed') + '\nResult: {"entries":[{"id","sender","arrivedAt","ageSeconds","size","recipients":[...]}],"more"} (per agent through the controller).'), (c) =>
+  targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply; then a mailq-style summary.', queueHelp('listed', false) + '\nResult: {"entries":[{"id","sender","arrivedAt","ageSeconds","size","recipients":[...]}],"more"} (per agent through the controller).'), (c) =>
     selectionOptions(c)
       .option('-n, --limit <n>', 'at most this many messages per agent, oldest first; the summary line says how many more there are')
       .option('--shadow', 'list the shadow copies each agent keeps for other agents (shadow redundancy) instead of its queue: origin agent, id, age, size, sender, recipients still queued there; the selection flags do not apply'),
@@ -97,7 +98,7 @@ export function registerQueue(program: Command): void {
       queue,
       'shape',
       'qshape for the fleet: queued recipients by domain (rows, largest first) and by message age in minutes (columns 5, 10, 20 ... 1280+), summed over every agent that answered; a destination that stopped taking mail fills the right-hand columns. The selection flags narrow it (e.g. --state deferred).',
-      queueHelp('shown') + '\nResult: {"bucketsMinutes":[5,...],"rows":[{"domain","total","counts":[...]}]} (per agent through the controller).',
+      queueHelp('shown', false) + '\nResult: {"bucketsMinutes":[5,...],"rows":[{"domain","total","counts":[...]}]} (per agent through the controller).',
     ),
     selectionOptions,
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.shape(opts))));

@@ -1,13 +1,19 @@
 import { Option, type Command } from 'commander';
+import { UsageError } from '../../../shared/errors.js';
+import type { Route } from '../../../shared/routes.js';
+import { commandToWire } from '../../../shared/wire.js';
 import { formatDuration } from '../../../shared/units.js';
 import { actor, ControllerError, withAdmin, type AdminConnection } from '../admin-client.js';
 import { checkDuration, checkMatch, checkTarget, checkVersion } from '../args.js';
 import { action, emit, table } from '../output.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
+import { agentState } from './fleet-status.js';
+import { askAgents } from './queue-fleet.js';
+import { routeDryRun } from './route-dry-run.js';
 
 /** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
 
-type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string };
+type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string; dryRun?: boolean };
 type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may'; verify?: 'probe' | 'none' };
 
 const DEFAULT_WAIT_MS = 30_000;
@@ -25,7 +31,7 @@ export function registerRoutes(program: Command): void {
     .option('--addresses', 'list every address route on its own line')
     .action(action(routeLs));
 
-  const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it.';
+  const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it; with --dry-run one answer per expected agent (what it would do to its queue), nothing stored.';
   changeOptions(
     operator(
       route,
@@ -67,7 +73,8 @@ function changeOptions(cmd: Command): Command {
   return cmd
     .option('--expect-version <n>', 'compare-and-set: only change the table if it is still at this version')
     .option('--wait', 'wait until every expected agent has applied the new version')
-    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)');
+    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)')
+    .option('--dry-run', 'change nothing: print the table lines it would remove (-) and add (+), and per agent how many queued recipients would change next hop (from -> to)');
 }
 
 type ListedRoute = { match: string; target: string; hold: boolean; tls: string; verify: string };
@@ -99,19 +106,62 @@ function routeRows(routes: readonly ListedRoute[], addresses: boolean): string[]
   return out;
 }
 
+const listed = (r: { match: string; target: string; hold?: boolean | undefined; tls?: string | undefined; verify?: string | undefined }): ListedRoute => ({
+  match: r.match,
+  target: r.target,
+  hold: r.hold ?? false,
+  tls: r.tls || 'may',
+  verify: r.verify || 'none',
+});
+
+/** What one expected agent relays with while the controller has no table: its table in force, or why not known. */
+interface BootstrapTable {
+  agent: string;
+  state: string;
+  version?: number;
+  routes?: ListedRoute[];
+  error?: string;
+}
+
 async function routeLs(opts: CommonOptions & { addresses?: boolean }): Promise<void> {
-  const res = await withAdmin(opts, (a) => a.listRoutes());
-  const routes = res.routes.map((r) => ({ match: r.match, target: r.target, hold: r.hold, tls: r.tls || 'may', verify: r.verify || 'none' }));
-  emit(opts, { version: res.version, routes }, (v) =>
+  const { res, bootstrap } = await withAdmin(opts, async (a) => {
+    const res = await a.listRoutes();
+    // Version 0: nothing was ever set here, so each agent relays with its own (bootstrap) table: ask them.
+    return { res, bootstrap: res.version === 0 && !res.routes.length ? await bootstrapTables(a) : undefined };
+  });
+  const routes = res.routes.map(listed);
+  const rows = (rs: readonly ListedRoute[]) => table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], routeRows(rs, opts.addresses ?? false));
+  emit(opts, { version: res.version, routes, ...(bootstrap ? { bootstrap } : {}) }, (v) =>
     [
       `route table version ${v.version}`,
       v.routes.length
-        ? table(['MATCH', 'TARGET', 'HOLD', 'TLS', 'VERIFY'], routeRows(v.routes, opts.addresses ?? false))
-        : v.version === 0
-          ? 'no table set on the controller yet: the agents relay with the bootstrap routes of their config files'
+        ? rows(v.routes)
+        : bootstrap
+          ? [
+              `no table set on the controller yet: the agents relay with the bootstrap routes of their config files${bootstrap.length ? '' : ' (no expected agents)'}`,
+              ...bootstrap.map((b) =>
+                b.routes
+                  ? `${b.agent} (table version ${b.version}):\n${b.routes.length ? rows(b.routes).replace(/^/gm, '  ') : '  no routes: every recipient is refused (550 5.7.1)'}`
+                  : `${b.agent}: ${b.state === 'connected' ? `no answer (${b.error})` : b.state}`,
+              ),
+            ].join('\n')
           : 'no routes: every recipient is refused (550 5.7.1)',
     ].join('\n'),
   );
+}
+
+async function bootstrapTables(a: AdminConnection): Promise<BootstrapTable[]> {
+  const status = await a.status();
+  const expected = status.agents.filter((x) => x.expected);
+  const connected = expected.filter((x) => x.state === 'connected');
+  const answers = await Promise.all(connected.map((x) => askAgents<{ version: number; routes: Route[] }>(a, commandToWire({ kind: 'routeTable' }), x.id).then((r) => r[0])));
+  const byId = new Map(connected.map((x, i) => [x.id, answers[i]]));
+  return expected.map((x) => {
+    const r = byId.get(x.id);
+    if (!r) return { agent: x.id, state: agentState(x) };
+    if (!r.ok || !Array.isArray(r.result?.routes)) return { agent: x.id, state: x.state, error: r.error ?? 'no table in its answer' };
+    return { agent: x.id, state: x.state, version: r.result!.version, routes: r.result!.routes.map(listed) };
+  });
 }
 
 async function routeSet(matchText: string, targetText: string, opts: RouteSetOptions): Promise<void> {
@@ -120,6 +170,10 @@ async function routeSet(matchText: string, targetText: string, opts: RouteSetOpt
   const change = changeParams(opts);
   const tls = opts.tls === 'required' ? 'required' : '';
   const verify = opts.verify === 'probe' ? 'probe' : '';
+  if (opts.dryRun) {
+    const route: Route = { match, target, ...(opts.hold ? { hold: true } : {}), ...(tls ? { tls } : {}), ...(verify ? { verify } : {}) };
+    return routeDryRun({ set: route }, change.expectedVersion, opts);
+  }
   await withAdmin(opts, async (a) => {
     const res = await a.setRoute({ match, target, hold: opts.hold ?? false, tls, verify, expectedVersion: change.expectedVersion, actor: actor() });
     const applied = await change.applied(a, res.version);
@@ -133,6 +187,7 @@ async function routeSet(matchText: string, targetText: string, opts: RouteSetOpt
 async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
   const match = checkMatch(matchText);
   const change = changeParams(opts);
+  if (opts.dryRun) return routeDryRun({ remove: match }, change.expectedVersion, opts);
   await withAdmin(opts, async (a) => {
     const res = await a.removeRoute({ match, expectedVersion: change.expectedVersion, actor: actor() });
     const applied = await change.applied(a, res.version);
@@ -144,6 +199,7 @@ async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
 
 /** Checks --expect-version and --timeout; `applied` waits (with --wait) for the agents to apply a stored version. */
 function changeParams(opts: ChangeOptions) {
+  if (opts.dryRun && opts.wait) throw new UsageError('--dry-run changes nothing: there is nothing to --wait for');
   const expectedVersion = checkVersion('--expect-version', opts.expectVersion);
   const waitMs = checkDuration('--timeout', opts.timeout) ?? DEFAULT_WAIT_MS;
   return { expectedVersion, applied: (a: AdminConnection, version: number) => (opts.wait ? waitApplied(a, version, waitMs) : Promise.resolve(undefined)) };

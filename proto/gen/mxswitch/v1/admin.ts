@@ -31,6 +31,8 @@ import {
   QueueSelector,
   QueueShowCommand,
   Route,
+  RoutePreviewCommand,
+  RouteTableQuery,
   ShadowListCommand,
 } from "./agent.js";
 import { AgentShadow } from "./shadow.js";
@@ -163,7 +165,10 @@ export interface SetRouteRequest {
   hold: boolean;
   /** Only apply if the current version equals this (0 = don't check). */
   expectedVersion: number;
-  /** Who made the change (for the audit log). */
+  /**
+   * Who made the change, as the client says; the audit log records the
+   * name of the caller's token instead.
+   */
   actor: string;
   /** TLS policy for delivery: "" (opportunistic) or "required". */
   tls: string;
@@ -183,7 +188,10 @@ export interface RemoveRouteRequest {
   match: string;
   /** Only apply if the current version equals this (0 = don't check). */
   expectedVersion: number;
-  /** Who made the change (for the audit log). */
+  /**
+   * Who made the change, as the client says; the audit log records the
+   * name of the caller's token instead.
+   */
   actor: string;
 }
 
@@ -255,7 +263,10 @@ export interface HoldRequest {
   exclude: string[];
   /** Give up waiting for acks after this many ms (0 = server default). */
   timeoutMs: number;
-  /** Who started the operation (for the audit log). */
+  /**
+   * Who started the operation, as the client says; the controller records
+   * the name of the caller's token instead.
+   */
   actor: string;
 }
 
@@ -272,7 +283,10 @@ export interface ReleaseRequest {
   exclude: string[];
   /** Give up waiting for acks after this many ms (0 = server default). */
   timeoutMs: number;
-  /** Who started the operation (for the audit log). */
+  /**
+   * Who started the operation, as the client says; the controller records
+   * the name of the caller's token instead.
+   */
   actor: string;
 }
 
@@ -293,7 +307,10 @@ export interface SwitchoverRequest {
   timeoutMs: number;
   /** True = after releasing, wait until the route's queues are drained. */
   waitDrained: boolean;
-  /** Who started the operation (for the audit log). */
+  /**
+   * Who started the operation, as the client says; the controller records
+   * the name of the caller's token instead.
+   */
   actor: string;
   /** A staged switchover: move only these addresses (match empty); each gets an address route. */
   recipients: string[];
@@ -312,7 +329,10 @@ export interface FlushRequest {
   exclude: string[];
   /** Give up waiting for results after this many ms (0 = server default). */
   timeoutMs: number;
-  /** Who started the operation (for the audit log). */
+  /**
+   * Who started the operation, as the client says; the controller records
+   * the name of the caller's token instead.
+   */
   actor: string;
 }
 
@@ -357,6 +377,8 @@ export interface QueueCommandRequest {
     | { $case: "queueHold"; value: QueueSelector }
     | { $case: "queueRelease"; value: QueueSelector }
     | { $case: "queueShape"; value: QueueSelector }
+    | { $case: "routePreview"; value: RoutePreviewCommand }
+    | { $case: "routeTable"; value: RouteTableQuery }
     | { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
@@ -375,7 +397,10 @@ export interface ImportRecipientsRequest {
   domain: string;
   /** Replace the domain's list (default: merge into it). */
   replace: boolean;
-  /** Who made the change, for the audit log. */
+  /**
+   * Who made the change, as the client says; the audit log records the
+   * name of the caller's token instead.
+   */
   actor: string;
   /** Addresses of this chunk. */
   addresses: string[];
@@ -429,6 +454,38 @@ export interface ListRecipientsResponse {
 export interface RecipientDomain {
   domain: string;
   count: number;
+}
+
+/** ListAuditRequest asks for the newest audit records. */
+export interface ListAuditRequest {
+  /** At most this many (0 = the controller's default, 50). */
+  limit: number;
+}
+
+/** AuditEntry is one change to the routing table or the recipient lists. */
+export interface AuditEntry {
+  id: number;
+  /**
+   * The name of the token that made it (tokens.admin entries), or "admin"
+   * for the single admin token.
+   */
+  actor: string;
+  /** When, ms since the Unix epoch. */
+  atMs: number;
+  /** "set", "remove", "hold", "release", or a recipient-list change. */
+  action: string;
+  /** The route's MATCH (or the list's domain). */
+  match: string;
+  /** The value before and after, as JSON ("" for none). */
+  oldJson: string;
+  newJson: string;
+  /** The table (or list) version the change produced. */
+  version: number;
+}
+
+/** ListAuditResponse carries the records, newest first. */
+export interface ListAuditResponse {
+  entries: AuditEntry[];
 }
 
 function createBaseAgentStatus(): AgentStatus {
@@ -3625,6 +3682,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape":
         QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
         break;
+      case "routePreview":
+        RoutePreviewCommand.encode(message.kind.value, writer.uint32(346).fork()).join();
+        break;
+      case "routeTable":
+        RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
+        break;
       case "shadowList":
         ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
         break;
@@ -3720,6 +3783,22 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 43: {
+            if (tag !== 346) {
+              break;
+            }
+
+            message.kind = { $case: "routePreview", value: RoutePreviewCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 30: {
             if (tag !== 242) {
               break;
@@ -3785,6 +3864,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
         : isSet(object.queue_shape)
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
+        : isSet(object.routePreview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.routePreview) }
+        : isSet(object.route_preview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.route_preview) }
+        : isSet(object.routeTable)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
+        : isSet(object.route_table)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
         : isSet(object.shadowList)
         ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
         : isSet(object.shadow_list)
@@ -3819,6 +3906,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueShape") {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routePreview") {
+      obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routeTable") {
+      obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
     } else if (message.kind?.$case === "shadowList") {
       obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
@@ -3880,6 +3971,18 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "queueShape": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "queueShape", value: QueueSelector.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "routePreview": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routePreview", value: RoutePreviewCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "routeTable": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -4720,6 +4823,335 @@ export const RecipientDomain: MessageFns<RecipientDomain> = {
   },
 };
 
+function createBaseListAuditRequest(): ListAuditRequest {
+  return { limit: 0 };
+}
+
+export const ListAuditRequest: MessageFns<ListAuditRequest> = {
+  encode(message: ListAuditRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditRequest {
+    return { limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0 };
+  },
+
+  toJSON(message: ListAuditRequest): unknown {
+    const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditRequest>): ListAuditRequest {
+    return ListAuditRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditRequest>): ListAuditRequest {
+    const message = createBaseListAuditRequest();
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseAuditEntry(): AuditEntry {
+  return { id: 0, actor: "", atMs: 0, action: "", match: "", oldJson: "", newJson: "", version: 0 };
+}
+
+export const AuditEntry: MessageFns<AuditEntry> = {
+  encode(message: AuditEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.actor !== "") {
+      writer.uint32(18).string(message.actor);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(24).uint64(message.atMs);
+    }
+    if (message.action !== "") {
+      writer.uint32(34).string(message.action);
+    }
+    if (message.match !== "") {
+      writer.uint32(42).string(message.match);
+    }
+    if (message.oldJson !== "") {
+      writer.uint32(50).string(message.oldJson);
+    }
+    if (message.newJson !== "") {
+      writer.uint32(58).string(message.newJson);
+    }
+    if (message.version !== 0) {
+      writer.uint32(64).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuditEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuditEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.action = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.match = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.oldJson = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.newJson = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuditEntry {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      atMs: isSet(object.atMs)
+        ? globalThis.Number(object.atMs)
+        : isSet(object.at_ms)
+        ? globalThis.Number(object.at_ms)
+        : 0,
+      action: isSet(object.action) ? globalThis.String(object.action) : "",
+      match: isSet(object.match) ? globalThis.String(object.match) : "",
+      oldJson: isSet(object.oldJson)
+        ? globalThis.String(object.oldJson)
+        : isSet(object.old_json)
+        ? globalThis.String(object.old_json)
+        : "",
+      newJson: isSet(object.newJson)
+        ? globalThis.String(object.newJson)
+        : isSet(object.new_json)
+        ? globalThis.String(object.new_json)
+        : "",
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+    };
+  },
+
+  toJSON(message: AuditEntry): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.atMs !== 0) {
+      obj.atMs = Math.round(message.atMs);
+    }
+    if (message.action !== "") {
+      obj.action = message.action;
+    }
+    if (message.match !== "") {
+      obj.match = message.match;
+    }
+    if (message.oldJson !== "") {
+      obj.oldJson = message.oldJson;
+    }
+    if (message.newJson !== "") {
+      obj.newJson = message.newJson;
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AuditEntry>): AuditEntry {
+    return AuditEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AuditEntry>): AuditEntry {
+    const message = createBaseAuditEntry();
+    message.id = object.id ?? 0;
+    message.actor = object.actor ?? "";
+    message.atMs = object.atMs ?? 0;
+    message.action = object.action ?? "";
+    message.match = object.match ?? "";
+    message.oldJson = object.oldJson ?? "";
+    message.newJson = object.newJson ?? "";
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseListAuditResponse(): ListAuditResponse {
+  return { entries: [] };
+}
+
+export const ListAuditResponse: MessageFns<ListAuditResponse> = {
+  encode(message: ListAuditResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      AuditEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAuditResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAuditResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(AuditEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListAuditResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => AuditEntry.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListAuditResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => AuditEntry.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListAuditResponse>): ListAuditResponse {
+    return ListAuditResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListAuditResponse>): ListAuditResponse {
+    const message = createBaseListAuditResponse();
+    message.entries = object.entries?.map((e) => AuditEntry.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * AdminService is served by the controller for the mxswitch CLI.
  *
@@ -4903,6 +5335,19 @@ export const AdminServiceService = {
       Buffer.from(ListRecipientsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListRecipientsResponse => ListRecipientsResponse.decode(value),
   },
+  /**
+   * ListAudit returns the newest changes first: who (the token's name),
+   * when, what, old -> new.
+   */
+  listAudit: {
+    path: "/mxswitch.v1.AdminService/ListAudit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAuditRequest): Buffer => Buffer.from(ListAuditRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAuditRequest => ListAuditRequest.decode(value),
+    responseSerialize: (value: ListAuditResponse): Buffer => Buffer.from(ListAuditResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAuditResponse => ListAuditResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -4944,6 +5389,11 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   editRecipients: handleUnaryCall<EditRecipientsRequest, EditRecipientsResponse>;
   /** ListRecipients lists one domain's addresses, or counts every list. */
   listRecipients: handleUnaryCall<ListRecipientsRequest, ListRecipientsResponse>;
+  /**
+   * ListAudit returns the newest changes first: who (the token's name),
+   * when, what, old -> new.
+   */
+  listAudit: handleUnaryCall<ListAuditRequest, ListAuditResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -5151,6 +5601,25 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListRecipientsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ListAudit returns the newest changes first: who (the token's name),
+   * when, what, old -> new.
+   */
+  listAudit(
+    request: ListAuditRequest,
+    callback: (error: ServiceError | null, response: ListAuditResponse) => void,
+  ): ClientUnaryCall;
+  listAudit(
+    request: ListAuditRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAuditResponse) => void,
+  ): ClientUnaryCall;
+  listAudit(
+    request: ListAuditRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAuditResponse) => void,
   ): ClientUnaryCall;
 }
 

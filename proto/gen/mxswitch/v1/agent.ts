@@ -242,9 +242,38 @@ export interface Command {
     /** qshape: the selected recipients by domain and age (JSON QueueShape). */
     { $case: "queueShape"; value: QueueSelector }
     | //
+    /**
+     * route set|rm --dry-run: which queued recipients the change would send
+     * to another next hop (JSON RoutePreview); changes nothing.
+     */
+    { $case: "routePreview"; value: RoutePreviewCommand }
+    | //
+    /**
+     * The agent's table in force (JSON {version, routes}): at controller
+     * version 0 that is its bootstrap table.
+     */
+    { $case: "routeTable"; value: RouteTableQuery }
+    | //
     /** queue ls --shadow: the shadow copies kept here (JSON ShadowList). */
     { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
+}
+
+/** RouteTableQuery asks for the agent's table in force; it has no fields. */
+export interface RouteTableQuery {
+}
+
+/**
+ * RoutePreviewCommand is one route change, applied to a copy of the agent's
+ * table in force (one of set or remove).
+ */
+export interface RoutePreviewCommand {
+  /** The route to create or replace. */
+  set?:
+    | Route
+    | undefined;
+  /** The MATCH of the route to remove. */
+  remove: string;
 }
 
 /**
@@ -2214,6 +2243,12 @@ export const Command: MessageFns<Command> = {
       case "queueShape":
         QueueSelector.encode(message.kind.value, writer.uint32(338).fork()).join();
         break;
+      case "routePreview":
+        RoutePreviewCommand.encode(message.kind.value, writer.uint32(346).fork()).join();
+        break;
+      case "routeTable":
+        RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
+        break;
       case "shadowList":
         ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
         break;
@@ -2314,6 +2349,22 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "queueShape", value: QueueSelector.decode(reader, reader.uint32()) };
             continue;
           }
+          case 43: {
+            if (tag !== 346) {
+              break;
+            }
+
+            message.kind = { $case: "routePreview", value: RoutePreviewCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 30: {
             if (tag !== 242) {
               break;
@@ -2376,6 +2427,14 @@ export const Command: MessageFns<Command> = {
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queueShape) }
         : isSet(object.queue_shape)
         ? { $case: "queueShape", value: QueueSelector.fromJSON(object.queue_shape) }
+        : isSet(object.routePreview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.routePreview) }
+        : isSet(object.route_preview)
+        ? { $case: "routePreview", value: RoutePreviewCommand.fromJSON(object.route_preview) }
+        : isSet(object.routeTable)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
+        : isSet(object.route_table)
+        ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
         : isSet(object.shadowList)
         ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
         : isSet(object.shadow_list)
@@ -2408,6 +2467,10 @@ export const Command: MessageFns<Command> = {
       obj.queueRelease = QueueSelector.toJSON(message.kind.value);
     } else if (message.kind?.$case === "queueShape") {
       obj.queueShape = QueueSelector.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routePreview") {
+      obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "routeTable") {
+      obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
     } else if (message.kind?.$case === "shadowList") {
       obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
@@ -2470,6 +2533,18 @@ export const Command: MessageFns<Command> = {
         }
         break;
       }
+      case "routePreview": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routePreview", value: RoutePreviewCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "routeTable": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
+        }
+        break;
+      }
       case "shadowList": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "shadowList", value: ShadowListCommand.fromPartial(object.kind.value) };
@@ -2477,6 +2552,143 @@ export const Command: MessageFns<Command> = {
         break;
       }
     }
+    return message;
+  },
+};
+
+function createBaseRouteTableQuery(): RouteTableQuery {
+  return {};
+}
+
+export const RouteTableQuery: MessageFns<RouteTableQuery> = {
+  encode(_: RouteTableQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RouteTableQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRouteTableQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RouteTableQuery {
+    return {};
+  },
+
+  toJSON(_: RouteTableQuery): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<RouteTableQuery>): RouteTableQuery {
+    return RouteTableQuery.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<RouteTableQuery>): RouteTableQuery {
+    const message = createBaseRouteTableQuery();
+    return message;
+  },
+};
+
+function createBaseRoutePreviewCommand(): RoutePreviewCommand {
+  return { set: undefined, remove: "" };
+}
+
+export const RoutePreviewCommand: MessageFns<RoutePreviewCommand> = {
+  encode(message: RoutePreviewCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.set !== undefined) {
+      Route.encode(message.set, writer.uint32(10).fork()).join();
+    }
+    if (message.remove !== "") {
+      writer.uint32(18).string(message.remove);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RoutePreviewCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoutePreviewCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.set = Route.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.remove = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RoutePreviewCommand {
+    return {
+      set: isSet(object.set) ? Route.fromJSON(object.set) : undefined,
+      remove: isSet(object.remove) ? globalThis.String(object.remove) : "",
+    };
+  },
+
+  toJSON(message: RoutePreviewCommand): unknown {
+    const obj: any = {};
+    if (message.set !== undefined) {
+      obj.set = Route.toJSON(message.set);
+    }
+    if (message.remove !== "") {
+      obj.remove = message.remove;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RoutePreviewCommand>): RoutePreviewCommand {
+    return RoutePreviewCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RoutePreviewCommand>): RoutePreviewCommand {
+    const message = createBaseRoutePreviewCommand();
+    message.set = (object.set !== undefined && object.set !== null) ? Route.fromPartial(object.set) : undefined;
+    message.remove = object.remove ?? "";
     return message;
   },
 };
