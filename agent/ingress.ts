@@ -44,7 +44,7 @@ export interface IngressDeps {
   /** Called after a message is committed so delivery can start at once. */
   onQueued: (id: string) => void;
   /** Shadow redundancy: the copy at the peer before the 250 (absent when `shadow` is not configured). */
-  shadow?: Pick<Shadowing, 'copy' | 'confirm' | 'forget' | 'onPeerDown'> | undefined;
+  shadow?: Pick<Shadowing, 'copy' | 'markUnshadowed' | 'forget' | 'onPeerDown'> | undefined;
 }
 
 /** The SMTP ingress: the only importer of smtp-server. Accepts mail for routed recipients only. */
@@ -331,7 +331,7 @@ export class Ingress {
     void (async () => {
       if (first && (await first) === 'refuse') return cb(this.peerDown());
       try {
-        await this.deps.queue.commit({ id, sender, recipients, body, ...(staged ? { staged: stored.staged } : {}), ...(shadow ? { shadow: true } : {}) });
+        await this.deps.queue.commit({ id, sender, recipients, body, ...(staged ? { staged: stored.staged } : {}) });
       } catch (err) {
         const full = err instanceof QueueStorageError && err.full;
         incoming.drop();
@@ -341,12 +341,12 @@ export class Ingress {
       }
       if (shadow) {
         const verdict = await (first ?? early ?? this.copyStaged(shadow, id, sender, recipients, arrivedAt));
-        if (verdict === 'refuse') {
-          // Only a staged message gets here with tempfail: it leaves the queue again before the 451.
+        const unmarked = verdict === 'unshadowed' ? await shadow.markUnshadowed(id).then(() => false, (err: unknown) => (this.deps.log.error({ err, queueId: id }, 'could not mark a message without a shadow copy'), true)) : false;
+        if (verdict === 'refuse' || unmarked) {
+          // Only a staged message (or an unmarked one) gets here: it leaves the queue again before the 451.
           await this.deps.queue.bulk({ kind: 'remove' }, () => true, { msgId: id }).catch((err: unknown) => this.deps.log.error({ err, queueId: id }, 'refused message could not be removed'));
-          return cb(this.peerDown());
+          return cb(unmarked ? new SmtpReply(451, '4.3.0', 'Local error in processing') : this.peerDown());
         }
-        if (verdict === 'copied') shadow.confirm(id);
       }
       this.counters.accepted++;
       this.deps.log.info({ queueId: id, client: session.remoteAddress, from: sender, messageId: headers.messageId, size: total, rcpts: recipients.length }, 'queued');

@@ -36,8 +36,8 @@ const RESHADOW_BATCH = 200;
  * Shadow redundancy on one agent: the copy of each accepted message at its peer before the 250 (copy), the
  * copies of the messages still without one (re-shadowing, after a peer was down or replaced), discard notices
  * for recipients that left the queue, the peer service for this agent's own clients, and the controller's
- * pairing and takeovers (apply). Everything the peer confirmed is confirmed in the queue too (a message
- * without a confirmed copy stays in this queue when the agent is taken over).
+ * pairing and takeovers (apply). A message accepted without a copy is marked in the queue (and stays in it when
+ * the agent is taken over); every other one is at the peer.
  */
 export class Shadowing {
   private readonly server: ShadowServer;
@@ -45,10 +45,6 @@ export class Shadowing {
   private pairing: Pairing = { version: 0, peer: undefined, clients: [], takeovers: [] };
   /** Copies on their way in an SMTP session: not re-shadowed meanwhile (a tempfail removes them). */
   private readonly copying = new Set<string>();
-  private confirmWaiting: string[] = [];
-  /** Confirmations handed over and not yet written: those messages are copied, whatever the table says yet. */
-  private confirming = 0;
-  private confirmScheduled = false;
   private reshadowing = false;
   private unreachable = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
@@ -94,8 +90,6 @@ export class Shadowing {
 
   async stop(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    // Confirmations still waiting are written: a confirmed message must not look uncopied after a restart.
-    await this.writeConfirmations();
     this.link?.close();
     await this.server.stop();
   }
@@ -105,8 +99,7 @@ export class Shadowing {
       appliedVersion: this.pairing.version,
       peer: this.pairing.peer?.agentId ?? '',
       unreachableClients: [...this.unreachable].sort(),
-      // A message on its way in (copying) or confirmed a moment ago (confirming) is not one without a copy.
-      unshadowed: Math.max(0, this.spool.shadowViews.unconfirmedCount() - this.confirming - this.copying.size),
+      unshadowed: this.spool.shadowViews.unconfirmedCount(),
       shadowCopies: this.spool.shadowViews.copyCount(),
     };
   }
@@ -134,24 +127,13 @@ export class Shadowing {
     }
   }
 
-  /** The message is in our queue and its copy at the peer: no re-shadow needed (batched, no fsync of its own). */
-  confirm(id: string): void {
-    this.confirmWaiting.push(id);
-    this.confirming++;
-    if (this.confirmScheduled) return;
-    this.confirmScheduled = true;
-    setTimeout(() => void this.writeConfirmations(), 20).unref();
-  }
-
-  private writeConfirmations(): Promise<void> {
-    this.confirmScheduled = false;
-    const ids = this.confirmWaiting;
-    this.confirmWaiting = [];
-    if (!ids.length) return Promise.resolve();
-    return this.spool
-      .shadowConfirm(ids)
-      .catch((err: unknown) => this.log.warn({ err }, 'shadow confirmations not recorded (the copies go again)'))
-      .finally(() => (this.confirming -= ids.length));
+  /**
+   * Accepted with one copy (onPeerDown accept): marked durably before its 250, so that it is copied once a peer
+   * takes it and stays here if this agent is taken over. A message is taken as copied unless marked: one that was
+   * committed while its copy was still on its way when the process died never got its 250.
+   */
+  markUnshadowed(id: string): Promise<void> {
+    return this.spool.shadowMarkUnconfirmed([id]);
   }
 
   /** A message committed here whose 250 was refused: its copy at the peer goes too. */

@@ -96,9 +96,11 @@ export class ShadowWrites {
     };
   }
 
-  /** A new message of ours has no confirmed copy yet (inside its commit's transaction). */
-  markUnconfirmed(msgId: string): void {
-    this.stmts.mark.run(msgId);
+  /** Messages of ours accepted without a copy at the peer (durable on return: their 250 waits for it). */
+  markUnconfirmed(ids: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const id of ids) this.stmts.mark.run(id);
+    })();
   }
 
   /**

@@ -153,6 +153,11 @@ export class Spool {
     return this.writer.call('shadowStore', [rows, Date.now()], rows.flatMap((b) => b.copies.map((c) => c.body.buffer as ArrayBuffer)));
   }
 
+  /** Messages accepted without a shadow copy; resolves once that is durable. */
+  shadowMarkUnconfirmed(ids: readonly string[]): Promise<void> {
+    return this.writer.call('shadowMarkUnconfirmed', [ids]);
+  }
+
   /** The peer holds these messages' copies durably. */
   shadowConfirm(ids: readonly string[]): Promise<void> {
     return this.writer.call('shadowConfirm', [ids]);

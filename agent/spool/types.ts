@@ -22,8 +22,6 @@ export interface NewMessage {
   dsn?: boolean;
   /** When it was first accepted, if not now (a shadow copy taken over: expiry counts from the origin's arrival). */
   arrivedAt?: number;
-  /** Shadow redundancy is on: the message is marked as not yet copied to the peer, in the same transaction. */
-  shadow?: boolean;
 }
 
 export interface RecipientRow {

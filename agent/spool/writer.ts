@@ -40,7 +40,6 @@ export class Writer {
         const msg = messageFromWire(wire);
         this.bodies.insert(msg, now);
         this.recipients.insert(msg.id, msg.recipients, now);
-        if (msg.shadow) this.shadow.markUnconfirmed(msg.id);
       }
       this.recipients.applyOutcomes(outcomes, now);
     })();
@@ -73,6 +72,10 @@ export class Writer {
   /** Clients' shadow copies and discard notices, one transaction (durable on return): the peer's group commit. */
   shadowStore(batches: readonly ShadowBatchRows[], now: number): void {
     this.shadow.store(batches, now);
+  }
+
+  shadowMarkUnconfirmed(ids: readonly string[]): void {
+    this.shadow.markUnconfirmed(ids);
   }
 
   shadowConfirm(ids: readonly string[]): void {
