@@ -3,9 +3,9 @@ import { rmSync } from 'node:fs';
 import { test } from 'node:test';
 import { Spool } from '../../agent/spool/spool.js';
 import { smtpClient, tempDir, testMessage, waitFor } from '../helpers/agent.js';
-import { AGENT_TOKEN, adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { AGENT_TOKEN, startFleetAgent } from '../helpers/controller.js';
 import { CliProcess, freePort, writeYaml } from '../helpers/process.js';
-import { Sink } from '../helpers/sink.js';
+import { heldController } from './helpers.js';
 
 const ROUNDS = 5;
 const SENDERS = 4;
@@ -14,16 +14,9 @@ const SENDERS = 4;
 // tempfail): after each kill, every message that got a 250 must be in the dead peer's file. A peer that answered
 // before its commit was durable would leave a 250 without a copy.
 test('kill -9 of the peer mid-commit (crash loop): no 250 precedes the peer\'s durable commit', async (t) => {
-  const defer = deferrer(t);
+  const { defer, ctl } = await heldController(t);
   const dir = tempDir('mxs-shadow-crash-');
   defer(() => rmSync(dir, { recursive: true, force: true }));
-  const sink = await new Sink().start();
-  defer(() => sink.stop());
-  const ctl = await startController();
-  defer(() => ctl.cleanup());
-  const api = adminApi(ctl.address);
-  defer(() => api.close());
-  await api.setRoute('example.com', sink.target, { hold: true });
   const a = await startFleetAgent(ctl.address, 'cr-a', { region: 'r1', shadow: { listen: '127.0.0.1:0', onPeerDown: 'tempfail', timeout: '2s' } });
   defer(() => a.cleanup());
   const smtpPort = await freePort();

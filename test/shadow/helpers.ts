@@ -36,11 +36,8 @@ export interface ShadowFleetOptions {
   listenPort?: (id: string) => number;
 }
 
-/**
- * In-process controller and agents with shadow redundancy over gRPC, the route example.com held to a sink; resolves
- * once every agent has its peer and delivers. `start` (re)starts one agent (on `dataDir`, for a return).
- */
-export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, opts: ShadowFleetOptions) {
+/** A sink and an in-process controller whose table holds example.com to it; all stopped after the test. */
+export async function heldController(t: { after: (fn: () => Promise<void>) => void }) {
   const defer = deferrer(t);
   const sink = await new Sink().start();
   defer(() => sink.stop());
@@ -49,6 +46,15 @@ export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void 
   const api = adminApi(ctl.address);
   defer(() => api.close());
   await api.setRoute('example.com', sink.target, { hold: true });
+  return { defer, sink, ctl, api };
+}
+
+/**
+ * In-process controller and agents with shadow redundancy over gRPC, the route example.com held to a sink; resolves
+ * once every agent has its peer and delivers. `start` (re)starts one agent (on `dataDir`, for a return).
+ */
+export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, opts: ShadowFleetOptions) {
+  const { defer, sink, ctl, api } = await heldController(t);
   const start = (id: string, dataDir?: string) => {
     const advertise = opts.advertise?.(id);
     const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}) };
