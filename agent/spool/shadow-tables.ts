@@ -128,22 +128,20 @@ export class ShadowWrites {
   }
 
   private storeOne({ origin, copies, discards }: ShadowBatchRows, now: number): void {
-    {
-      for (const c of copies) {
-        this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
-        // A copy sent again (a re-shadow) replaces the recipients with those still queued.
-        this.stmts.clearRcpts.run(origin, c.id);
-        for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r);
+    for (const c of copies) {
+      this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
+      // A copy sent again (a re-shadow) replaces the recipients with those still queued.
+      this.stmts.clearRcpts.run(origin, c.id);
+      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r);
+    }
+    for (const d of discards) {
+      if (!d.recipients.length) {
+        this.stmts.clearRcpts.run(origin, d.id);
+        this.stmts.dropCopy.run(origin, d.id);
+        continue;
       }
-      for (const d of discards) {
-        if (!d.recipients.length) {
-          this.stmts.clearRcpts.run(origin, d.id);
-          this.stmts.dropCopy.run(origin, d.id);
-          continue;
-        }
-        for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
-        this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
-      }
+      for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
+      this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
     }
   }
 
