@@ -25,6 +25,9 @@ import { createVerifier } from './verify/setup.js';
 import { Router } from './router.js';
 import { Scheduler } from './scheduler.js';
 import { Spool } from './spool/spool.js';
+import type { Pairing } from './shadow/assignment.js';
+import { Shadowing, type ShadowStatus } from './shadow/shadowing.js';
+import { listShadow } from './shadow/listing.js';
 
 /** The queue changes a controller may ask for, and what each does to the selected recipients. */
 const BULK_ACTIONS: Record<'queueRemove' | 'queueRetry' | 'queueHold' | 'queueRelease', BulkAction> = { queueRemove: 'remove', queueRetry: 'retry', queueHold: 'hold', queueRelease: 'release' };
@@ -50,6 +53,17 @@ export interface ControlHandler {
   readonly software: { version: string; smtpListen: string };
   /** One chunk of a recipient-list update; the outcome once the update is whole (see RecipientLists.receive). */
   applyRecipients(chunk: ListChunk): { version: number; error?: string } | undefined;
+  /** Shadow redundancy, when configured: what Hello announces, the assignment to apply, what to report. */
+  readonly shadow: ShadowHandler | undefined;
+}
+
+export interface ShadowHandler {
+  /** What Hello says: the address peers dial, how long this agent may be away, the assignment applied. */
+  hello(): { address: string; takeoverAfterMs: number; version: number; queueId: string };
+  apply(pairing: Pairing): Promise<void>;
+  status(): ShadowStatus;
+  /** Called when the report should go out now (reachability of a client changed). */
+  onReport: (() => void) | undefined;
 }
 
 export interface ControlChannel {
@@ -72,6 +86,7 @@ export class Agent implements ControlHandler {
   readonly ingress: Ingress;
   readonly scheduler: Scheduler;
   private readonly delivery: Delivery;
+  private readonly shadowing: Shadowing | undefined;
   private readonly startedAt = Date.now();
   private http: Server | undefined;
   private control: ControlChannel | undefined;
@@ -100,7 +115,10 @@ export class Agent implements ControlHandler {
     this.recipients = new RecipientLists(config.dataDir);
     if (this.recipients.version) log.info({ version: this.recipients.version, domains: this.recipients.counts().length }, 'starting with the last applied recipient lists');
     this.verification = createVerifier(config, hostname, log);
+    this.shadowing = config.shadow ? new Shadowing(config.shadow, this.queue, config.id, log.child({ component: 'shadow' })) : undefined;
+    if (this.shadowing) this.shadowing.onAdopted = () => this.scheduler.kick();
     this.ingress = new Ingress({
+      shadow: this.shadowing,
       config,
       queue: this.queue,
       router: this.router,
@@ -110,7 +128,7 @@ export class Agent implements ControlHandler {
       onQueued: () => this.scheduler.kick(),
     });
     if (config.controller && controlFactory) {
-      this.gate = new DeliveryGate({ graceMs: config.controller.startupGrace, appliedVersion: this.appliedVersion, onOpen: () => this.scheduler.start(), log });
+      this.gate = new DeliveryGate({ graceMs: config.controller.startupGrace, appliedVersion: this.appliedVersion, onOpen: () => this.scheduler.start(), log, shadow: !!config.shadow });
     }
   }
 
@@ -127,6 +145,10 @@ export class Agent implements ControlHandler {
   async start(): Promise<void> {
     const recovered = await this.queue.recoverInFlight();
     if (recovered) this.log.warn({ recovered }, 'recipients left in flight by a previous run are due again');
+    if (this.shadowing) {
+      await this.shadowing.start();
+      this.log.info({ listen: this.shadowAddress }, 'shadow peer service listening');
+    }
     // Mail is accepted from the first moment; delivery starts when the gate opens (at once without a controller).
     if (this.gate) this.gate.start();
     else this.scheduler.start();
@@ -155,6 +177,7 @@ export class Agent implements ControlHandler {
     this.gate?.stop();
     await this.control?.stop();
     await this.ingress.close();
+    await this.shadowing?.stop();
     await this.scheduler.stop();
     this.delivery.close();
     this.verification.close();
@@ -222,6 +245,8 @@ export class Agent implements ControlHandler {
     switch (command.kind) {
       case 'flush':
         return { due: await this.scheduler.flush(command.match ? coversMatch(command.match) : undefined) };
+      case 'shadowList':
+        return listShadow(this.queue, command.limit);
       case 'queueList':
         return listQueue(this.queue, { ...command.select, ...(command.limit ? { limit: command.limit } : {}) });
       case 'queueShow':
@@ -266,6 +291,35 @@ export class Agent implements ControlHandler {
     return outcome;
   }
 
+  /** The address peers dial: shadow.advertise, or the listen host (smtp.hostname for a wildcard) with the bound port. */
+  get shadowAddress(): string {
+    const s = this.config.shadow;
+    if (!s || !this.shadowing) return '';
+    if (s.advertise) return s.advertise;
+    const { host } = parseHostPort(s.listen);
+    const name = host === '0.0.0.0' || host === '::' ? (this.config.smtp.hostname ?? osHostname()) : host;
+    return `${name.includes(':') ? `[${name}]` : name}:${this.shadowing.port}`;
+  }
+
+  get shadow(): ShadowHandler | undefined {
+    const s = this.shadowing;
+    if (!s) return undefined;
+    return {
+      hello: () => ({ address: this.shadowAddress, takeoverAfterMs: this.config.shadow!.takeoverAfter, version: s.appliedVersion, queueId: this.queue.shadowViews.queueId() }),
+      apply: async (pairing) => {
+        await s.apply(pairing);
+        this.gate?.shadowAssigned();
+      },
+      status: () => s.status(),
+      get onReport() {
+        return s.onReport;
+      },
+      set onReport(f) {
+        s.onReport = f;
+      },
+    };
+  }
+
   controllerCurrent(version: number): void {
     this.gate?.controllerCurrent(version);
   }
@@ -292,6 +346,7 @@ export class Agent implements ControlHandler {
       lastDeliveryError: stats.total ? d.lastError : '',
       diskFreeBytes: this.queue.diskFreeBytes(),
       uptimeSeconds: (now - this.startedAt) / 1000,
+      ...(this.shadowing ? { shadow: { ...this.shadowing.status(), counters: { ...this.shadowing.counters } } } : {}),
     };
   }
 }

@@ -3,6 +3,7 @@ import type { RouteTable } from '../shared/routes.js';
 import type { RouteQueueHealth } from '../shared/wire.js';
 import type { DeliveryState } from './control/delivery-gate.js';
 import type { RecipientState, Spool } from './spool/spool.js';
+import type { Shadowing, ShadowStatus } from './shadow/shadowing.js';
 
 export interface HealthSnapshot {
   appliedVersion: number;
@@ -16,6 +17,8 @@ export interface HealthSnapshot {
   lastDeliveryError: string;
   diskFreeBytes: number;
   uptimeSeconds: number;
+  /** Shadow redundancy, when configured. */
+  shadow?: ShadowStatus & { counters: Shadowing['counters'] };
 }
 
 const NO_ROUTE = '(no route)';

@@ -14,6 +14,7 @@ import { newQueueId, QueueStorageError, type Spool } from './spool/spool.js';
 import type { RecipientLists } from './recipients/lists.js';
 import type { Router } from './router.js';
 import type { RecipientVerifier } from './verify/verifier.js';
+import type { Shadowing } from './shadow/shadowing.js';
 
 /** An SMTP reply for smtp-server: its text starts with our own enhanced status code. */
 class SmtpReply extends Error {
@@ -42,6 +43,8 @@ export interface IngressDeps {
   log: Logger;
   /** Called after a message is committed so delivery can start at once. */
   onQueued: (id: string) => void;
+  /** Shadow redundancy: the copy at the peer before the 250 (absent when `shadow` is not configured). */
+  shadow?: Pick<Shadowing, 'copy' | 'markUnshadowed' | 'forget' | 'onPeerDown'> | undefined;
 }
 
 /** The SMTP ingress: the only importer of smtp-server. Accepts mail for routed recipients only. */
@@ -320,20 +323,53 @@ export class Ingress {
     }
     const recipients = session.envelope.rcptTo.map((r) => r.address);
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    this.deps.queue.commit({ id, sender, recipients, body, ...('staged' in stored ? { staged: stored.staged } : {}) }).then(
-      () => {
-        this.counters.accepted++;
-        this.deps.log.info({ queueId: id, client: session.remoteAddress, from: sender, messageId: headers.messageId, size: total, rcpts: recipients.length }, 'queued');
-        cb(null, `2.0.0 Ok: queued as ${id}`);
-        this.deps.onQueued(id);
-      },
-      (err: unknown) => {
+    const staged = 'staged' in stored;
+    const shadow = this.deps.shadow;
+    const arrivedAt = Date.now();
+    // The copy goes to the peer while our own commit syncs (a large, staged body: after it, read back from the
+    // queue); the 250 waits for both. With onPeerDown tempfail the copy comes first, so a refused message was
+    // never in our queue.
+    const copyNow = shadow && !staged ? () => shadow.copy({ id, sender, recipients, body, arrivedAt }) : undefined;
+    const parallel = shadow?.onPeerDown === 'accept';
+    const early = copyNow && parallel ? copyNow() : undefined;
+    const first = copyNow && !parallel ? copyNow() : undefined;
+    void (async () => {
+      if (first && (await first) === 'refuse') return cb(this.peerDown());
+      try {
+        await this.deps.queue.commit({ id, sender, recipients, body, ...(staged ? { staged: stored.staged } : {}) });
+      } catch (err) {
         const full = err instanceof QueueStorageError && err.full;
         incoming.drop();
+        if (shadow && (first || early)) void (first ?? early)!.then((v) => v === 'copied' && shadow.forget(id));
         this.deps.log.error({ err }, 'queue commit failed');
-        cb(full ? new SmtpReply(452, '4.3.1', 'Insufficient system storage') : new SmtpReply(451, '4.3.0', 'Local error in processing'));
-      },
-    );
+        return cb(full ? new SmtpReply(452, '4.3.1', 'Insufficient system storage') : new SmtpReply(451, '4.3.0', 'Local error in processing'));
+      }
+      if (shadow) {
+        const verdict = await (first ?? early ?? this.copyStaged(shadow, id, sender, recipients, arrivedAt));
+        const unmarked = verdict === 'unshadowed' ? await shadow.markUnshadowed(id).then(() => false, (err: unknown) => (this.deps.log.error({ err, queueId: id }, 'could not mark a message without a shadow copy'), true)) : false;
+        if (verdict === 'refuse' || unmarked) {
+          // Only a staged message (or an unmarked one) gets here: it leaves the queue again before the 451.
+          await this.deps.queue.bulk({ kind: 'remove' }, () => true, { msgId: id }).catch((err: unknown) => this.deps.log.error({ err, queueId: id }, 'refused message could not be removed'));
+          return cb(unmarked ? new SmtpReply(451, '4.3.0', 'Local error in processing') : this.peerDown());
+        }
+      }
+      this.counters.accepted++;
+      this.deps.log.info({ queueId: id, client: session.remoteAddress, from: sender, messageId: headers.messageId, size: total, rcpts: recipients.length }, 'queued');
+      cb(null, `2.0.0 Ok: queued as ${id}`);
+      this.deps.onQueued(id);
+    })();
+  }
+
+  /** A large message's copy, its body read back from the queue it was just committed to. */
+  private copyStaged(shadow: NonNullable<IngressDeps['shadow']>, id: string, sender: string, recipients: string[], arrivedAt: number) {
+    const body = this.deps.queue.body(id);
+    return body ? shadow.copy({ id, sender, recipients, body, arrivedAt }) : Promise.resolve('unshadowed' as const);
+  }
+
+  /** onPeerDown tempfail: no second copy, so no 250 (and nothing kept). */
+  private peerDown(): SmtpReply {
+    this.counters.rejected++;
+    return new SmtpReply(451, '4.4.3', 'Shadow copy not confirmed by the peer; try again later');
   }
 
   private receivedHeader(session: SMTPServerSession, queueId: string): string {

@@ -85,6 +85,24 @@ export function agentRegistry(live: () => HealthSnapshot): Registry {
     },
   });
   new Gauge({
+    name: 'mxswitch_unshadowed_messages',
+    help: 'Messages in this queue without a confirmed shadow copy at the peer (accepted while it was down, or waiting to be copied to a new peer)',
+    registers: [registry],
+    collect() {
+      this.set(snapshot().shadow?.unshadowed ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'mxswitch_shadow_copies',
+    help: "Shadow copies this agent keeps for its clients (the agents that copy their mail here)",
+    registers: [registry],
+    collect() {
+      this.set(snapshot().shadow?.shadowCopies ?? 0);
+    },
+  });
+  counter('mxswitch_shadow_taken_over_messages_total', 'Messages of lost agents this agent took over (shadow copies moved into its queue) since start', (s) => s.shadow?.counters.adopted ?? 0);
+  counter('mxswitch_shadow_unshadowed_accepted_total', 'Messages accepted with one copy (peer down or slow, onPeerDown accept) since start', (s) => s.shadow?.counters.unshadowedAccepted ?? 0);
+  new Gauge({
     name: 'mxswitch_agent_delivering',
     help: "1 when the scheduler delivers; 0 while a restarted agent waits for the controller's current table",
     registers: [registry],

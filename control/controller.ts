@@ -20,6 +20,8 @@ import { RecipientStore } from './adapters/sqlite/recipient-store.js';
 import { RouteStore } from './adapters/sqlite/route-store.js';
 import type { AgentCommander, OperationStore, RecipientStoreApi, RouteStoreApi } from './core/ports.js';
 import { Sessions } from './adapters/grpc/sessions.js';
+import { ShadowPlan } from './core/shadow-plan.js';
+import { SqliteShadowStore } from './adapters/sqlite/shadow-store.js';
 
 /**
  * The controller's composition root: the admin service, the orchestrator and HTTP /metrics + /healthz over one of
@@ -40,6 +42,8 @@ export class Controller {
   registry!: Registry;
   /** gRPC mode only. */
   sessions: Sessions | undefined;
+  /** Shadow pairing and takeovers (gRPC mode). */
+  shadow: ShadowPlan | undefined;
   /** Commands to agents, whatever the transport. */
   commands!: AgentCommander;
   operations!: OperationStore;
@@ -99,7 +103,9 @@ export class Controller {
       const recipients = (this.recipients = new RecipientStore(db));
       this.operations = new SqliteOperationStore(db);
       this.registry = new Registry(new SqliteAgentDirectory(db), config.expectedAgents, config.lostAfter, log);
+      this.shadow = new ShadowPlan(new SqliteShadowStore(db), this.registry, log.child({ component: 'shadow' }));
       this.commands = this.sessions = new Sessions({
+        shadow: this.shadow,
         store,
         recipients,
         registry: this.registry,
@@ -133,6 +139,7 @@ export class Controller {
     }
     this.server = server;
     this.registry.start();
+    this.shadow?.start();
     this.sessions?.start();
     await this.orchestrator.resume();
     log.info({ listen: `${host}:${this.grpcPort}`, version: this.store.version, agents: this.registry.list().length, transport: this.nats ? 'nats' : 'grpc' }, 'controller listening');
@@ -165,6 +172,7 @@ export class Controller {
   async stop(): Promise<void> {
     await this.orchestrator?.stop();
     this.sessions?.stop();
+    this.shadow?.stop();
     this.registry?.stop();
     const server = this.server;
     if (server) await stopGrpc(server);

@@ -180,6 +180,17 @@ export const agentConfigSchema = z.strictObject({
       probesPerSecond: z.number().int().positive().default(20),
     })
     .prefault({}),
+  // Shadow redundancy: a copy of every accepted message on a peer agent (assigned by the controller) before 250.
+  shadow: z
+    .strictObject({
+      listen: hostPort,
+      // host:port peers dial; default: smtp.hostname (or the listen host when it is not a wildcard) with the bound port.
+      advertise: hostPort.optional(),
+      takeoverAfter: duration.default(600_000),
+      onPeerDown: z.enum(['accept', 'tempfail']).default('accept'),
+      timeout: duration.default(5000),
+    })
+    .optional(),
   log: logSchema,
 });
 export type AgentConfig = z.output<typeof agentConfigSchema>;

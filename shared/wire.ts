@@ -65,6 +65,7 @@ export type RouteChange = { set: Route } | { remove: string };
 export type AgentCommand =
   | { kind: 'flush'; match: string }
   | { kind: 'queueList'; select: QueueSelection; limit: number }
+  | { kind: 'shadowList'; limit: number }
   | { kind: 'queueShow'; id: string; body: boolean }
   | { kind: 'queueShape'; select: QueueSelection }
   | { kind: 'routePreview'; change: RouteChange }
@@ -122,6 +123,8 @@ export function commandFromWire(k: Command['kind']): AgentCommand {
       throw new MxError('INVALID_ARGUMENT', 'route preview without a change (set or remove)');
     case 'routeTable':
       return { kind: 'routeTable' };
+    case 'shadowList':
+      return { kind: 'shadowList', limit: k.value.limit };
     default:
       throw new MxError('UNSUPPORTED', 'command of an unknown kind (is this agent older than its controller?)');
   }
@@ -135,6 +138,8 @@ export function commandToWire(c: AgentCommand): NonNullable<Command['kind']> {
       const select = selectionToWire({ select: c.select, dryRun: false });
       return { $case: 'queueList', value: { match: select.match, state: select.state, limit: c.limit, select } };
     }
+    case 'shadowList':
+      return { $case: 'shadowList', value: { limit: c.limit } };
     case 'queueShow':
       return { $case: 'queueShow', value: { id: c.id, body: c.body } };
     case 'queueRemove':

@@ -13,6 +13,8 @@ export interface DeliveryGateOptions {
   appliedVersion: number;
   onOpen: () => void;
   log: Logger;
+  /** Shadow redundancy is on: also wait for the controller's shadow assignment (a takeover of this agent in it). */
+  shadow?: boolean;
 }
 
 /**
@@ -31,8 +33,10 @@ export class DeliveryGate {
   private graceLeftMs: number;
   private unreachableSince: number | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private shadowApplied: boolean;
 
   constructor(private readonly opts: DeliveryGateOptions) {
+    this.shadowApplied = !opts.shadow;
     this.appliedVersion = opts.appliedVersion;
     this.graceLeftMs = opts.graceMs;
     this.state = { open: false, reason: `waiting for the controller's current route table (grace ${opts.graceMs} ms while unreachable)`, sinceMs: Date.now() };
@@ -81,6 +85,15 @@ export class DeliveryGate {
     this.check();
   }
 
+  /**
+   * The controller's shadow assignment was applied: a returning agent that was taken over while away has dropped
+   * what its peer delivers, so it delivers nothing twice.
+   */
+  shadowAssigned(): void {
+    this.shadowApplied = true;
+    this.check();
+  }
+
   /** A table the controller sent could not be applied: the agent stays closed (the controller is reachable). */
   refused(version: number, error: string): void {
     if (this.state.open) return;
@@ -99,7 +112,11 @@ export class DeliveryGate {
       this.state = { open: false, reason: this.waitingReason(), sinceMs: this.state.sinceMs };
       return;
     }
-    this.open(`applied the controller's current route table v${this.appliedVersion}`);
+    if (!this.shadowApplied) {
+      this.state = { open: false, reason: "waiting for the controller's shadow assignment (takeovers decided while away)", sinceMs: this.state.sinceMs };
+      return;
+    }
+    this.open(`applied the controller's current route table v${this.appliedVersion}${this.opts.shadow ? ' and shadow assignment' : ''}`);
   }
 
   private graceOver(): void {

@@ -9,6 +9,8 @@ import { commandFromWire, healthToWire, recipientChunkFromWire, routeChunkFromWi
 import { AgentServiceClient, SessionRequest, type Command, type RouteTable as RouteTableMsg, type SessionResponse } from '../../proto/gen/mxswitch/v1/agent.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
 import { ControlSession, type TableOutcome } from './session.js';
+import { pairingFromWire } from '../shadow/assignment.js';
+import { shadowReportToWire } from '../shadow/report.js';
 
 type GrpcSettings = NonNullable<NonNullable<AgentConfig['controller']>['grpc']>;
 
@@ -58,6 +60,7 @@ class GrpcControlChannel implements ControlChannel {
     tuning: GrpcChannelTuning,
   ) {
     this.session = new ControlSession(handler, log);
+    this.session.watchShadow(() => this.sendShadowReport());
     this.heartbeatMs = tuning.heartbeatMs ?? 5000;
     this.silenceMs = tuning.silenceMs ?? 20_000;
     this.backoffBaseMs = tuning.backoffBaseMs ?? 100;
@@ -131,7 +134,7 @@ class GrpcControlChannel implements ControlChannel {
       SessionRequest.fromPartial({
         body: {
           $case: 'hello',
-          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion, softwareVersion: this.session.software.version, smtpListen: this.session.software.smtpListen, routeUpdates: true },
+          value: { agentId: this.session.agentId, region: this.session.region, bootId: this.session.bootId, appliedVersion: this.session.ackedVersion, hostname: osHostname(), recipientsVersion: this.session.recipientsVersion, softwareVersion: this.session.software.version, smtpListen: this.session.software.smtpListen, routeUpdates: true, ...shadowHelloFields(this.session) },
         },
       }),
     );
@@ -201,6 +204,11 @@ class GrpcControlChannel implements ControlChannel {
       case 'heartbeat':
         this.session.current(body.value.tableVersion);
         break;
+      case 'shadowAssignment':
+        void this.session.shadowAssignment(pairingFromWire(body.value)).then((status) => {
+          if (status) this.send(call, SessionRequest.fromPartial({ body: { $case: 'shadowReport', value: shadowReportToWire(status) } }));
+        });
+        break;
       case 'recipients':
         void this.session.recipients(recipientChunkFromWire(body.value)).then((outcome) => {
           if (outcome) this.send(call, SessionRequest.fromPartial({ body: { $case: 'recipientsAck', value: { version: outcome.version, error: outcome.error ?? '' } } }));
@@ -232,6 +240,13 @@ class GrpcControlChannel implements ControlChannel {
     if (!call || !this.connected) return;
     const health = this.session.health();
     if (health) this.send(call, SessionRequest.fromPartial({ body: { $case: 'health', value: healthToWire(health) } }));
+    this.sendShadowReport();
+  }
+
+  private sendShadowReport(): void {
+    const call = this.call;
+    const status = call && this.connected ? this.session.shadowStatus() : undefined;
+    if (call && status) this.send(call, SessionRequest.fromPartial({ body: { $case: 'shadowReport', value: shadowReportToWire(status) } }));
   }
 
   private beat(): void {
@@ -244,6 +259,12 @@ class GrpcControlChannel implements ControlChannel {
     }
     this.send(call, SessionRequest.fromPartial({ body: { $case: 'heartbeat', value: { sentAtMs: Date.now() } } }));
   }
+}
+
+/** Hello's shadow fields (none when shadowing is off). */
+function shadowHelloFields(session: ControlSession): { shadowAddress: string; shadowTakeoverAfterMs: number; shadowVersion: number; shadowQueueId: string } | object {
+  const h = session.shadowHello;
+  return h ? { shadowAddress: h.address, shadowTakeoverAfterMs: h.takeoverAfterMs, shadowVersion: h.version, shadowQueueId: h.queueId } : {};
 }
 
 /** A gRPC control channel factory with non-default timings (tests, benchmarks). */

@@ -6,6 +6,8 @@ import type { AgentCommand, HealthReport } from '../../shared/wire.js';
 import type { ControlHandler } from '../agent.js';
 import type { ListChunk } from '../recipients/lists.js';
 import type { HealthSnapshot } from '../health.js';
+import type { Pairing } from '../shadow/assignment.js';
+import type { ShadowStatus } from '../shadow/shadowing.js';
 
 /** The agent's health as the report the controller keeps. */
 export function healthReport(s: HealthSnapshot): HealthReport {
@@ -148,6 +150,37 @@ export class ControlSession {
   /** The controller's current table version, as it just told. */
   current(version: number): void {
     this.handler.controllerCurrent(version);
+  }
+
+  /** Shadow redundancy: what Hello announces (undefined when it is off). */
+  get shadowHello(): { address: string; takeoverAfterMs: number; version: number; queueId: string } | undefined {
+    return this.handler.shadow?.hello();
+  }
+
+  /** Applies a shadow assignment after what came before it; resolves with the report to send. */
+  shadowAssignment(pairing: Pairing): Promise<ShadowStatus | undefined> {
+    return this.enqueue(async () => {
+      const shadow = this.handler.shadow;
+      if (!shadow) return undefined;
+      await shadow.apply(pairing);
+      return shadow.status();
+    });
+  }
+
+  /** The shadow report to send now (undefined when shadowing is off or the snapshot failed). */
+  shadowStatus(): ShadowStatus | undefined {
+    try {
+      return this.handler.shadow?.status();
+    } catch (err) {
+      this.log.warn({ err }, 'shadow status failed');
+      return undefined;
+    }
+  }
+
+  /** `listener` runs when the shadow report should go out at once. */
+  watchShadow(listener: () => void): void {
+    const shadow = this.handler.shadow;
+    if (shadow) shadow.onReport = listener;
   }
 
   /** Tells the agent; true when this changed the state. */

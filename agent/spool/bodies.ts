@@ -31,8 +31,9 @@ export class BodyWrites {
   }
 
   /** Writes a message row and, for a large message not staged while it arrived, its parts (inside a transaction). */
-  insert(msg: NewMessage, now: number): void {
+  insert(msg: NewMessage, at: number): void {
     const dsn = msg.dsn ? 1 : 0;
+    const now = msg.arrivedAt ?? at;
     if (msg.staged) {
       const head = Buffer.isBuffer(msg.body) ? msg.body : Buffer.concat(msg.body);
       this.stmts.insertMsg.run(msg.id, msg.sender, now, head.length + msg.staged, dsn, head);

@@ -9,6 +9,7 @@ import { pickRows, touched, type BulkChange, type RowPick, type Touched } from '
 import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
 import { outcomeWrite, PART_BYTES, QueueStorageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
+import { ShadowViews, type ShadowBatchRows } from './shadow-tables.js';
 import { ownCopy } from './wire.js';
 import { WriterClient } from './writer-client.js';
 
@@ -19,6 +20,13 @@ export { STORAGE_HEADROOM } from './space.js';
 export { newQueueId, PART_BYTES, QueueStorageError } from './types.js';
 export type { ClaimedRecipient, HoldKind, MessageRow, NewMessage, Outcome, OutcomeRecord, RecipientRow, RecipientState } from './types.js';
 export type { BreakdownRow, SpoolStats, Views } from './views.js';
+export type { ShadowBatchRows, ShadowCopyRow, ShadowDiscardRow, ShadowListing } from './shadow-tables.js';
+
+/** Recipients that left the queue (delivered, bounced, removed): what a shadow peer's discard notice carries. */
+export interface GoneRecipients {
+  msgId: string;
+  rcpts: string[];
+}
 
 export interface SpoolOptions extends OpenOptions {
   /** Free space kept for delivery's own writes (see `hasRoomFor`); default STORAGE_HEADROOM. */
@@ -46,10 +54,10 @@ export class Spool {
    * A look at the queue file under `dataDir` from outside the process that runs it (tests, diagnostics), on a
    * read-only connection: it never writes or checkpoints, so a file a crash left behind stays as it was.
    */
-  static readFile<T>(dataDir: string, read: (file: { inspect: Inspection; views: Views }) => T): T {
+  static readFile<T>(dataDir: string, read: (file: { inspect: Inspection; views: Views; shadow: ShadowViews }) => T): T {
     const db = openReadOnly(dataDir);
     try {
-      return read({ inspect: new Inspection(db), views: new Views(db) });
+      return read({ inspect: new Inspection(db), views: new Views(db), shadow: new ShadowViews(db) });
     } finally {
       db.close();
     }
@@ -66,6 +74,10 @@ export class Spool {
   private readonly fresh = new FreshBodies(16 * 1024 * 1024, PART_BYTES);
   private readonly batcher: Batcher;
   private readonly views: Views;
+  /** The shadow tables, read on this thread. */
+  readonly shadowViews: ShadowViews;
+  /** Told after recipients left the queue for good (shadow redundancy sends the peer a discard notice). */
+  onGone: ((gone: readonly GoneRecipients[]) => void) | undefined;
 
   constructor(
     private readonly dataDir: string,
@@ -78,6 +90,7 @@ export class Spool {
     this.bodies = new BodyReads(this.db);
     this.batcher = new Batcher(this.writer, this.space, (write) => this.drain(write));
     this.views = new Views(this.db);
+    this.shadowViews = new ShadowViews(this.db);
     this.inspect = new Inspection(this.db, (max) => this.writer.limitPages(max));
   }
 
@@ -117,13 +130,58 @@ export class Spool {
    * Rejects with a QueueStorageError when they could not be written; their rows then stay in flight.
    */
   recordSoon(results: readonly OutcomeRecord[]): Promise<void> {
-    return this.batcher.record(results.map(outcomeWrite));
+    return this.batcher.record(results.map(outcomeWrite)).then(() => this.gone(results));
   }
 
   /** Records delivery outcomes now, in one transaction of their own. */
-  record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
+  async record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
     const outcomes = results.map(outcomeWrite);
-    return this.drain(() => this.writer.call('write', [[], outcomes, now]));
+    await this.drain(() => this.writer.call('write', [[], outcomes, now]));
+    this.gone(results);
+  }
+
+  /** Delivered and bounced recipients, to whoever listens (onGone). */
+  private gone(results: readonly OutcomeRecord[]): void {
+    if (!this.onGone) return;
+    const left = results.filter((r) => r.outcome.kind === 'delivered' || r.outcome.kind === 'bounced');
+    if (left.length) this.onGone(left.map((r) => ({ msgId: r.row.msgId, rcpts: [r.row.rcpt] })));
+  }
+
+  /** Clients' shadow copies and discard notices in one transaction; resolves once they are durable. */
+  shadowStore(batches: readonly ShadowBatchRows[]): Promise<void> {
+    const rows = batches.map((b) => ({ ...b, copies: b.copies.map((c) => ({ ...c, body: ownCopy(c.body) })) }));
+    return this.writer.call('shadowStore', [rows, Date.now()], rows.flatMap((b) => b.copies.map((c) => c.body.buffer as ArrayBuffer)));
+  }
+
+  /** Messages accepted without a shadow copy; resolves once that is durable. */
+  shadowMarkUnconfirmed(ids: readonly string[]): Promise<void> {
+    return this.writer.call('shadowMarkUnconfirmed', [ids]);
+  }
+
+  /** The peer holds these messages' copies durably. */
+  shadowConfirm(ids: readonly string[]): Promise<void> {
+    return this.writer.call('shadowConfirm', [ids]);
+  }
+
+  /** A new peer: every queued message is to be copied again. Resolves with how many wait for a copy. */
+  shadowUnconfirmAll(): Promise<number> {
+    return this.writer.call('shadowUnconfirmAll', []);
+  }
+
+  /** Takeover: the copies kept for `origin` join this queue. */
+  shadowAdopt(origin: string): Promise<{ messages: number; recipients: number }> {
+    return this.writer.call('shadowAdopt', [origin, Date.now()]);
+  }
+
+  /** Forgets the copies kept for an agent that is no longer a client here. */
+  shadowDropOrigin(origin: string): Promise<number> {
+    return this.writer.call('shadowDropOrigin', [origin]);
+  }
+
+  /** This agent was taken over: the messages its peer had (and now delivers) leave the queue. */
+  async shadowDropTakenOver(version: number): Promise<number> {
+    await this.batcher.settled();
+    return this.writer.call('shadowDropTakenOver', [version, Date.now()]);
   }
 
   /** Takes up to `limit` due recipients, oldest due first, and marks them in flight. */
@@ -211,9 +269,17 @@ export class Spool {
     await this.batcher.settled();
     const rows = pickRows(this.db, change.kind, pick, now, msgId);
     if (dryRun || !rows.length) return touched(dryRun ? rows : []);
+    const before = change.kind === 'remove' && this.onGone ? new Map([...new Set(rows.map((r) => r.msgId))].map((m) => [m, this.views.recipientsOf(m).map((r) => r.rcpt)])) : undefined;
     const done = await this.writer.call('change', [change, rows.map((r) => r.id), now]);
     // A removed message's body kept for its first delivery would otherwise wait in memory for its eviction.
     if (change.kind === 'remove') for (const { msgId } of rows) if (!this.views.message(msgId)) this.fresh.forget(msgId);
+    if (before) {
+      const gone = [...before].map(([msgId, rcpts]) => {
+        const still = new Set(this.views.recipientsOf(msgId).map((r) => r.rcpt));
+        return { msgId, rcpts: rcpts.filter((r) => !still.has(r)) };
+      });
+      this.onGone!(gone.filter((g) => g.rcpts.length));
+    }
     return done;
   }
 

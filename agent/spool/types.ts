@@ -20,6 +20,8 @@ export interface NewMessage {
   staged?: number;
   /** A delivery status notification we generated (routed to the sender's MX when no route matches). */
   dsn?: boolean;
+  /** When it was first accepted, if not now (a shadow copy taken over: expiry counts from the origin's arrival). */
+  arrivedAt?: number;
 }
 
 export interface RecipientRow {

@@ -3,6 +3,7 @@ import { BodyWrites } from './bodies.js';
 import { setPageLimit } from './inspect.js';
 import { openSpoolDb, recoverAtStart } from './open.js';
 import { RecipientWrites, type BulkChange, type Touched } from './recipients.js';
+import { ShadowWrites, type ShadowBatchRows } from './shadow-tables.js';
 import type { ClaimedRecipient, OutcomeWrite } from './types.js';
 import { bufferFromWire, messageFromWire, type WireMessage } from './wire.js';
 
@@ -22,12 +23,14 @@ export class Writer {
   private readonly db: Database.Database;
   private readonly bodies: BodyWrites;
   private readonly recipients: RecipientWrites;
+  private readonly shadow: ShadowWrites;
 
   constructor(opts: WriterOptions) {
     // The spool's own thread opened (and checked) the file already.
     this.db = openSpoolDb(opts.dataDir, { mustExist: true, skipCheck: true, ...(opts.maxPages ? { maxPages: opts.maxPages } : {}) });
     this.bodies = new BodyWrites(this.db);
     this.recipients = new RecipientWrites(this.db, this.bodies);
+    this.shadow = new ShadowWrites(this.db, this.bodies, this.recipients);
   }
 
   /** New messages and delivery outcomes in one transaction: one fsync for all of them (group commit). */
@@ -64,6 +67,35 @@ export class Writer {
 
   recover(now: number): number {
     return recoverAtStart(this.db, now);
+  }
+
+  /** Clients' shadow copies and discard notices, one transaction (durable on return): the peer's group commit. */
+  shadowStore(batches: readonly ShadowBatchRows[], now: number): void {
+    this.shadow.store(batches, now);
+  }
+
+  shadowMarkUnconfirmed(ids: readonly string[]): void {
+    this.shadow.markUnconfirmed(ids);
+  }
+
+  shadowConfirm(ids: readonly string[]): void {
+    this.shadow.confirm(ids);
+  }
+
+  shadowUnconfirmAll(): number {
+    return this.shadow.unconfirmAll();
+  }
+
+  shadowAdopt(origin: string, now: number): { messages: number; recipients: number } {
+    return this.shadow.adopt(origin, now);
+  }
+
+  shadowDropOrigin(origin: string): number {
+    return this.shadow.dropOrigin(origin);
+  }
+
+  shadowDropTakenOver(version: number, now: number): number {
+    return this.shadow.dropTakenOver(version, now);
   }
 
   limitPages(max: number): void {

@@ -3,6 +3,7 @@ import type { Logger } from '../../shared/logger.js';
 import { MxError, quoteInput } from '../../shared/errors.js';
 import type { AgentHealth } from './model.js';
 import type { AgentDirectory } from './ports.js';
+import type { ShadowView } from './shadow-plan.js';
 
 export type AgentState = 'connected' | 'disconnected' | 'lost';
 
@@ -30,11 +31,13 @@ export interface AgentInfo {
   /** When the agent's current session registered (ms epoch), 0 while not connected. */
   connectedAt: number;
   expected: boolean;
+  /** Its shadow redundancy as the shadow plan sees it (undefined when off). */
+  shadow: ShadowView | undefined;
 }
 
 /** What watchers of an agent see change (its last-seen time alone is not news). */
 function signature(a: AgentInfo): string {
-  return JSON.stringify([a.state, a.appliedVersion, a.recipientsVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected, a.software]);
+  return JSON.stringify([a.state, a.appliedVersion, a.recipientsVersion, a.lastError, a.lastNack, a.region, a.hostname, a.bootId, a.connectedAt, a.expected, a.software, a.shadow]);
 }
 
 /** What a transport saw of one agent (see Registry.observe). */
@@ -52,6 +55,8 @@ export interface Observation {
   health?: AgentHealth;
   /** Why the link went down. */
   error?: string;
+  /** Its shadow redundancy, from the shadow plan. */
+  shadow?: ShadowView;
 }
 
 export type RegistryEvents = {
@@ -103,6 +108,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       lastSeen,
       connectedAt: 0,
       expected: this.isExpected(id),
+      shadow: undefined,
     };
   }
 
@@ -165,11 +171,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (rebooted) this.log.info({ agent: id, bootId: o.identity!.bootId }, 'agent restarted (new boot id)');
     const starts = o.link === 'connected' && (a.state !== 'connected' || rebooted);
     if (o.identity) Object.assign(a, o.identity);
-    a.lastSeen = Math.max(a.lastSeen, at);
+    // The shadow plan's view alone is not news from the agent: it must not look alive (or seen) because of it.
+    const viewOnly = o.shadow !== undefined && Object.keys(o).length === 1;
+    if (!viewOnly) a.lastSeen = Math.max(a.lastSeen, at);
     if (o.appliedVersion !== undefined) a.appliedVersion = starts ? o.appliedVersion : Math.max(a.appliedVersion, o.appliedVersion);
     // A list snapshot may lower it (the controller's database was restored): taken as reported.
     if (o.recipientsVersion !== undefined) a.recipientsVersion = o.recipientsVersion;
     if (o.software) a.software = { ...o.software };
+    if (o.shadow) a.shadow = { ...o.shadow, tookOver: [...o.shadow.tookOver] };
     if (starts) {
       a.state = 'connected';
       a.connectedAt = at;
@@ -178,7 +187,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       a.connectedAt = 0;
       if (o.error) a.lastError = o.error;
       this.log.info({ agent: id, reason: o.error || 'stream closed' }, 'agent disconnected');
-    } else if (!o.link && a.state === 'lost') {
+    } else if (!o.link && a.state === 'lost' && !viewOnly) {
       // Any message from a lost agent: it is alive again.
       a.state = 'connected';
     }

@@ -9,6 +9,7 @@
  *   large        a 50 MB message accepted and relayed; the agent's peak RSS rise against the message size
  *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
  *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit (gRPC and NATS)
+ *   shadow       ingest with shadow redundancy on vs off at 20 sessions (route held: the 250 path only); the on/off ratio
  * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
  * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
  * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
@@ -40,6 +41,7 @@ import {
   type QueueScaleResult,
   type Shape,
 } from './scenarios.js';
+import { shadowCost, type ShadowCostResult } from './shadow.js';
 import { sinkKind } from './sink.js';
 import { SMTP_SOURCE, smtpSourceInstalled } from './smtp-source.js';
 
@@ -59,7 +61,7 @@ const { values } = parseArgs({
     size: { type: 'string' },
   },
 });
-const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients'];
+const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients', 'shadow'];
 const chosen = values.scenario ? values.scenario.split(',') : SCENARIOS;
 for (const s of chosen) if (!SCENARIOS.includes(s)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
 if (values.peer && values.peer !== 'postfix') throw new Error(`--peer ${values.peer}: only postfix`);
@@ -150,7 +152,10 @@ if (wanted('recipients')) {
   for (const mode of ['grpc', 'nats'] as const) lists.push(await recipientLists(quick ? 20_000 : 200_000, quick ? 2 : 3, mode));
 }
 
-const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists];
+const shadowed: ShadowCostResult[] = [];
+if (wanted('shadow')) shadowed.push(await shadowCost(quick ? { sessions: 4, messages: 50, size: 4096 } : { sessions: 20, messages: 250, size: 4096 }, quick ? 1 : reps, quick ? 30_000 : 120_000));
+
+const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists, ...shadowed];
 const num = (v: number, d = 0, w = 8) => v.toFixed(d).padStart(w);
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 const shapeText = (s: Shape) => `${s.sessions} x ${s.messages} x ${Math.round(s.size / 1024)}KB`;
@@ -232,6 +237,12 @@ if (values.json) {
     console.log('agents  steps  p50 ms  p99 ms');
     for (const c of converged) console.log(`${String(c.agents).padStart(6)}  ${String(c.steps).padStart(5)}  ${c.p50ms.toFixed(1).padStart(6)}  ${c.p99ms.toFixed(1).padStart(6)}`);
   }
+  for (const s of shadowed) {
+    console.log('\nshadow redundancy: ingest with a copy at the peer before each 250 vs without (route held; median of the reps, interleaved)');
+    console.log('shadow   sessions x msgs x size   accepted  failed   msgs/s   p50 ms   p99 ms  (msgs/s of each rep)');
+    for (const r of s.rows) console.log(`${r.mode.padEnd(8)} ${shapeText(r.shape).padEnd(24)} ${num(r.accepted, 0, 8)} ${num(r.failed, 0, 7)} ${num(r.msgsPerSec)} ${num(r.p50ms, 1)} ${num(r.p99ms, 1)}  (${repsText(r.repsMsgsPerSec)})`);
+    console.log(`  on/off = ${s.ratio.toFixed(2)}x (the issue's target: at least 0.75x at 20 sessions)`);
+  }
   for (const l of lists) {
     console.log(`\nrecipient lists (${l.transport}): ${l.addresses} addresses imported in ${l.importMs.toFixed(0)} ms, on all ${l.agents} agents ${l.appliedMs.toFixed(0)} ms later; one add afterwards reached them in ${l.editMs.toFixed(0)} ms`);
   }
@@ -240,5 +251,6 @@ const ok =
   ingested.every((r) => r.failed === 0) &&
   endToEnd.every((r) => r.received >= r.messages) &&
   drained.every((r) => r.delivered >= r.queued) &&
-  larges.every((r) => r.accepted && r.relayed);
+  larges.every((r) => r.accepted && r.relayed) &&
+  shadowed.every((s) => s.rows.every((r) => r.failed === 0));
 process.exit(ok ? 0 : 1);

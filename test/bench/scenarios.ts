@@ -83,7 +83,7 @@ interface RunResult {
 }
 
 /** Sends `total` messages over `sessions` pipelined sessions; 250 latencies (ms) of accepted ones. */
-async function load(port: number, shape: Shape, deadline: number, idBase = 0): Promise<{ latencies: number[]; failed: number; seconds: number; firstError?: string }> {
+export async function load(port: number, shape: Shape, deadline: number, idBase = 0): Promise<{ latencies: number[]; failed: number; seconds: number; firstError?: string }> {
   const latencies: number[] = [];
   let failed = 0;
   let firstError: string | undefined;

@@ -32,6 +32,7 @@ export function isReadOnlyCommand(command: AgentCommand): boolean {
     case 'queueShape':
     case 'routePreview':
     case 'routeTable':
+    case 'shadowList':
       return true;
     case 'queueRemove':
     case 'queueRetry':

@@ -59,6 +59,7 @@ export function agentStatus(a: AgentInfo): AgentStatus {
     softwareVersion: a.software.version,
     smtpListen: a.software.smtpListen,
     hostname: a.hostname,
+    ...(a.shadow ? { shadow: a.shadow } : {}),
   });
 }
 
@@ -193,7 +194,7 @@ export function adminService(d: AdminDeps): AdminServiceServer {
   }
 
   const queueCommand = (req: QueueCommandRequest): AgentCommand => {
-    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release or queue_shape)');
+    if (!req.kind) throw new MxError('INVALID_ARGUMENT', 'no command given (flush, queue_list, queue_show, queue_remove, queue_retry, queue_hold, queue_release, queue_shape or shadow_list)');
     return commandFromWire(req.kind);
   };
 

@@ -16,6 +16,7 @@ import { unauthenticated } from './grpc-util.js';
 import type { AgentCommander, CommandOutcome, RouteDeltaSource, RouteStoreApi, Snapshot } from '../../core/ports.js';
 import type { RecipientStore } from '../sqlite/recipient-store.js';
 import type { Registry } from '../../core/registry.js';
+import type { ShadowPlan } from '../../core/shadow-plan.js';
 
 const TOMBSTONE_INTERVAL_MS = 60_000;
 
@@ -35,6 +36,8 @@ export interface SessionsOptions {
   helloTimeoutMs?: number;
   /** How often recipient-list tombstones all agents have applied are deleted. */
   tombstoneIntervalMs?: number;
+  /** Shadow pairing: each member's assignment goes down its session, its reports come up. */
+  shadow?: ShadowPlan;
 }
 
 type Call = ServerDuplexStream<SessionRequest, SessionResponse>;
@@ -143,12 +146,16 @@ export class Sessions implements AgentCommander {
   private readonly onRecipients = () => {
     for (const s of this.live.values()) this.sendRecipients(s);
   };
+  private readonly onShadow = () => {
+    for (const s of this.live.values()) this.sendShadow(s);
+  };
 
   constructor(private readonly opts: SessionsOptions) {}
 
   start(): void {
     this.opts.store.on('change', this.onChange);
     this.opts.recipients.on('change', this.onRecipients);
+    this.opts.shadow?.on('change', this.onShadow);
     this.timer = setInterval(() => this.beat(), this.opts.heartbeatMs);
     this.timer.unref();
     this.collector = setInterval(() => this.collectTombstones(), this.opts.tombstoneIntervalMs ?? TOMBSTONE_INTERVAL_MS);
@@ -168,6 +175,7 @@ export class Sessions implements AgentCommander {
     clearInterval(this.collector);
     this.opts.store.off('change', this.onChange);
     this.opts.recipients.off('change', this.onRecipients);
+    this.opts.shadow?.off('change', this.onShadow);
     for (const s of this.live.values()) s.close('controller shutting down', status.UNAVAILABLE);
     for (const id of this.live.keys()) this.opts.registry.observe(id, { link: 'disconnected', error: 'controller shutting down' });
     this.live.clear();
@@ -258,7 +266,7 @@ export class Sessions implements AgentCommander {
       previous.close('replaced by a newer session for this agent', status.ABORTED);
     }
     const { agentId, appliedVersion, ...identity } = hello;
-    const { recipientsVersion, softwareVersion, smtpListen, ...who } = identity;
+    const { recipientsVersion, softwareVersion, smtpListen, shadowAddress, shadowTakeoverAfterMs, shadowQueueId, shadowVersion: _shadowVersion, ...who } = identity;
     const info = registry.observe(agentId, { link: 'connected', identity: who, appliedVersion, recipientsVersion, software: { version: softwareVersion, smtpListen } })!;
     log.info({ agent: info.id, region: info.region, applied: hello.appliedVersion, peer: session.peer }, 'agent connected');
     const version = store.version;
@@ -279,6 +287,9 @@ export class Sessions implements AgentCommander {
     session.send(heartbeat(version));
     session.recipientsSent = hello.recipientsVersion;
     this.sendRecipients(session);
+    // A new member changes the ring (and so everyone's assignment, sent on 'change'); its own goes out in any case.
+    this.opts.shadow?.hello(agentId, shadowAddress ? { address: shadowAddress, takeoverAfterMs: shadowTakeoverAfterMs, queueId: shadowQueueId } : undefined);
+    this.sendShadow(session);
     return session;
   }
 
@@ -318,6 +329,10 @@ export class Sessions implements AgentCommander {
       case 'heartbeat':
         registry.observe(s.agentId, {});
         break;
+      case 'shadowReport':
+        registry.observe(s.agentId, {});
+        this.opts.shadow?.report(s.agentId, body.value);
+        break;
       case 'hello':
         this.opts.log.warn({ agent: s.agentId }, 'second Hello on one session ignored');
         break;
@@ -332,6 +347,11 @@ export class Sessions implements AgentCommander {
     if (delta.version === s.recipientsSent && !delta.changes.length) return;
     for (const value of recipientDeltaToWire(delta)) s.send(SessionResponse.fromPartial({ body: { $case: 'recipients', value } }));
     s.recipientsSent = delta.version;
+  }
+
+  private sendShadow(s: AgentSession): void {
+    const a = this.opts.shadow?.assignmentFor(s.agentId);
+    if (a) s.send(SessionResponse.fromPartial({ body: { $case: 'shadowAssignment', value: a } }));
   }
 
   /**

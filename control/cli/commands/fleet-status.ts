@@ -124,6 +124,7 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
       (a.lastError || waiting || h?.lastDeliveryError || '').replace(/\s+/g, ' ').slice(0, 70),
     ];
   });
+  const shadowed = s.agents.filter((a) => a.shadow);
   const running = s.operations.filter((o) => o.state === 'running');
   const recent = s.operations.filter((o) => o.state !== 'running').slice(0, 5);
   return [
@@ -131,9 +132,19 @@ export function renderStatus(s: StatusResponse, now = Date.now()): string {
     rows.length
       ? table(['AGENT', 'REGION', 'STATE', 'APPLIED', 'QUEUE', 'HELD', 'DEFERRED', 'OLDEST', 'DELIV/DEFER/BOUNCE', 'VERSION', 'LAST ERROR'], rows)
       : 'no agents registered',
+    ...(shadowed.length ? [`shadow redundancy:\n${shadowed.map((a) => `  ${shadowLine(a)}`).join('\n')}`] : []),
     running.length ? `running operations:\n${running.map((o) => `  ${operationLine(o, now)}`).join('\n')}` : 'no operation running',
     ...(recent.length ? [`recent operations:\n${recent.map((o) => `  ${operationLine(o, now)}`).join('\n')}`] : []),
   ].join('\n');
+}
+
+/** One agent's shadow redundancy: its peer, what is without a copy, what it keeps for others, takeovers. */
+function shadowLine(a: AgentStatus): string {
+  const s = a.shadow!;
+  if (s.takenOverBy) return `${a.id}: taken over by ${s.takenOverBy} (its mail is delivered from there)`;
+  const parts = [`peer ${s.peer || 'none'}`, `${s.unshadowed} unshadowed`, `${s.shadowCopies} copies kept for others`];
+  if (s.tookOver.length) parts.push(`took over ${s.tookOver.join(', ')}`);
+  return `${a.id}: ${parts.join(', ')}`;
 }
 
 /** How often an unchanged agent is shown again, so that a quiet watch still shows it alive. */

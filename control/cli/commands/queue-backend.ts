@@ -2,7 +2,7 @@ import type { BulkAction } from '../../../agent/queue-ops.js';
 import type { SelectionFlags } from '../args.js';
 import type { CommonOptions } from './common.js';
 
-export type QueueOptions = CommonOptions & SelectionFlags & { dataDir?: string; agent?: string; limit?: string; timeout?: string; body?: boolean; dryRun?: boolean };
+export type QueueOptions = CommonOptions & SelectionFlags & { dataDir?: string; agent?: string; limit?: string; timeout?: string; body?: boolean; dryRun?: boolean; shadow?: boolean };
 
 /** What a queue subcommand does, on the local file or through the controller. */
 export interface QueueBackend {

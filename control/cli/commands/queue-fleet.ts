@@ -5,7 +5,8 @@ import { ControllerError, withAdmin, type AdminConnection, type AgentCommandResu
 import { checkAgentId, checkChangeFlags, checkDuration, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend, QueueOptions } from './queue-backend.js';
-import { bulkTotal, queueSummary, renderBulk, renderDetail, renderList, renderShape, shapeSummary } from './queue-render.js';
+import { bulkTotal, queueSummary, renderBulk, renderDetail, renderList, renderShadowList, renderShape, shapeSummary } from './queue-render.js';
+import type { ShadowList } from '../../../agent/shadow/listing.js';
 
 /** The queue subcommands through the controller (QueueCommand): one result per agent, or only --agent's. */
 
@@ -76,8 +77,12 @@ async function runQueueCommand<T>(
 
 export const fleetQueue: QueueBackend = {
   async ls(opts) {
-    const select = checkSelection(opts);
     const { limit = 0 } = checkLimit(opts);
+    if (opts.shadow) {
+      await runQueueCommand<ShadowList>('queue ls --shadow', commandToWire({ kind: 'shadowList', limit }), opts, (r) => `== ${r.agent}\n${renderShadowList(r.result ?? { copies: [], more: 0 })}`);
+      return;
+    }
+    const select = checkSelection(opts);
     await runQueueCommand<QueueList>(
       'queue ls',
       commandToWire({ kind: 'queueList', select, limit }),

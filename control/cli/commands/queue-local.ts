@@ -7,7 +7,8 @@ import { UsageError } from '../../../shared/errors.js';
 import { checkChangeFlags, checkLimit, checkSelection } from '../args.js';
 import { emit } from '../output.js';
 import type { QueueBackend } from './queue-backend.js';
-import { renderBulk, renderDetail, renderList, renderShape } from './queue-render.js';
+import { renderBulk, renderDetail, renderList, renderShadowList, renderShape } from './queue-render.js';
+import { listShadow } from '../../../agent/shadow/listing.js';
 
 /** The queue subcommands on one agent's queue file (--data-dir), also while the agent runs. Loads SQLite. */
 
@@ -31,6 +32,11 @@ export function localQueue(dataDir: string): QueueBackend {
   const withQueue = <T>(fn: (q: Spool) => T | Promise<T>) => withLocalQueue(dataDir, fn);
   return {
     async ls(opts) {
+      if (opts.shadow) {
+        const { limit = 0 } = checkLimit(opts);
+        const list = await withQueue((q) => listShadow(q, limit));
+        return emit(opts, list, (l) => renderShadowList(l));
+      }
       const filter = { ...checkSelection(opts), ...checkLimit(opts) };
       const list = await withQueue((q) => listQueue(q, filter));
       emit(opts, list, renderList);

@@ -1,5 +1,6 @@
 import { MESSAGE_SHOWN, type BulkAction, type BulkResult, type MessageDetail, type QueueEntry, type QueueList } from '../../../agent/queue-ops.js';
 import type { QueueShape } from '../../../agent/queue-shape.js';
+import type { ShadowList } from '../../../agent/shadow/listing.js';
 import { formatDuration } from '../../../shared/units.js';
 import { table } from '../output.js';
 
@@ -19,6 +20,15 @@ export function renderEntries(entries: readonly QueueEntry[]): string {
     ]),
   );
   return table(['ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENT', 'STATE', 'NEXT', 'LAST REPLY'], rows);
+}
+
+/** `queue ls --shadow`: the copies kept for other agents (ORIGIN: the agent whose queue the message is in). */
+export function renderShadowList(list: ShadowList, now = Date.now()): string {
+  if (list.copies.length === 0) return 'no shadow copies';
+  const rows = list.copies.map((c) => [c.origin, c.id, formatDuration(now - c.arrivedAt), String(c.size), c.sender || '<>', c.recipients.join(', ')]);
+  const more = list.more ? `; ${list.more} more not shown (--limit)` : '';
+  return `${table(['ORIGIN', 'ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS'], rows)}
+-- ${list.copies.length + list.more} shadow copies${more}`;
 }
 
 /** `queue show`: the entry, then its headers, or with --body the stored message as it will be sent. */

@@ -88,7 +88,9 @@ export function registerQueue(program: Command): void {
     .addHelpText('after', GROUP_HELP);
 
   targetOptions(operator(queue, 'ls', 'List queued messages: id, age, size, sender, recipients with state, next attempt, last reply; then a mailq-style summary.', queueHelp('listed', false) + '\nResult: {"entries":[{"id","sender","arrivedAt","ageSeconds","size","recipients":[...]}],"more"} (per agent through the controller).'), (c) =>
-    selectionOptions(c).option('-n, --limit <n>', 'at most this many messages per agent, oldest first; the summary line says how many more there are'),
+    selectionOptions(c)
+      .option('-n, --limit <n>', 'at most this many messages per agent, oldest first; the summary line says how many more there are')
+      .option('--shadow', 'list the shadow copies each agent keeps for other agents (shadow redundancy) instead of its queue: origin agent, id, age, size, sender, recipients still queued there; the selection flags do not apply'),
   ).action(action((opts: QueueOptions) => onQueue(opts, (q) => q.ls(opts))));
 
   targetOptions(

@@ -33,7 +33,9 @@ import {
   Route,
   RoutePreviewCommand,
   RouteTableQuery,
+  ShadowListCommand,
 } from "./agent.js";
+import { AgentShadow } from "./shadow.js";
 
 export const protobufPackage = "mxswitch.v1";
 
@@ -69,6 +71,8 @@ export interface AgentStatus {
   smtpListen: string;
   /** Its host name. */
   hostname: string;
+  /** Shadow redundancy (absent when the agent has it off). */
+  shadow?: AgentShadow | undefined;
 }
 
 /** Operation is a long-running fleet-wide change. */
@@ -403,6 +407,7 @@ export interface QueueCommandRequest {
     | { $case: "queueShape"; value: QueueSelector }
     | { $case: "routePreview"; value: RoutePreviewCommand }
     | { $case: "routeTable"; value: RouteTableQuery }
+    | { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
   /** Give up waiting for agent results after this many ms (0 = server default). */
   timeoutMs: number;
@@ -526,6 +531,7 @@ function createBaseAgentStatus(): AgentStatus {
     softwareVersion: "",
     smtpListen: "",
     hostname: "",
+    shadow: undefined,
   };
 }
 
@@ -569,6 +575,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     }
     if (message.hostname !== "") {
       writer.uint32(106).string(message.hostname);
+    }
+    if (message.shadow !== undefined) {
+      AgentShadow.encode(message.shadow, writer.uint32(242).fork()).join();
     }
     return writer;
   },
@@ -690,6 +699,14 @@ export const AgentStatus: MessageFns<AgentStatus> = {
             message.hostname = reader.string();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.shadow = AgentShadow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -745,6 +762,7 @@ export const AgentStatus: MessageFns<AgentStatus> = {
         ? globalThis.String(object.smtp_listen)
         : "",
       hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      shadow: isSet(object.shadow) ? AgentShadow.fromJSON(object.shadow) : undefined,
     };
   },
 
@@ -789,6 +807,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     if (message.hostname !== "") {
       obj.hostname = message.hostname;
     }
+    if (message.shadow !== undefined) {
+      obj.shadow = AgentShadow.toJSON(message.shadow);
+    }
     return obj;
   },
 
@@ -812,6 +833,9 @@ export const AgentStatus: MessageFns<AgentStatus> = {
     message.softwareVersion = object.softwareVersion ?? "";
     message.smtpListen = object.smtpListen ?? "";
     message.hostname = object.hostname ?? "";
+    message.shadow = (object.shadow !== undefined && object.shadow !== null)
+      ? AgentShadow.fromPartial(object.shadow)
+      : undefined;
     return message;
   },
 };
@@ -3986,6 +4010,9 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "routeTable":
         RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
         break;
+      case "shadowList":
+        ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
+        break;
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(56).uint64(message.timeoutMs);
@@ -4094,6 +4121,14 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
             message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.kind = { $case: "shadowList", value: ShadowListCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 7: {
             if (tag !== 56) {
               break;
@@ -4159,6 +4194,10 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
         ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
         : isSet(object.route_table)
         ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
+        : isSet(object.shadowList)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
+        : isSet(object.shadow_list)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadow_list) }
         : undefined,
       timeoutMs: isSet(object.timeoutMs)
         ? globalThis.Number(object.timeoutMs)
@@ -4193,6 +4232,8 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "routeTable") {
       obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "shadowList") {
+      obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
@@ -4264,6 +4305,12 @@ export const QueueCommandRequest: MessageFns<QueueCommandRequest> = {
       case "routeTable": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "shadowList": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "shadowList", value: ShadowListCommand.fromPartial(object.kind.value) };
         }
         break;
       }

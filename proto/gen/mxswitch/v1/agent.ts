@@ -17,6 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ShadowAssignment, ShadowReport } from "./shadow.js";
 
 export const protobufPackage = "mxswitch.v1";
 
@@ -41,6 +42,9 @@ export interface SessionRequest {
     /** Liveness ping. */
     { $case: "heartbeat"; value: Heartbeat }
     | { $case: "recipientsAck"; value: RecipientsAck }
+    | //
+    /** Shadow redundancy: the assignment applied, reachability of this agent's clients, counts. */
+    { $case: "shadowReport"; value: ShadowReport }
     | undefined;
 }
 
@@ -67,6 +71,14 @@ export interface Hello {
    * without it gets a whole RouteTable per version.
    */
   routeUpdates: boolean;
+  /** Its shadow service address (shadow.advertise); "" = shadow redundancy off. */
+  shadowAddress: string;
+  /** shadow.takeoverAfter in ms: how long it may be away before its peer takes over. */
+  shadowTakeoverAfterMs: number;
+  /** The ShadowAssignment version it has applied (0 = none). */
+  shadowVersion: number;
+  /** Identity of its queue file (made with it): another one means its disk was lost, and its peer takes over. */
+  shadowQueueId: string;
 }
 
 /** Ack reports the outcome of applying a RouteTable. */
@@ -187,6 +199,9 @@ export interface SessionResponse {
      * whole table as a snapshot); the agent acks `version` with Ack.
      */
     { $case: "routeUpdate"; value: RouteUpdate }
+    | //
+    /** Shadow redundancy: this agent's peer, clients and the takeovers (its own versioned message). */
+    { $case: "shadowAssignment"; value: ShadowAssignment }
     | undefined;
 }
 
@@ -268,6 +283,9 @@ export interface Command {
      * version 0 that is its bootstrap table.
      */
     { $case: "routeTable"; value: RouteTableQuery }
+    | //
+    /** queue ls --shadow: the shadow copies kept here (JSON ShadowList). */
+    { $case: "shadowList"; value: ShadowListCommand }
     | undefined;
 }
 
@@ -326,6 +344,12 @@ export interface QueueListCommand {
   limit: number;
   /** The selection (supersedes match and state when present). */
   select?: QueueSelector | undefined;
+}
+
+/** ShadowListCommand lists the shadow copies an agent keeps for other agents (`queue ls --shadow`). */
+export interface ShadowListCommand {
+  /** At most this many, oldest first (0 = all). */
+  limit: number;
 }
 
 /** QueueShowCommand returns the details of one queued message. */
@@ -412,6 +436,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       case "recipientsAck":
         RecipientsAck.encode(message.body.value, writer.uint32(50).fork()).join();
         break;
+      case "shadowReport":
+        ShadowReport.encode(message.body.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -477,6 +504,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.body = { $case: "recipientsAck", value: RecipientsAck.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.body = { $case: "shadowReport", value: ShadowReport.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -507,6 +542,10 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipientsAck) }
         : isSet(object.recipients_ack)
         ? { $case: "recipientsAck", value: RecipientsAck.fromJSON(object.recipients_ack) }
+        : isSet(object.shadowReport)
+        ? { $case: "shadowReport", value: ShadowReport.fromJSON(object.shadowReport) }
+        : isSet(object.shadow_report)
+        ? { $case: "shadowReport", value: ShadowReport.fromJSON(object.shadow_report) }
         : undefined,
     };
   },
@@ -525,6 +564,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.heartbeat = Heartbeat.toJSON(message.body.value);
     } else if (message.body?.$case === "recipientsAck") {
       obj.recipientsAck = RecipientsAck.toJSON(message.body.value);
+    } else if (message.body?.$case === "shadowReport") {
+      obj.shadowReport = ShadowReport.toJSON(message.body.value);
     }
     return obj;
   },
@@ -571,6 +612,12 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         }
         break;
       }
+      case "shadowReport": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "shadowReport", value: ShadowReport.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -587,6 +634,10 @@ function createBaseHello(): Hello {
     softwareVersion: "",
     smtpListen: "",
     routeUpdates: false,
+    shadowAddress: "",
+    shadowTakeoverAfterMs: 0,
+    shadowVersion: 0,
+    shadowQueueId: "",
   };
 }
 
@@ -618,6 +669,18 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.routeUpdates !== false) {
       writer.uint32(160).bool(message.routeUpdates);
+    }
+    if (message.shadowAddress !== "") {
+      writer.uint32(242).string(message.shadowAddress);
+    }
+    if (message.shadowTakeoverAfterMs !== 0) {
+      writer.uint32(248).uint64(message.shadowTakeoverAfterMs);
+    }
+    if (message.shadowVersion !== 0) {
+      writer.uint32(256).uint64(message.shadowVersion);
+    }
+    if (message.shadowQueueId !== "") {
+      writer.uint32(266).string(message.shadowQueueId);
     }
     return writer;
   },
@@ -707,6 +770,38 @@ export const Hello: MessageFns<Hello> = {
             message.routeUpdates = reader.bool();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.shadowAddress = reader.string();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.shadowTakeoverAfterMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.shadowVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.shadowQueueId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -758,6 +853,26 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.route_updates)
         ? globalThis.Boolean(object.route_updates)
         : false,
+      shadowAddress: isSet(object.shadowAddress)
+        ? globalThis.String(object.shadowAddress)
+        : isSet(object.shadow_address)
+        ? globalThis.String(object.shadow_address)
+        : "",
+      shadowTakeoverAfterMs: isSet(object.shadowTakeoverAfterMs)
+        ? globalThis.Number(object.shadowTakeoverAfterMs)
+        : isSet(object.shadow_takeover_after_ms)
+        ? globalThis.Number(object.shadow_takeover_after_ms)
+        : 0,
+      shadowVersion: isSet(object.shadowVersion)
+        ? globalThis.Number(object.shadowVersion)
+        : isSet(object.shadow_version)
+        ? globalThis.Number(object.shadow_version)
+        : 0,
+      shadowQueueId: isSet(object.shadowQueueId)
+        ? globalThis.String(object.shadowQueueId)
+        : isSet(object.shadow_queue_id)
+        ? globalThis.String(object.shadow_queue_id)
+        : "",
     };
   },
 
@@ -790,6 +905,18 @@ export const Hello: MessageFns<Hello> = {
     if (message.routeUpdates !== false) {
       obj.routeUpdates = message.routeUpdates;
     }
+    if (message.shadowAddress !== "") {
+      obj.shadowAddress = message.shadowAddress;
+    }
+    if (message.shadowTakeoverAfterMs !== 0) {
+      obj.shadowTakeoverAfterMs = Math.round(message.shadowTakeoverAfterMs);
+    }
+    if (message.shadowVersion !== 0) {
+      obj.shadowVersion = Math.round(message.shadowVersion);
+    }
+    if (message.shadowQueueId !== "") {
+      obj.shadowQueueId = message.shadowQueueId;
+    }
     return obj;
   },
 
@@ -807,6 +934,10 @@ export const Hello: MessageFns<Hello> = {
     message.softwareVersion = object.softwareVersion ?? "";
     message.smtpListen = object.smtpListen ?? "";
     message.routeUpdates = object.routeUpdates ?? false;
+    message.shadowAddress = object.shadowAddress ?? "";
+    message.shadowTakeoverAfterMs = object.shadowTakeoverAfterMs ?? 0;
+    message.shadowVersion = object.shadowVersion ?? 0;
+    message.shadowQueueId = object.shadowQueueId ?? "";
     return message;
   },
 };
@@ -1762,6 +1893,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "routeUpdate":
         RouteUpdate.encode(message.body.value, writer.uint32(162).fork()).join();
         break;
+      case "shadowAssignment":
+        ShadowAssignment.encode(message.body.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1819,6 +1953,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.body = { $case: "routeUpdate", value: RouteUpdate.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.body = { $case: "shadowAssignment", value: ShadowAssignment.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1847,6 +1989,10 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "routeUpdate", value: RouteUpdate.fromJSON(object.routeUpdate) }
         : isSet(object.route_update)
         ? { $case: "routeUpdate", value: RouteUpdate.fromJSON(object.route_update) }
+        : isSet(object.shadowAssignment)
+        ? { $case: "shadowAssignment", value: ShadowAssignment.fromJSON(object.shadowAssignment) }
+        : isSet(object.shadow_assignment)
+        ? { $case: "shadowAssignment", value: ShadowAssignment.fromJSON(object.shadow_assignment) }
         : undefined,
     };
   },
@@ -1863,6 +2009,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.recipients = RecipientUpdate.toJSON(message.body.value);
     } else if (message.body?.$case === "routeUpdate") {
       obj.routeUpdate = RouteUpdate.toJSON(message.body.value);
+    } else if (message.body?.$case === "shadowAssignment") {
+      obj.shadowAssignment = ShadowAssignment.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1900,6 +2048,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "routeUpdate": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "routeUpdate", value: RouteUpdate.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "shadowAssignment": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "shadowAssignment", value: ShadowAssignment.fromPartial(object.body.value) };
         }
         break;
       }
@@ -2322,6 +2476,9 @@ export const Command: MessageFns<Command> = {
       case "routeTable":
         RouteTableQuery.encode(message.kind.value, writer.uint32(354).fork()).join();
         break;
+      case "shadowList":
+        ShadowListCommand.encode(message.kind.value, writer.uint32(242).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2435,6 +2592,14 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "routeTable", value: RouteTableQuery.decode(reader, reader.uint32()) };
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.kind = { $case: "shadowList", value: ShadowListCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2497,6 +2662,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.routeTable) }
         : isSet(object.route_table)
         ? { $case: "routeTable", value: RouteTableQuery.fromJSON(object.route_table) }
+        : isSet(object.shadowList)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadowList) }
+        : isSet(object.shadow_list)
+        ? { $case: "shadowList", value: ShadowListCommand.fromJSON(object.shadow_list) }
         : undefined,
     };
   },
@@ -2529,6 +2698,8 @@ export const Command: MessageFns<Command> = {
       obj.routePreview = RoutePreviewCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "routeTable") {
       obj.routeTable = RouteTableQuery.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "shadowList") {
+      obj.shadowList = ShadowListCommand.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2598,6 +2769,12 @@ export const Command: MessageFns<Command> = {
       case "routeTable": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "routeTable", value: RouteTableQuery.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "shadowList": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "shadowList", value: ShadowListCommand.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -3098,6 +3275,73 @@ export const QueueListCommand: MessageFns<QueueListCommand> = {
     message.select = (object.select !== undefined && object.select !== null)
       ? QueueSelector.fromPartial(object.select)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseShadowListCommand(): ShadowListCommand {
+  return { limit: 0 };
+}
+
+export const ShadowListCommand: MessageFns<ShadowListCommand> = {
+  encode(message: ShadowListCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.limit !== 0) {
+      writer.uint32(8).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowListCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowListCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShadowListCommand {
+    return { limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0 };
+  },
+
+  toJSON(message: ShadowListCommand): unknown {
+    const obj: any = {};
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ShadowListCommand>): ShadowListCommand {
+    return ShadowListCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ShadowListCommand>): ShadowListCommand {
+    const message = createBaseShadowListCommand();
+    message.limit = object.limit ?? 0;
     return message;
   },
 };

@@ -1,0 +1,131 @@
+import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import type { Logger } from '../../shared/logger.js';
+import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { ShadowPeerError, type PeerRef } from './assignment.js';
+
+type Waiter = { resolve: () => void; reject: (err: Error) => void };
+type Sent = { waiters: Waiter[]; discards: ShadowDiscard[] };
+
+/** Batches on the wire at once, unanswered (pipelining); more wait and go together. */
+const WINDOW = 8;
+/** Bytes of copies per batch, so a batch stays well under the message size limit. */
+const BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The client side of shadow redundancy: one Replicate stream to the peer, opened when needed. Copies and discard
+ * notices handed over in one event-loop turn go in one batch; up to WINDOW batches are on the wire unanswered,
+ * and whatever comes meanwhile goes in the next batch (so batches grow with the load, like a group commit). A
+ * copy's promise resolves when the peer acked its batch (durable there) and rejects with ShadowPeerError when
+ * the stream fails first; discards of a failed batch are sent again with the next one.
+ */
+export class ShadowLink {
+  private readonly client: ShadowServiceClient;
+  private call: ClientDuplexStream<ReplicateRequest, ReplicateResponse> | undefined;
+  private lastBatch = 0;
+  private readonly sent = new Map<number, Sent>();
+  private copies: { copy: ShadowCopy; waiter: Waiter }[] = [];
+  private discards: ShadowDiscard[] = [];
+  private scheduled = false;
+  private closed = false;
+
+  constructor(
+    readonly peer: PeerRef,
+    private readonly selfId: string,
+    private readonly log: Logger,
+  ) {
+    this.client = new ShadowServiceClient(peer.address, credentials.createInsecure(), {
+      'grpc.max_send_message_length': 128 * 1024 * 1024,
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2_000,
+    });
+  }
+
+  /** Resolves once the peer holds `copy` durably. */
+  copy(copy: ShadowCopy): Promise<void> {
+    if (this.closed) return Promise.reject(new ShadowPeerError('down', 'the shadow link is closed'));
+    return new Promise((resolve, reject) => {
+      this.copies.push({ copy, waiter: { resolve, reject } });
+      this.schedule();
+    });
+  }
+
+  /** Sends a discard notice with the next batch (best effort: a lost one can only cause a duplicate). */
+  discard(d: ShadowDiscard): void {
+    if (this.closed) return;
+    this.discards.push(d);
+    this.schedule();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.fail(new ShadowPeerError('down', 'the shadow peer changed'));
+    for (const { waiter } of this.copies) waiter.reject(new ShadowPeerError('down', 'the shadow peer changed'));
+    this.copies = [];
+    this.client.close();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while ((this.copies.length || this.discards.length) && this.sent.size < WINDOW && !this.closed) {
+      const call = (this.call ??= this.open());
+      let bytes = 0;
+      let n = 0;
+      while (n < this.copies.length && (n === 0 || bytes + this.copies[n]!.copy.body.length <= BATCH_BYTES)) bytes += this.copies[n++]!.copy.body.length;
+      const taken = this.copies.splice(0, n);
+      const discards = this.discards;
+      this.discards = [];
+      const batchId = ++this.lastBatch;
+      this.sent.set(batchId, { waiters: taken.map((t) => t.waiter), discards });
+      call.write({ batchId, copies: taken.map((t) => t.copy), discards });
+    }
+  }
+
+  private open(): ClientDuplexStream<ReplicateRequest, ReplicateResponse> {
+    const md = new Metadata();
+    md.set('authorization', `Bearer ${this.peer.credential}`);
+    md.set('x-mxswitch-agent', this.selfId);
+    const call = this.client.replicate(md);
+    call.on('data', (r: ReplicateResponse) => this.answered(r));
+    const ended = (err?: ServiceError) => {
+      if (this.call !== call) return;
+      this.call = undefined;
+      const why = err ? err.details || err.message : 'stream ended';
+      this.log.warn({ peer: this.peer.agentId, address: this.peer.address, reason: why }, 'shadow peer stream ended');
+      this.fail(new ShadowPeerError(err?.code === 16 || err?.code === 7 ? 'refused' : 'down', `shadow peer ${this.peer.agentId}: ${why}`));
+    };
+    call.on('error', ended);
+    call.on('end', () => ended());
+    return call;
+  }
+
+  private answered(r: ReplicateResponse): void {
+    const s = this.sent.get(r.batchId);
+    if (!s) return;
+    this.sent.delete(r.batchId);
+    if (r.error) {
+      const err = new ShadowPeerError('refused', `shadow peer ${this.peer.agentId} could not store: ${r.error}`);
+      for (const w of s.waiters) w.reject(err);
+    } else for (const w of s.waiters) w.resolve();
+    if (this.copies.length || this.discards.length) this.schedule();
+  }
+
+  /** Everything on the wire failed: copies are rejected, discards wait for the next batch. */
+  private fail(err: Error): void {
+    const sent = [...this.sent.values()];
+    this.sent.clear();
+    for (const s of sent) {
+      for (const w of s.waiters) w.reject(err);
+      if (!this.closed) this.discards.push(...s.discards);
+    }
+  }
+}

@@ -1,0 +1,241 @@
+import type Database from 'better-sqlite3';
+import { unsyncedRunner } from './open.js';
+import type { BodyWrites } from './bodies.js';
+import type { RecipientWrites } from './recipients.js';
+
+/**
+ * Shadow redundancy in the queue's own file: the copies this agent keeps for its clients (shadow_copies,
+ * shadow_rcpts, keyed by the client's id and queue id), and which of its own messages have no confirmed copy at
+ * its peer yet (shadow_unconfirmed). In the same database as the queue, so a takeover moves copies into the
+ * queue in one transaction, and a message and its "not yet copied" mark commit with one fsync.
+ */
+export const SHADOW_SCHEMA = `
+CREATE TABLE IF NOT EXISTS shadow_copies (
+  origin TEXT NOT NULL,
+  id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  arrived_at INTEGER NOT NULL,
+  dsn INTEGER NOT NULL DEFAULT 0,
+  stored_at INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  PRIMARY KEY (origin, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_rcpts (
+  origin TEXT NOT NULL,
+  msg_id TEXT NOT NULL,
+  rcpt TEXT NOT NULL,
+  PRIMARY KEY (origin, msg_id, rcpt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_unconfirmed (msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+`;
+
+/** A client's message as its peer stores it (bodies cross the thread boundary as Uint8Array). */
+export interface ShadowCopyRow {
+  id: string;
+  sender: string;
+  recipients: readonly string[];
+  body: Uint8Array;
+  arrivedAt: number;
+  dsn: boolean;
+}
+
+/** Recipients that left a client's queue; none listed = the whole message. */
+export interface ShadowDiscardRow {
+  id: string;
+  recipients: readonly string[];
+}
+
+/** One client's part of a group commit on its peer. */
+export interface ShadowBatchRows {
+  origin: string;
+  copies: readonly ShadowCopyRow[];
+  discards: readonly ShadowDiscardRow[];
+}
+
+/** A shadow copy as `queue ls --shadow` lists it. */
+export interface ShadowListing {
+  origin: string;
+  id: string;
+  sender: string;
+  arrivedAt: number;
+  size: number;
+  recipients: string[];
+}
+
+/** The shadow tables' writes, in the writer thread (see Writer). */
+export class ShadowWrites {
+  private readonly stmts;
+  private readonly unsynced;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly bodies: BodyWrites,
+    private readonly recipients: RecipientWrites,
+  ) {
+    this.unsynced = unsyncedRunner(db);
+    this.stmts = {
+      mark: db.prepare('INSERT OR IGNORE INTO shadow_unconfirmed (msg_id) VALUES (?)'),
+      confirm: db.prepare('DELETE FROM shadow_unconfirmed WHERE msg_id IN (SELECT value FROM json_each(?))'),
+      markAll: db.prepare('INSERT OR IGNORE INTO shadow_unconfirmed (msg_id) SELECT id FROM messages'),
+      putCopy: db.prepare('INSERT OR REPLACE INTO shadow_copies (origin, id, sender, arrived_at, dsn, stored_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      clearRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
+      putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt) VALUES (?, ?, ?)'),
+      dropRcpt: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
+      dropCopyIfDone: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ? AND NOT EXISTS (SELECT 1 FROM shadow_rcpts WHERE origin = ? AND msg_id = ?)'),
+      dropCopy: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ?'),
+      copiesOf: db.prepare('SELECT id, sender, arrived_at AS arrivedAt, dsn, body FROM shadow_copies WHERE origin = ?'),
+      rcptsOf: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ?').pluck(),
+      dropOriginCopies: db.prepare('DELETE FROM shadow_copies WHERE origin = ?'),
+      dropOriginRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ?'),
+      exists: db.prepare('SELECT 1 FROM messages WHERE id = ?').pluck(),
+      ownIdsToDrop: db.prepare('SELECT id FROM messages WHERE id NOT IN (SELECT msg_id FROM shadow_unconfirmed)').pluck(),
+      recipientIdsOf: db.prepare('SELECT id FROM recipients WHERE msg_id = ?').pluck(),
+      forgetGone: db.prepare('DELETE FROM shadow_unconfirmed WHERE msg_id NOT IN (SELECT id FROM messages)'),
+      setState: db.prepare('INSERT OR REPLACE INTO shadow_state (key, value) VALUES (?, ?)'),
+    };
+  }
+
+  /** Messages of ours accepted without a copy at the peer (durable on return: their 250 waits for it). */
+  markUnconfirmed(ids: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const id of ids) this.stmts.mark.run(id);
+    })();
+  }
+
+  /**
+   * The peer confirmed these copies. No fsync of its own: a confirmation lost in a power cut only makes the
+   * message go to the peer once more.
+   */
+  confirm(ids: readonly string[]): void {
+    this.unsynced(() => this.stmts.confirm.run(JSON.stringify(ids)));
+  }
+
+  /** The peer was replaced: every message of ours goes to the new one. Returns how many wait for a copy. */
+  unconfirmAll(): number {
+    return this.db.transaction(() => {
+      this.stmts.markAll.run();
+      this.stmts.forgetGone.run();
+      return (this.db.prepare('SELECT COUNT(*) FROM shadow_unconfirmed').pluck().get() as number) ?? 0;
+    })();
+  }
+
+  /** Clients' copies and discard notices, one durable transaction (synchronous=FULL: fsynced on return). */
+  store(batches: readonly ShadowBatchRows[], now: number): void {
+    this.db.transaction(() => {
+      for (const b of batches) this.storeOne(b, now);
+    })();
+  }
+
+  private storeOne({ origin, copies, discards }: ShadowBatchRows, now: number): void {
+    for (const c of copies) {
+      this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
+      // A copy sent again (a re-shadow) replaces the recipients with those still queued.
+      this.stmts.clearRcpts.run(origin, c.id);
+      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r);
+    }
+    for (const d of discards) {
+      if (!d.recipients.length) {
+        this.stmts.clearRcpts.run(origin, d.id);
+        this.stmts.dropCopy.run(origin, d.id);
+        continue;
+      }
+      for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
+      this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
+    }
+  }
+
+  /**
+   * Takeover: `origin`'s copies become messages of this queue, due now (the scheduler holds what a held route
+   * holds), arrival as at the origin so expiry counts from there. A queue id already here (a copy adopted
+   * before) is skipped. Returns what was adopted.
+   */
+  adopt(origin: string, now: number): { messages: number; recipients: number } {
+    return this.db.transaction(() => {
+      let messages = 0;
+      let recipients = 0;
+      for (const c of this.stmts.copiesOf.all(origin) as { id: string; sender: string; arrivedAt: number; dsn: number; body: Buffer }[]) {
+        const rcpts = this.stmts.rcptsOf.all(origin, c.id) as string[];
+        if (rcpts.length && !this.stmts.exists.get(c.id)) {
+          this.bodies.insert({ id: c.id, sender: c.sender, recipients: rcpts, body: c.body, arrivedAt: c.arrivedAt, ...(c.dsn ? { dsn: true } : {}) }, now);
+          this.recipients.insert(c.id, rcpts, now);
+          messages++;
+          recipients += rcpts.length;
+        }
+      }
+      this.stmts.dropOriginRcpts.run(origin);
+      this.stmts.dropOriginCopies.run(origin);
+      return { messages, recipients };
+    })();
+  }
+
+  /** Copies kept for an agent that is no longer a client here (and was not taken over by us). */
+  dropOrigin(origin: string): number {
+    return this.db.transaction(() => {
+      this.stmts.dropOriginRcpts.run(origin);
+      return this.stmts.dropOriginCopies.run(origin).changes;
+    })();
+  }
+
+  /**
+   * This agent was taken over while away: its peer delivers every message it had a confirmed copy of, so those
+   * leave this queue; a message without a confirmed copy stays (it is nowhere else). Returns the messages dropped.
+   */
+  dropTakenOver(version: number, now: number): number {
+    return this.db.transaction(() => {
+      const ids = this.stmts.ownIdsToDrop.all() as string[];
+      for (const id of ids) this.recipients.change({ kind: 'remove' }, this.stmts.recipientIdsOf.all(id) as number[], now);
+      // In the same transaction: a restart never drops again what arrived after this takeover.
+      this.stmts.setState.run('takenOverVersion', version);
+      return ids.length;
+    })();
+  }
+}
+
+/** The shadow tables read on the spool's own thread (never written there). */
+export class ShadowViews {
+  private readonly stmts;
+
+  constructor(db: Database.Database) {
+    this.stmts = {
+      unconfirmed: db.prepare('SELECT u.msg_id FROM shadow_unconfirmed u JOIN messages m ON m.id = u.msg_id ORDER BY m.arrived_at LIMIT ?').pluck(),
+      unconfirmedCount: db.prepare('SELECT COUNT(*) FROM shadow_unconfirmed u JOIN messages m ON m.id = u.msg_id').pluck(),
+      copyCount: db.prepare('SELECT COUNT(*) FROM shadow_copies').pluck(),
+      list: db.prepare('SELECT origin, id, sender, arrived_at AS arrivedAt, length(body) AS size FROM shadow_copies ORDER BY arrived_at LIMIT ?'),
+      rcpts: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ? ORDER BY rcpt').pluck(),
+      dsn: db.prepare('SELECT dsn FROM messages WHERE id = ?').pluck(),
+      state: db.prepare('SELECT value FROM shadow_state WHERE key = ?').pluck(),
+    };
+  }
+
+  /** Own messages without a confirmed copy at the peer, oldest first. */
+  unconfirmed(limit: number): string[] {
+    return this.stmts.unconfirmed.all(limit) as string[];
+  }
+
+  unconfirmedCount(): number {
+    return this.stmts.unconfirmedCount.get() as number;
+  }
+
+  copyCount(): number {
+    return this.stmts.copyCount.get() as number;
+  }
+
+  /** The identity of this queue file (made with it). */
+  queueId(): string {
+    return String(this.stmts.state.get('queueId') ?? '');
+  }
+
+  /** The takeover of this agent handled last (its assignment version; 0 = none). */
+  takenOverVersion(): number {
+    return (this.stmts.state.get('takenOverVersion') as number | undefined) ?? 0;
+  }
+
+  isDsn(msgId: string): boolean {
+    return this.stmts.dsn.get(msgId) === 1;
+  }
+
+  list(limit: number): ShadowListing[] {
+    return (this.stmts.list.all(limit) as Omit<ShadowListing, 'recipients'>[]).map((r) => ({ ...r, recipients: this.stmts.rcpts.all(r.origin, r.id) as string[] }));
+  }
+}

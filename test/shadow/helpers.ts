@@ -1,0 +1,69 @@
+import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
+import { AGENT_TOKEN, adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { Sink } from '../helpers/sink.js';
+
+export type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
+
+export const shadowOf = (a: FleetAgent) => a.agent.health().shadow!;
+
+/** What the last refused `send` was told. */
+export const lastRefusal = { text: '' };
+
+/** Sends message n to `port`; resolves with the reply code: 250, or the refusal's code. */
+export async function send(port: number, n: number): Promise<number> {
+  const client = smtpClient(port);
+  try {
+    await within(`message ${n}`, client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(n) }));
+    return 250;
+  } catch (err) {
+    const code = (err as { responseCode?: number }).responseCode;
+    if (!code) throw err;
+    lastRefusal.text = (err as { response?: string }).response ?? '';
+    return code;
+  } finally {
+    client.close();
+  }
+}
+
+export interface ShadowFleetOptions {
+  /** Agent ids, each in a region of its own (region-0, region-1, ...). */
+  ids: readonly string[];
+  onPeerDown?: 'accept' | 'tempfail';
+  takeoverAfter?: string;
+  /** Per agent: the address its peers dial (a proxy in front of its shadow port, say). */
+  advertise?: (id: string) => string | undefined;
+  /** Fixed shadow listen port per agent (default: any free one). */
+  listenPort?: (id: string) => number;
+}
+
+/** A sink and an in-process controller whose table holds example.com to it; all stopped after the test. */
+export async function heldController(t: { after: (fn: () => Promise<void>) => void }) {
+  const defer = deferrer(t);
+  const sink = await new Sink().start();
+  defer(() => sink.stop());
+  const ctl = await startController();
+  defer(() => ctl.cleanup());
+  const api = adminApi(ctl.address);
+  defer(() => api.close());
+  await api.setRoute('example.com', sink.target, { hold: true });
+  return { defer, sink, ctl, api };
+}
+
+/**
+ * In-process controller and agents with shadow redundancy over gRPC, the route example.com held to a sink; resolves
+ * once every agent has its peer and delivers. `start` (re)starts one agent (on `dataDir`, for a return).
+ */
+export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, opts: ShadowFleetOptions) {
+  const { defer, sink, ctl, api } = await heldController(t);
+  const start = (id: string, dataDir?: string) => {
+    const advertise = opts.advertise?.(id);
+    const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}) };
+    return startFleetAgent(ctl.address, id, { region: `region-${opts.ids.indexOf(id)}`, shadow, controller: { grpc: { address: ctl.address, token: AGENT_TOKEN }, healthInterval: '200ms', startupGrace: '30s' }, ...(dataDir ? { dataDir } : {}) });
+  };
+  const agents: FleetAgent[] = [];
+  defer(() => Promise.all(agents.map((a) => a.cleanup())));
+  for (const id of opts.ids) agents.push(await start(id));
+  await waitFor('every agent paired', () => agents.every((a) => shadowOf(a).peer !== ''));
+  await waitFor('every agent delivering', () => agents.every((a) => a.agent.deliveryState.open));
+  return { sink, ctl, api, agents, start, defer };
+}
