@@ -65,7 +65,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     const broken = await tr().startAgent(ctl, 'broken');
     defer(() => Promise.all([good.cleanup(), broken.cleanup()]));
     await waitFor('both at version 1', () => agentsAt(api, 1, 2));
-    breakRoutePersistence(broken.config.dataDir);
+    breakRoutePersistence(broken.config.dataDir, { snapshots: true });
     // A generous step timeout: the nack, not the timeout, must end the step (the report says which it was).
     const end = last(await api.hold('example.com', { timeoutMs: 30_000 }));
     assert.equal(end.operation?.state, 'failed');
@@ -114,7 +114,7 @@ export function fleetScenarios(tr: () => Transport, label = ''): void {
     assert.match(stale.error, /STALE_VERSION: command needs route table version 99, this agent has 1/);
     assert.deepEqual(await ctl.controller.commands.command('c1', { kind: 'flush', match: 'example.com' }, 1, 30_000), { ok: true, error: '', json: '{"due":0}' });
     // A flush operation requires the controller's current version: an agent behind it refuses, and the op fails.
-    breakRoutePersistence(b.config.dataDir);
+    breakRoutePersistence(b.config.dataDir, { snapshots: true });
     await api.setRoute('example.net', OLD);
     await waitFor('c1 at version 2', () => a.agent.appliedVersion === 2);
     const end = last(await api.flush('', { timeoutMs: 30_000 }));

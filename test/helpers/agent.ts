@@ -10,9 +10,11 @@ import { createLogger } from '../../shared/logger.js';
  * Makes the agent in `dataDir` unable to persist its next route change (routes.journal becomes a directory:
  * EISDIR, even as root), so it nacks it and keeps its table.
  */
-export function breakRoutePersistence(dataDir: string): void {
+export function breakRoutePersistence(dataDir: string, opts: { snapshots?: boolean } = {}): void {
   rmSync(join(dataDir, 'routes.journal'), { force: true });
   mkdirSync(join(dataDir, 'routes.journal'));
+  // Whole tables (NATS entries, gRPC snapshots) are written aside and renamed: that fails too.
+  if (opts.snapshots) mkdirSync(join(dataDir, 'routes.json.tmp'), { recursive: true });
 }
 
 export function tempDir(prefix = 'mxs-'): string {
