@@ -59,3 +59,29 @@ export function parseListFile(data: Buffer, domain?: string): string[] {
     return a.address;
   });
 }
+
+/** An address of `domain` for a list, normalised; throws INVALID_ARGUMENT for another domain. */
+export function listAddressIn(raw: string, domain: string): string {
+  const a = listAddress(raw);
+  if (a.domain !== domain) throw new MxError('INVALID_ARGUMENT', `${quoteInput(raw)} is not in ${domain}`);
+  return a.address;
+}
+
+/** A list edit, normalised, with what the audit says of it; throws INVALID_ARGUMENT when it changes nothing. */
+export function parseListEdit(req: { add: readonly string[]; remove: readonly string[]; dropDomains: readonly string[] }): {
+  add: { domain: string; address: string }[];
+  remove: { domain: string; address: string }[];
+  drop: string[];
+  /** e.g. "add 2, remove 1". */
+  what: string;
+  /** The domains it touches, for the audit's subject. */
+  subject: string;
+} {
+  const add = req.add.map((raw) => listAddress(raw));
+  const remove = req.remove.map((raw) => listAddress(raw));
+  const drop = req.dropDomains.map(listDomain);
+  const what = [add.length && `add ${add.length}`, remove.length && `remove ${remove.length}`, drop.length && `drop ${drop.join(' ')}`].filter(Boolean).join(', ');
+  if (!what) throw new MxError('INVALID_ARGUMENT', 'nothing to change: give addresses to add or remove, or domains to drop');
+  const subject = [...new Set([...add, ...remove].map((a) => a.domain).concat(drop))].join(' ');
+  return { add, remove, drop, what, subject };
+}

@@ -4,9 +4,10 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import { encodeJson, isWrongLastSequence, KvFollower } from '../../../shared/nats.js';
-import { listAddress, listDomain } from '../../../shared/recipient-list.js';
+import { listAddressIn, listDomain, parseListEdit } from '../../../shared/recipient-list.js';
 import { decodeListVersion, encodeShard, shardKey, shardOf, ShardAssembler, VERSION_KEY, type ListVersionValue } from '../../../shared/recipient-shards.js';
 import type { RecipientCount, RecipientEdit, RecipientListing, RecipientStoreApi, RecipientStoreEvents, RecipientsChanged } from '../../core/ports.js';
+import { CatchUp } from './catch-up.js';
 import { unavailable } from './unavailable.js';
 
 const auditKey = (version: number) => `recipients-audit.${String(version).padStart(12, '0')}`;
@@ -64,7 +65,7 @@ class Draft {
 export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> implements RecipientStoreApi {
   private readonly assembler = new ShardAssembler();
   private readonly follower: KvFollower;
-  private readonly waiters = new Set<() => void>();
+  private readonly catchUp = new CatchUp(() => this.version);
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -98,11 +99,7 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
 
   import(domainRaw: string, addresses: readonly string[], opts: { replace: boolean; actor: string }): Promise<RecipientsChanged> {
     const domain = listDomain(domainRaw);
-    const wanted = addresses.map((raw) => {
-      const a = listAddress(raw);
-      if (a.domain !== domain) throw new MxError('INVALID_ARGUMENT', `${quoteInput(raw)} is not in ${domain}`);
-      return a.address;
-    });
+    const wanted = addresses.map((raw) => listAddressIn(raw, domain));
     return this.write(opts.actor, `import ${domain}${opts.replace ? ' (replace)' : ''}`, domain, (draft) => {
       draft.domains.add(domain);
       if (opts.replace) {
@@ -114,12 +111,7 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
   }
 
   edit(req: RecipientEdit): Promise<RecipientsChanged> {
-    const add = req.add.map((raw) => listAddress(raw));
-    const remove = req.remove.map((raw) => listAddress(raw));
-    const drop = req.dropDomains.map(listDomain);
-    const what = [add.length && `add ${add.length}`, remove.length && `remove ${remove.length}`, drop.length && `drop ${drop.join(' ')}`].filter(Boolean).join(', ');
-    if (!what) throw new MxError('INVALID_ARGUMENT', 'nothing to change: give addresses to add or remove, or domains to drop');
-    const subject = [...new Set([...add, ...remove].map((a) => a.domain).concat(drop))].join(' ');
+    const { add, remove, drop, what, subject } = parseListEdit(req);
     return this.write(req.actor, what, subject, (draft) => {
       for (const a of add) draft.add(a.domain, a.address);
       for (const a of remove) draft.remove(a.domain, a.address);
@@ -152,7 +144,7 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
       return;
     }
     if (delta && delta.version !== delta.baseVersion) this.emit('change', delta.version);
-    if (delta) for (const w of [...this.waiters]) w();
+    if (delta) this.catchUp.advanced();
   }
 
   private write(actor: string, action: string, subject: string, change: (draft: Draft) => void): Promise<RecipientsChanged> {
@@ -174,7 +166,7 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
       }
       const base = entry && entry.operation === 'PUT' ? decodeListVersion(entry) : undefined;
       // The draft starts from the cache: it must hold the version in the bucket (another replica may have written).
-      if (base && !(await this.caughtUp(base.version, 3000))) throw new MxError('UNAVAILABLE', `the recipient-list cache is behind version ${base.version} in NATS; retry`);
+      if (base && !(await this.catchUp.reached(base.version, 3000))) throw new MxError('UNAVAILABLE', `the recipient-list cache is behind version ${base.version} in NATS; retry`);
       const draft = new Draft(this.assembler);
       change(draft);
       if (!draft.changed) return { version: this.version, added: 0, removed: 0 };
@@ -205,25 +197,8 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
       await this.ops
         .put(auditKey(version), encodeJson({ id: version, actor, at: Date.now(), action: `recipients ${action}`, match: subject, old: null, new: counts, version }))
         .catch((err: unknown) => this.log.error({ error: errorMessage(err), version }, 'recipient audit record not written'));
-      if (!(await this.caughtUp(version, 3000))) this.log.warn({ version }, 'recipient-list write not yet seen by our own watch');
+      if (!(await this.catchUp.reached(version, 3000))) this.log.warn({ version }, 'recipient-list write not yet seen by our own watch');
       return { version, ...counts };
     }
-  }
-
-  /** Resolves true once the cache holds `version` (or a later one), false after `timeoutMs`. */
-  private caughtUp(version: number, timeoutMs: number): Promise<boolean> {
-    if (this.version >= version) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(ok);
-      };
-      const check = () => {
-        if (this.version >= version) done(true);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      this.waiters.add(check);
-    });
   }
 }

@@ -4,6 +4,7 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
 import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../../shared/nats.js';
+import { CatchUp } from './catch-up.js';
 import { unavailable } from './unavailable.js';
 import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type ImportOptions, type ImportResult, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
 import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
@@ -25,7 +26,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   private checkingFloor = 0;
   private floorCheck: Promise<void> = Promise.resolve();
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly waiters = new Set<() => void>();
+  private readonly catchUp = new CatchUp(() => this.revision);
   private readonly follower: KvFollower;
 
   constructor(
@@ -177,24 +178,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
         this.log.error({ error: errorMessage(err), revision }, 'unreadable route table in NATS; ignored');
       }
     }
-    for (const w of [...this.waiters]) w();
-  }
-
-  /** Resolves when the cache has caught up with `revision` (the watch echo of our write), at most `timeoutMs`. */
-  private caughtUp(revision: number, timeoutMs: number): Promise<boolean> {
-    if (this.revision >= revision) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(ok);
-      };
-      const check = () => {
-        if (this.revision >= revision) done(true);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      this.waiters.add(check);
-    });
+    this.catchUp.advanced();
   }
 
   private write(key: string, opts: WriteOptions, action: AuditRecord['action'], change: (old: Route | undefined) => Route | null): Promise<number> {
@@ -249,7 +233,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
       }
       const audit: AuditRecord = { id: version, actor, at, action, match: key, old: old ?? null, new: next, version };
       await this.ops.put(auditKey(version), encodeJson(audit)).catch((err: unknown) => this.log.error({ error: errorMessage(err), version }, 'audit record not written'));
-      if (!(await this.caughtUp(revision, 2000)) && revision > this.revision) {
+      if (!(await this.catchUp.reached(revision, 2000)) && revision > this.revision) {
         // The watch is behind (reconnecting): serve our own write until it catches up.
         this.acceptValue(revision, 'PUT', data);
       }

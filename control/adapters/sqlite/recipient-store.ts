@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { MxError, quoteInput } from '../../../shared/errors.js';
-import { listAddress, listDomain, type RecipientChange, type RecipientDelta } from '../../../shared/recipient-list.js';
+import { listAddressIn, listDomain, parseListEdit, type RecipientChange, type RecipientDelta } from '../../../shared/recipient-list.js';
 import type { RecipientCount, RecipientEdit, RecipientListing, RecipientStoreApi, RecipientStoreEvents, RecipientsChanged } from '../../core/ports.js';
 import type { Db } from './db.js';
 
@@ -61,7 +61,7 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
 
   import(domainRaw: string, addresses: readonly string[], opts: { replace: boolean; actor: string }): RecipientsChanged {
     const domain = listDomain(domainRaw);
-    const wanted = new Set(addresses.map((raw) => this.inDomain(raw, domain)));
+    const wanted = new Set(addresses.map((raw) => listAddressIn(raw, domain)));
     return this.write(opts.actor, `import ${domain}${opts.replace ? ' (replace)' : ''}`, domain, (version, counts) => {
       this.setList(domain, true, version);
       if (opts.replace) {
@@ -74,12 +74,8 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
   }
 
   edit(req: RecipientEdit): RecipientsChanged {
-    const add = req.add.map((raw) => listAddress(raw));
-    const remove = req.remove.map((raw) => listAddress(raw));
-    const drop = req.dropDomains.map(listDomain);
-    const what = [add.length && `add ${add.length}`, remove.length && `remove ${remove.length}`, drop.length && `drop ${drop.join(' ')}`].filter(Boolean).join(', ');
-    if (!what) throw new MxError('INVALID_ARGUMENT', 'nothing to change: give addresses to add or remove, or domains to drop');
-    return this.write(req.actor, what, [...new Set([...add, ...remove].map((a) => a.domain).concat(drop))].join(' '), (version, counts) => {
+    const { add, remove, drop, what, subject } = parseListEdit(req);
+    return this.write(req.actor, what, subject, (version, counts) => {
       for (const a of add) {
         this.setList(a.domain, true, version);
         counts.added += this.setAddress(a.domain, a.address, true, version);
@@ -143,12 +139,6 @@ export class RecipientStore extends EventEmitter<RecipientStoreEvents> implement
       ...rows('SELECT domain, address, present FROM recipients WHERE version > ?'),
     ].map((r) => ({ domain: r.domain, address: r.address, present: r.present === 1 }));
     return { version: this.current, baseVersion: version, snapshot: false, changes };
-  }
-
-  private inDomain(raw: string, domain: string): string {
-    const a = listAddress(raw);
-    if (a.domain !== domain) throw new MxError('INVALID_ARGUMENT', `${quoteInput(raw)} is not in ${domain}`);
-    return a.address;
   }
 
   private hasList(domain: string): boolean {
