@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Spool } from '../../agent/spool/spool.js';
-import { portOpen } from '../../control/demo/processes.js';
+import { portOpen, REPO_ROOT } from '../../control/demo/processes.js';
 import { tempDir } from '../helpers/agent.js';
 import { freePort, spawnCli, writeYaml } from '../helpers/process.js';
 
@@ -39,6 +39,17 @@ export interface PeerInstance {
 
 /** CPU profiles of each agent under test go here when set (`node --cpu-prof`). */
 const profileDir = process.env.MXSWITCH_BENCH_PROFILE;
+
+/** The compiled agent (`npm run bench -- --compiled`) instead of the sources through tsx, whose loader thread adds memory. */
+let compiledEntry: string | undefined;
+
+/** Builds dist/ (`npm run build`) and runs every mxswitch agent from it from now on. */
+export function useCompiledAgent(log: (s: string) => void): void {
+  log('building dist/ (npm run build) to run the compiled agent');
+  const r = spawnSync('npm', ['run', 'build'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`npm run build failed: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`);
+  compiledEntry = join(REPO_ROOT, 'dist', 'control', 'cli', 'main.js');
+}
 
 export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
   const dir = tempDir('mxs-bench-');
@@ -84,7 +95,7 @@ export async function startMxswitch(opts: PeerOptions): Promise<PeerInstance> {
 async function startAgentProcess(config: string, port: number): Promise<{ pid: number | undefined; stop(): Promise<void> }> {
   const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   // The one CLI starter: without the developer's MXSWITCH_* variables, and SIGKILLed if the bench dies first.
-  const child = spawnCli(['agent', '--config', config], {}, { nodeArgs: prof });
+  const child = spawnCli(['agent', '--config', config], {}, { nodeArgs: prof, ...(compiledEntry ? { entry: compiledEntry } : {}) });
   child.stdout!.resume();
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

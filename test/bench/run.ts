@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix] [-- --generator both] [-- --reps 3]`
+ * `npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix] [-- --generator both] [-- --reps 3] [-- --compiled]`
  *
  * Scenarios (each bounded in time, each printed as a table and included in --json):
  *   ingest       S sessions x M messages x size into a real agent process, durable; msgs/s, 250 latency p50/p99
@@ -19,13 +19,15 @@
  * Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under `node --cpu-prof` (one file per thread: the event
  * loop, the spool's writer thread, and from source tsx's loader threads); `tsx test/bench/profile-top.ts FILE`
  * lists the top self-time functions of one.
+ * --compiled runs every mxswitch agent from dist/ (built first with `npm run build`), as a release runs, instead of
+ * the sources through tsx (whose loader thread adds ~40 MB of RSS and some CPU at start).
  * Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
  */
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { convergence, type ConvergenceResult } from './convergence.js';
 import { recipientLists, type RecipientsResult } from './recipients.js';
-import { ensurePostfix, type PeerName } from './peers.js';
+import { ensurePostfix, useCompiledAgent, type PeerName } from './peers.js';
 import {
   drain,
   ingestRounds,
@@ -48,6 +50,7 @@ import { SMTP_SOURCE, smtpSourceInstalled } from './smtp-source.js';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean' },
+    compiled: { type: 'boolean' },
     json: { type: 'boolean' },
     scenario: { type: 'string' },
     peer: { type: 'string' },
@@ -70,6 +73,7 @@ const quick = Boolean(values.quick);
 const peers: PeerName[] = values.peer ? ['mxswitch', 'postfix'] : ['mxswitch'];
 const progress = (s: string) => process.stderr.write(`bench: ${s}\n`);
 if (values.peer) ensurePostfix(progress);
+if (values.compiled) useCompiledAgent(progress);
 const generatorArg = values.generator ?? (smtpSourceInstalled() ? 'both' : 'builtin');
 if (!['builtin', 'smtp-source', 'both'].includes(generatorArg)) throw new Error(`--generator ${generatorArg}: one of builtin, smtp-source, both`);
 if (generatorArg !== 'builtin' && !smtpSourceInstalled()) throw new Error(`--generator ${generatorArg}: ${SMTP_SOURCE} is not installed (Debian's postfix package; --peer postfix installs it)`);

@@ -33,11 +33,13 @@ export interface SpawnCliOptions {
   via?: readonly string[];
   /** node's own flags in front of the CLI (e.g. --cpu-prof). */
   nodeArgs?: readonly string[];
+  /** The CLI's entry point instead of the sources through tsx (the bench's compiled `dist/control/cli/main.js`). */
+  entry?: string;
 }
 
 /** Spawns the real CLI (`node --import tsx control/cli/main.ts ...`); asynchronous, so in-process servers keep running. */
 export function spawnCli(args: readonly string[], env: Record<string, string | undefined> = {}, opts: SpawnCliOptions = {}): ChildProcess {
-  const node = [process.execPath, ...(opts.nodeArgs ?? []), ...CLI_NODE_ARGS, ...args];
+  const node = [process.execPath, ...(opts.nodeArgs ?? []), ...(opts.entry ? [opts.entry] : CLI_NODE_ARGS), ...args];
   const [command, ...rest] = opts.via?.length ? [...opts.via, ...node] : node;
   return reapOnExit(
     spawn(command!, rest, {
