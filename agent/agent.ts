@@ -340,7 +340,7 @@ export class Agent implements ControlHandler {
       byState: stats.byState,
       total: stats.total,
       oldestAgeSeconds: stats.oldestArrival ? (now - stats.oldestArrival) / 1000 : 0,
-      routes: queueByRoute(this.queue, this.router.table, now),
+      routes: queueByRoute(this.queue, this.router.table, now, stats.total),
       counters: { ...this.ingress.counters, delivered: d.delivered, deferred: d.deferred, bounced: d.bounced },
       // News only while mail waits: with the queue empty, status would show an error of mail long delivered.
       lastDeliveryError: stats.total ? d.lastError : '',

@@ -256,6 +256,11 @@ export class Spool {
     return this.views.breakdown(addresses);
   }
 
+  /** Views.groupCounts, Views.oldestOf and Views.lastRecipientId: the breakdown of a large queue in slices. */
+  get breakdownSlices(): Pick<Views, 'groupCounts' | 'oldestOf' | 'lastRecipientId'> {
+    return this.views;
+  }
+
   /** The whole message (`queue show --body`, bounce headers); one stored in parts is copied part by part. */
   body(msgId: string): Buffer | undefined {
     return this.bodies.whole(msgId);

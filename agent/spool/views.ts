@@ -15,6 +15,14 @@ export interface BreakdownRow {
   oldest: number;
 }
 
+/** A group's count in a range of recipient ids, with its first-inserted recipient there (the oldest arrival). */
+export interface GroupCount {
+  key: string;
+  state: RecipientState;
+  n: number;
+  first: number;
+}
+
 /** Read-only views of the spool for queue operations, health and metrics; they never write. */
 export class Views {
   private readonly stmts;
@@ -33,8 +41,9 @@ export class Views {
                 WHEN instr(substr(rcpt, instr(rcpt, '@') + 1), '@') = 0 THEN '@' || lower(substr(rcpt, instr(rcpt, '@') + 1))
                 ELSE '@' || lower(substr(rcpt, length(rtrim(rcpt, replace(rcpt, '@', ''))) + 1)) END AS key,
                 state, COUNT(*) AS n, MIN(id) AS first
-         FROM recipients GROUP BY key, state`,
+         FROM recipients WHERE id > ? AND id <= ? GROUP BY key, state`,
       ),
+      lastId: db.prepare('SELECT max(id) FROM recipients').pluck(),
       arrival: db.prepare('SELECT m.arrived_at FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE r.id = ?').pluck(),
     };
   }
@@ -67,7 +76,21 @@ export class Views {
    * group is that of its first-inserted recipient (rowids only grow), looked up once per group.
    */
   breakdown(addresses: readonly string[] = []): BreakdownRow[] {
-    const groups = this.stmts.groups.all(JSON.stringify(addresses)) as { key: string; state: RecipientState; n: number; first: number }[];
+    return this.oldestOf(this.groupCounts(addresses, 0, Number.MAX_SAFE_INTEGER));
+  }
+
+  /** The groups of breakdown() among the recipients with ids in (after, upTo] (a slice of a large queue). */
+  groupCounts(addresses: readonly string[], after: number, upTo: number): GroupCount[] {
+    return this.stmts.groups.all(JSON.stringify(addresses), after, upTo) as GroupCount[];
+  }
+
+  /** Groups with the arrival of their first recipient (one lookup per group). */
+  oldestOf(groups: readonly GroupCount[]): BreakdownRow[] {
     return groups.map((g) => ({ key: g.key, state: g.state, n: g.n, oldest: (this.stmts.arrival.get(g.first) as number | undefined) ?? Date.now() }));
+  }
+
+  /** The highest recipient id in the queue (ids only grow), 0 when empty. */
+  lastRecipientId(): number {
+    return (this.stmts.lastId.get() as number | null) ?? 0;
   }
 }
