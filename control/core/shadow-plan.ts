@@ -109,6 +109,11 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
     return this.state.version;
   }
 
+  /** The agents with shadowing on, by id. */
+  members(): string[] {
+    return Object.keys(this.state.members).sort();
+  }
+
   isMember(id: string): boolean {
     return id in this.state.members;
   }

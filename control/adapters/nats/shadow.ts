@@ -1,0 +1,136 @@
+import type { KV } from '@nats-io/kv';
+import { errorMessage } from '../../../shared/errors.js';
+import type { Logger } from '../../../shared/logger.js';
+import { decodeJson, encodeJson, SHADOW_PLAN_KEY, type AgentShadowValue } from '../../../shared/nats.js';
+import { ShadowAssignment } from '../../../proto/gen/mxswitch/v1/shadow.js';
+import type { ShadowPlan, ShadowPlanState, ShadowStateStore } from '../../core/shadow-plan.js';
+
+/**
+ * The shadow plan (pairing, credential secret, takeovers) as one value under `shadow.plan` in `F-ops` (agents
+ * cannot read that bucket: the secret derives every pair's credential). Loaded once at start; every save is
+ * written in order, one after the other, and `written()` resolves once the last one is in NATS — the publisher
+ * puts assignments only after the plan they come from, as the gRPC controller commits before it sends.
+ */
+export class NatsShadowStore implements ShadowStateStore {
+  private chain: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly kv: KV,
+    private state: ShadowPlanState | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  static async open(kv: KV, log: Logger): Promise<NatsShadowStore> {
+    const e = await kv.get(SHADOW_PLAN_KEY);
+    return new NatsShadowStore(kv, e && e.operation === 'PUT' ? decodeJson<ShadowPlanState>(e) : undefined, log);
+  }
+
+  load(): ShadowPlanState | undefined {
+    return this.state && structuredClone(this.state);
+  }
+
+  save(state: ShadowPlanState): void {
+    const value = encodeJson(state);
+    this.state = structuredClone(state);
+    this.chain = this.chain.then(() => this.put(value, state.version));
+  }
+
+  /** Resolves once every save so far is in NATS (or failed for good, logged). */
+  written(): Promise<void> {
+    return this.chain;
+  }
+
+  private async put(value: Uint8Array, version: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.kv.put(SHADOW_PLAN_KEY, value);
+        return;
+      } catch (err) {
+        // NATS down: the plan is not published until it is saved, so keep trying (a newer save waits behind this one).
+        if (attempt === 0) this.log.warn({ version, error: errorMessage(err) }, 'shadow plan not written to NATS; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** attempt)));
+      }
+    }
+  }
+}
+
+/**
+ * Publishes each member's assignment under `F-shadow/<agentId>` (the JSON form of the gRPC ShadowAssignment) after
+ * the plan it comes from is saved; a value is rewritten only when it changed, and a former member's key is deleted.
+ * Agents watch their own key; the latest value is what a (re)starting agent applies first.
+ */
+export class NatsShadowPublisher {
+  private readonly published = new Map<string, string>();
+  private running: Promise<void> | undefined;
+  private again = false;
+  private readonly onChange = () => void this.publish();
+
+  constructor(
+    private readonly kv: KV,
+    private readonly plan: ShadowPlan,
+    private readonly store: NatsShadowStore,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    for await (const k of await this.kv.keys()) this.published.set(k, '');
+    this.plan.on('change', this.onChange);
+    await this.publish();
+  }
+
+  stop(): Promise<void> {
+    this.plan.off('change', this.onChange);
+    return this.running ?? Promise.resolve();
+  }
+
+  /** The newest plan's assignments; a change during a round starts another. */
+  publish(): Promise<void> {
+    this.again = true;
+    this.running ??= (async () => {
+      try {
+        while (this.again) {
+          this.again = false;
+          await this.store.written();
+          await this.round();
+        }
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  private async round(): Promise<void> {
+    const members = this.plan.members();
+    for (const id of members) {
+      const a = this.plan.assignmentFor(id);
+      if (!a) continue;
+      const text = JSON.stringify(ShadowAssignment.toJSON(ShadowAssignment.fromPartial(a)));
+      if (this.published.get(id) === text) continue;
+      try {
+        await this.kv.put(id, new TextEncoder().encode(text));
+        this.published.set(id, text);
+      } catch (err) {
+        this.log.warn({ agent: id, version: a.version, error: errorMessage(err) }, 'shadow assignment not written to NATS; retrying');
+        this.again = true;
+        await new Promise((r) => setTimeout(r, 500));
+        return;
+      }
+    }
+    for (const id of [...this.published.keys()]) {
+      if (members.includes(id)) continue;
+      try {
+        await this.kv.delete(id);
+        this.published.delete(id);
+      } catch (err) {
+        this.log.warn({ agent: id, error: errorMessage(err) }, 'shadow assignment of a former member not deleted from NATS');
+      }
+    }
+  }
+}
+
+/** What an agent's `F-agents` value says of its shadowing, into the plan (its Hello and its report over gRPC). */
+export function observeShadow(plan: ShadowPlan, id: string, shadow: AgentShadowValue | undefined, at: number): void {
+  plan.hello(id, shadow ? { address: shadow.address, takeoverAfterMs: shadow.takeoverAfterMs, queueId: shadow.queueId } : undefined);
+  if (shadow?.report) plan.report(id, shadow.report, at);
+}
