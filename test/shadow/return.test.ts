@@ -1,4 +1,4 @@
 import { grpcTransport } from '../helpers/transport.js';
-import { shadowReturnScenarios } from './scenarios.js';
+import { shadowLossScenarios } from './scenarios.js';
 
-shadowReturnScenarios(() => grpcTransport);
+shadowLossScenarios(() => grpcTransport);

@@ -60,7 +60,8 @@ export function shadowIngestScenarios(transport: () => Transport, suffix = ''): 
   });
 }
 
-export function shadowReturnScenarios(transport: () => Transport, suffix = ''): void {
+/** An agent lost for good or for a while: its peer's takeover, by the controller or by `agent rm`. */
+export function shadowLossScenarios(transport: () => Transport, suffix = ''): void {
   test('a lost agent returns with its old disk after the takeover: it drops what its peer delivered, delivers nothing twice, and rejoins the ring' + suffix, async (t) => {
     const ids = ['rt-a', 'rt-b', 'rt-c'];
     const { sink, api, agents, start } = await shadowFleet(t, { ids, takeoverAfter: '1s', transport: transport() });
@@ -92,5 +93,26 @@ export function shadowReturnScenarios(transport: () => Transport, suffix = ''): 
     t.diagnostic(`delivered ${arrived.length}, distinct ${new Set(arrived).size}`);
     assert.equal(new Set(arrived).size, arrived.length, 'no message delivered twice');
     assert.equal(arrived.length, 10);
+  });
+
+  test('agent rm of a lost agent takes it over first: its peer delivers the mail it kept a copy of' + suffix, async (t) => {
+    // takeoverAfter 1h: only the removal can make the takeover here.
+    const { sink, api, agents } = await shadowFleet(t, { ids: ['rm-a', 'rm-b'], transport: transport() });
+    const [a, b] = agents as [FleetAgent, FleetAgent];
+    for (let n = 1; n <= 3; n++) assert.equal(await send(a.port, n), 250);
+    assert.equal(b.agent.queue.shadowViews.copyCount(), 3);
+    // Host loss: rm-a and its disk are gone; the operator forgets it.
+    await a.cleanup();
+    await waitFor('rm-a no longer connected', async () => (await api.status()).agents.find((x) => x.id === 'rm-a')?.state !== 'connected', 15_000);
+    await api.removeAgent('rm-a');
+    await waitFor("rm-a's mail in rm-b's queue", () => b.agent.health().total === 3, 15_000);
+    assert.equal(b.agent.queue.shadowViews.copyCount(), 0, 'moved from the shadow tables, not dropped');
+    assert.equal(b.agent.health().shadow!.counters.adopted, 3);
+    const after = await api.status();
+    assert.deepEqual(after.agents.map((x) => x.id), ['rm-b'], 'rm-a is forgotten');
+    assert.deepEqual(after.agents[0]!.shadow?.tookOver, ['rm-a']);
+    await api.setRoute('example.com', sink.target);
+    await waitFor('the three delivered by rm-b', () => sink.messages.length === 3, 15_000);
+    assert.deepEqual(messageIds(sink.messages.map((m) => m.data)).sort(), ['msg-1@sender.test', 'msg-2@sender.test', 'msg-3@sender.test']);
   });
 }
