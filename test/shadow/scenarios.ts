@@ -74,6 +74,12 @@ export function shadowLossScenarios(transport: () => Transport, suffix = ''): vo
     await agents[1]!.cleanup(true);
     const c = agents[2]!;
     await waitFor("rt-b's mail in rt-c's queue", () => c.agent.health().total === 6, 15_000);
+    // Taken-over copies of a held route stay held (routes are resolved at delivery, on the agent that delivers):
+    // a flush of the route passes over them, and nothing reaches the next hop.
+    const flushed = (await api.flush('example.com', { exclude: ['rt-b'] })).at(-1)!;
+    assert.equal(flushed.operation?.state, 'done', flushed.operation?.error);
+    await waitFor('the six held at rt-c', () => c.agent.health().routes.find((r) => r.match === 'example.com')?.held === 6, 15_000);
+    assert.equal(sink.messages.length, 0, 'nothing of a held route delivered after the takeover');
     await api.setRoute('example.com', sink.target);
     await waitFor('all nine delivered (rt-b\'s by rt-c)', () => sink.messages.length === 9, 15_000);
 
