@@ -13,6 +13,7 @@ import type { ShadowPlan, ShadowPlanState, ShadowStateStore } from '../../core/s
  */
 export class NatsShadowStore implements ShadowStateStore {
   private chain: Promise<void> = Promise.resolve();
+  private closed = false;
 
   private constructor(
     private readonly kv: KV,
@@ -35,13 +36,19 @@ export class NatsShadowStore implements ShadowStateStore {
     this.chain = this.chain.then(() => this.put(value, state.version));
   }
 
-  /** Resolves once every save so far is in NATS (or failed for good, logged). */
+  /** Resolves once every save so far is in NATS (or the store was closed). */
   written(): Promise<void> {
     return this.chain;
   }
 
+  /** Stops retrying (the controller stops): the next controller starts from the last plan written and decides again from the agents' reports. */
+  close(): Promise<void> {
+    this.closed = true;
+    return this.chain;
+  }
+
   private async put(value: Uint8Array, version: number): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; !this.closed; attempt++) {
       try {
         await this.kv.put(SHADOW_PLAN_KEY, value);
         return;
@@ -63,6 +70,7 @@ export class NatsShadowPublisher {
   private readonly published = new Map<string, string>();
   private running: Promise<void> | undefined;
   private again = false;
+  private stopped = false;
   private readonly onChange = () => void this.publish();
 
   constructor(
@@ -78,9 +86,11 @@ export class NatsShadowPublisher {
     await this.publish();
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
+    this.stopped = true;
     this.plan.off('change', this.onChange);
-    return this.running ?? Promise.resolve();
+    await this.store.close();
+    await this.running;
   }
 
   /** The newest plan's assignments; a change during a round starts another. */
@@ -88,7 +98,7 @@ export class NatsShadowPublisher {
     this.again = true;
     this.running ??= (async () => {
       try {
-        while (this.again) {
+        while (this.again && !this.stopped) {
           this.again = false;
           await this.store.written();
           await this.round();
@@ -103,6 +113,7 @@ export class NatsShadowPublisher {
   private async round(): Promise<void> {
     const members = this.plan.members();
     for (const id of members) {
+      if (this.stopped) return;
       const a = this.plan.assignmentFor(id);
       if (!a) continue;
       const text = JSON.stringify(ShadowAssignment.toJSON(ShadowAssignment.fromPartial(a)));
