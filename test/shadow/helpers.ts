@@ -35,6 +35,8 @@ export interface ShadowFleetOptions {
   advertise?: (id: string) => string | undefined;
   /** Fixed shadow listen port per agent (default: any free one). */
   listenPort?: (id: string) => number;
+  /** More `shadow:` keys per agent (tls, say). */
+  shadowExtra?: (id: string) => Record<string, unknown>;
   /** How agents reach the controller (default gRPC). */
   transport?: Transport;
 }
@@ -61,7 +63,7 @@ export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void 
   const { defer, sink, ctl, api } = await heldController(t, transport);
   const start = (id: string, dataDir?: string) => {
     const advertise = opts.advertise?.(id);
-    const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}) };
+    const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}), ...opts.shadowExtra?.(id) };
     return transport.startAgent(ctl, id, { region: `region-${opts.ids.indexOf(id)}`, shadow, controller: { ...transport.agentController(ctl), healthInterval: '200ms', startupGrace: '30s' }, ...(dataDir ? { dataDir } : {}) });
   };
   const agents: FleetAgent[] = [];
