@@ -1,9 +1,9 @@
 import type { KV } from '@nats-io/kv';
 import { errorMessage } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
-import { decodeJson, encodeJson, SHADOW_PLAN_KEY, type AgentShadowValue } from '../../../shared/nats.js';
+import { decodeJson, encodeJson, isWrongLastSequence, SHADOW_PLAN_KEY, type AgentShadowValue } from '../../../shared/nats.js';
 import { ShadowAssignment } from '../../../proto/gen/mxswitch/v1/shadow.js';
-import type { ShadowPlan, ShadowPlanState, ShadowStateStore } from '../../core/shadow-plan.js';
+import { freshShadowPlanState, type ShadowPlan, type ShadowPlanState, type ShadowStateStore } from '../../core/shadow-plan.js';
 
 /**
  * The shadow plan (pairing, credential secret, takeovers) as one value under `shadow.plan` in `F-ops` (agents
@@ -21,9 +21,22 @@ export class NatsShadowStore implements ShadowStateStore {
     private readonly log: Logger,
   ) {}
 
+  /**
+   * The plan in NATS, created when there is none. Created with compare-and-set, so replicas starting together
+   * share one secret (and so hand out the same pair credentials) whichever writes first.
+   */
   static async open(kv: KV, log: Logger): Promise<NatsShadowStore> {
-    const e = await kv.get(SHADOW_PLAN_KEY);
-    return new NatsShadowStore(kv, e && e.operation === 'PUT' ? decodeJson<ShadowPlanState>(e) : undefined, log);
+    for (;;) {
+      const e = await kv.get(SHADOW_PLAN_KEY);
+      if (e && e.operation === 'PUT') return new NatsShadowStore(kv, decodeJson<ShadowPlanState>(e), log);
+      const fresh = freshShadowPlanState();
+      try {
+        await kv.create(SHADOW_PLAN_KEY, encodeJson(fresh));
+        return new NatsShadowStore(kv, fresh, log);
+      } catch (err) {
+        if (!isWrongLastSequence(err)) throw err;
+      }
+    }
   }
 
   load(): ShadowPlanState | undefined {
