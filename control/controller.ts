@@ -42,7 +42,7 @@ export class Controller {
   registry!: Registry;
   /** gRPC mode only. */
   sessions: Sessions | undefined;
-  /** Shadow pairing and takeovers (gRPC mode). */
+  /** Shadow pairing and takeovers (plan in controller.db, or in the NATS ops bucket). */
   shadow: ShadowPlan | undefined;
   /** Commands to agents, whatever the transport. */
   commands!: AgentCommander;
@@ -82,7 +82,8 @@ export class Controller {
       this.recipients = this.nats.recipients;
       this.registry = new Registry(new MemoryAgentDirectory(), config.expectedAgents, config.lostAfter, log);
       try {
-        await this.nats.start(this.registry);
+        this.shadow = await this.nats.shadowPlan(this.registry, log.child({ component: 'shadow' }));
+        await this.nats.start(this.registry, this.shadow);
       } catch (err) {
         await this.nats.stop().catch(() => undefined);
         this.nats = undefined;

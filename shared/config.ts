@@ -189,6 +189,8 @@ export const agentConfigSchema = z.strictObject({
       takeoverAfter: duration.default(600_000),
       onPeerDown: z.enum(['accept', 'tempfail']).default('accept'),
       timeout: duration.default(5000),
+      // Mutual TLS on the peer port: certificates of one CA, each naming its agent id (CN or a DNS SAN).
+      tls: z.strictObject({ cert: readableFile, key: readableFile, ca: readableFile }).optional(),
     })
     .optional(),
   log: logSchema,

@@ -20,6 +20,9 @@ import type { Route } from './routes.js';
  * - KV bucket `F-ops`: `op.<id>` operations (state, step, last progress, owning controller), `lock.<hex match>`
  *   one running operation per route across replicas, `audit.<version>` one audit record per table version.
  * - KV bucket `F-recipients`: the recipient lists, sharded, with a `version` key (shared/recipient-shards.ts).
+ * - KV bucket `F-shadow`, key `<agentId>`: the agent's shadow assignment (proto ShadowAssignment in its JSON form:
+ *   peer, clients with their credentials, takeovers), written by the controller; each agent may read only its own
+ *   key. The agent acks it as over gRPC, with the version in its shadow report (in its `F-agents` value).
  * - Subject `F.cmd.<agentId>`: commands by request/reply; payloads are the protobuf Command / CommandResult
  *   messages of proto/mxswitch/v1/agent.proto (the same encoding as the gRPC session).
  */
@@ -36,8 +39,22 @@ export interface NatsSettings {
 
 export const TABLE_KEY = 'table';
 
-export function bucketNames(fleet: string): { routes: string; agents: string; ops: string; recipients: string } {
-  return { routes: `${fleet}-routes`, agents: `${fleet}-agents`, ops: `${fleet}-ops`, recipients: `${fleet}-recipients` };
+export function bucketNames(fleet: string): { routes: string; agents: string; ops: string; recipients: string; shadow: string } {
+  return { routes: `${fleet}-routes`, agents: `${fleet}-agents`, ops: `${fleet}-ops`, recipients: `${fleet}-recipients`, shadow: `${fleet}-shadow` };
+}
+
+/** Key of the controller's shadow plan (pairing, credential secret, takeovers) in `F-ops`, out of the agents' reach. */
+export const SHADOW_PLAN_KEY = 'shadow.plan';
+
+/**
+ * An agent's shadow redundancy as its `F-agents` value carries it: what a gRPC agent's Hello announces (address,
+ * takeoverAfter, queue identity) and its latest ShadowReport (the applied assignment version is the ack).
+ */
+export interface AgentShadowValue {
+  address: string;
+  takeoverAfterMs: number;
+  queueId: string;
+  report: { appliedVersion: number; unreachableClients: string[]; unshadowed: number; shadowCopies: number; peer: string } | null;
 }
 
 export function commandSubject(fleet: string, agentId: string): string {
@@ -77,6 +94,8 @@ export interface AgentValue {
   at: number;
   /** Its software version ("0.1.0 (abc1234)") and SMTP listener, as a gRPC agent sends them in its Hello; absent from older agents. */
   software?: { version: string; smtpListen: string };
+  /** With `shadow:` configured only. */
+  shadow?: AgentShadowValue;
 }
 
 const agentValueSchema = z.object({
@@ -92,6 +111,22 @@ const agentValueSchema = z.object({
   health: z.unknown(),
   at: z.number(),
   software: z.object({ version: z.string().max(200), smtpListen: z.string().max(300) }).optional(),
+  shadow: z
+    .object({
+      address: z.string().min(1).max(300),
+      takeoverAfterMs: z.number().int().positive(),
+      queueId: z.string().max(200),
+      report: z
+        .object({
+          appliedVersion: z.number().int().nonnegative(),
+          unreachableClients: z.array(z.string().max(200)).max(10_000),
+          unshadowed: z.number().int().nonnegative(),
+          shadowCopies: z.number().int().nonnegative(),
+          peer: z.string().max(200),
+        })
+        .nullable(),
+    })
+    .optional(),
 });
 
 /**

@@ -22,6 +22,9 @@ import {
 import type { Route } from '../../shared/routes.js';
 import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
 import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
+import { ShadowAssignment } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { pairingFromWire } from '../shadow/assignment.js';
+import { shadowReportToWire } from '../shadow/report.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
 import { NatsRecipientFollower } from './nats-recipients.js';
 import { ControlSession } from './session.js';
@@ -52,6 +55,8 @@ function toRoutes(v: TableValue): Route[] {
  *   ack/nack, every healthInterval, and with state "stopped" on a graceful stop.
  * - recipient lists: watches `<fleet>-recipients` (agent/control/nats-recipients.ts).
  * - commands: request/reply on `<fleet>.cmd.<agentId>`, protobuf Command -> CommandResult.
+ * - shadow redundancy (with `shadow:` only): announced, and reported, in the agent's value; its assignment is
+ *   watched at `<fleet>-shadow` / `<agentId>` and acked with the applied version in the next report.
  */
 class NatsControlChannel implements ControlChannel {
   private nc: NatsConnection | undefined;
@@ -60,6 +65,7 @@ class NatsControlChannel implements ControlChannel {
   private wakeRun: (() => void) | undefined;
   private follower: KvFollower | undefined;
   private lists: NatsRecipientFollower | undefined;
+  private shadowFollower: KvFollower | undefined;
   private sub: Subscription | undefined;
   private agentsKv: KV | undefined;
   private routesKv: KV | undefined;
@@ -81,6 +87,7 @@ class NatsControlChannel implements ControlChannel {
     private readonly tuning: NatsChannelTuning,
   ) {
     this.session = new ControlSession(handler, log);
+    this.session.watchShadow(() => void this.report());
     this.names = bucketNames(nats.fleet);
   }
 
@@ -100,6 +107,7 @@ class NatsControlChannel implements ControlChannel {
     this.wakeRun?.();
     await this.follower?.stop();
     await this.lists?.stop();
+    await this.shadowFollower?.stop();
     this.sub?.unsubscribe();
     const nc = this.nc;
     if (nc && !nc.isClosed()) {
@@ -151,6 +159,7 @@ class NatsControlChannel implements ControlChannel {
       reconnect: () => {
         this.follower?.restart();
         this.lists?.restart();
+        this.shadowFollower?.restart();
         this.report();
       },
     });
@@ -170,6 +179,10 @@ class NatsControlChannel implements ControlChannel {
     this.follower.start();
     this.lists = new NatsRecipientFollower(this.names.recipients, async () => kvm.open(this.names.recipients), this.session, () => void this.report(), this.log);
     this.lists.start();
+    if (this.session.shadowHello) {
+      this.shadowFollower = new KvFollower(this.names.shadow, async () => kvm.open(this.names.shadow), this.session.agentId, (e) => this.onShadow(e), this.log);
+      this.shadowFollower.start();
+    }
     this.report();
   }
 
@@ -216,6 +229,19 @@ class NatsControlChannel implements ControlChannel {
     void this.session.table(value.version, routes).then(() => (this.stopped ? undefined : this.report()));
   }
 
+  /** The controller's shadow assignment for this agent (each watch restart brings the latest again: apply skips it). */
+  private onShadow(e: KvWatchEntry): void {
+    if (this.stopped || e.operation !== 'PUT') return;
+    let assignment: ShadowAssignment;
+    try {
+      assignment = ShadowAssignment.fromJSON(decodeJson<unknown>(e));
+    } catch (err) {
+      this.log.error({ error: errorMessage(err), revision: e.revision }, 'unreadable shadow assignment in NATS; keeping the one in force');
+      return;
+    }
+    void this.session.shadowAssignment(pairingFromWire(assignment)).then(() => (this.stopped ? undefined : this.report()));
+  }
+
   private onCommand(msg: Msg): void {
     let command: Command;
     try {
@@ -245,7 +271,16 @@ class NatsControlChannel implements ControlChannel {
       health: h ? Health.toJSON(healthToWire(h)) : null,
       at: Date.now(),
       software: this.session.software,
+      ...this.shadowValue(),
     };
+  }
+
+  /** Hello's shadow fields and the latest report, as the agent value carries them (nothing when shadowing is off). */
+  private shadowValue(): Pick<AgentValue, 'shadow'> {
+    const hello = this.session.shadowHello;
+    if (!hello) return {};
+    const status = this.session.shadowStatus();
+    return { shadow: { address: hello.address, takeoverAfterMs: hello.takeoverAfterMs, queueId: hello.queueId, report: status ? shadowReportToWire(status) : null } };
   }
 
   /** Writes the agent's current state (acked version, nack, health); resolves when a write including it is done. */

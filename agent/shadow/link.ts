@@ -1,7 +1,8 @@
-import { credentials, Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../shared/logger.js';
 import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { ShadowPeerError, type PeerRef } from './assignment.js';
+import type { ShadowTransport } from './tls.js';
 
 type Waiter = { resolve: () => void; reject: (err: Error) => void };
 type Sent = { waiters: Waiter[]; discards: ShadowDiscard[] };
@@ -31,9 +32,10 @@ export class ShadowLink {
   constructor(
     readonly peer: PeerRef,
     private readonly selfId: string,
+    transport: ShadowTransport,
     private readonly log: Logger,
   ) {
-    this.client = new ShadowServiceClient(peer.address, credentials.createInsecure(), {
+    this.client = new ShadowServiceClient(peer.address, transport.client(peer.agentId), {
       'grpc.max_send_message_length': 128 * 1024 * 1024,
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,

@@ -1,6 +1,7 @@
-import { credentials, Metadata } from '@grpc/grpc-js';
+import { Metadata } from '@grpc/grpc-js';
 import { ShadowServiceClient, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
 import type { PeerRef } from './assignment.js';
+import type { ShadowTransport } from './tls.js';
 
 /**
  * Whether a client answers on its shadow address: an empty batch on a Replicate stream, authenticated with the
@@ -8,9 +9,9 @@ import type { PeerRef } from './assignment.js';
  * `timeoutMs`. What a peer tells the controller before a takeover: "I cannot reach it either". A TCP connect
  * alone would say yes through a network that swallows everything after the handshake.
  */
-export function reachable(client: PeerRef, selfId: string, timeoutMs: number): Promise<boolean> {
+export function reachable(client: PeerRef, selfId: string, transport: ShadowTransport, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const c = new ShadowServiceClient(client.address, credentials.createInsecure());
+    const c = new ShadowServiceClient(client.address, transport.client(client.agentId));
     const md = new Metadata();
     md.set('authorization', `Bearer ${client.credential}`);
     md.set('x-mxswitch-agent', selfId);

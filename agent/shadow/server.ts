@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Server, ServerCredentials, status, type Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Server, status, type Metadata, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../../shared/logger.js';
 import { errorMessage } from '../../shared/errors.js';
 import { parseHostPort } from '../../shared/units.js';
 import { ReplicateResponse, ShadowServiceService, type ReplicateRequest } from '../../proto/gen/mxswitch/v1/shadow.js';
 import type { PeerRef } from './assignment.js';
 import type { ShadowStoreGroup } from './store-group.js';
+import type { ShadowTransport } from './tls.js';
 
 type Call = ServerDuplexStream<ReplicateRequest, ReplicateResponse>;
 
@@ -26,7 +27,8 @@ const denied = (code: status, details: string) => Object.assign(new Error(detail
 
 /**
  * The peer side of shadow redundancy: ShadowService on shadow.listen. Only the clients the controller paired
- * with this agent may call, each with the credential handed out for the pair; a client no longer paired (taken
+ * with this agent may call, each with the credential handed out for the pair (and with `shadow.tls`, a client
+ * certificate naming the same agent id); a client no longer paired (taken
  * over, reassigned) is cut off at its next batch. Batches are stored through the group commit and answered in
  * order, each once it is durable.
  */
@@ -41,6 +43,7 @@ export class ShadowServer {
   constructor(
     private readonly listen: string,
     private readonly group: ShadowStoreGroup,
+    private readonly transport: ShadowTransport,
     private readonly log: Logger,
   ) {
     this.server.addService(ShadowServiceService, { replicate: (call: Call) => this.replicate(call) });
@@ -55,8 +58,7 @@ export class ShadowServer {
   async start(): Promise<number> {
     const { host, port } = parseHostPort(this.listen);
     const bindHost = host.includes(':') ? `[${host}]` : host;
-    // The credential is the authentication; TLS on this port follows with mTLS identities (see README).
-    this.port = await new Promise<number>((resolve, reject) => this.server.bindAsync(`${bindHost}:${port}`, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    this.port = await new Promise<number>((resolve, reject) => this.server.bindAsync(`${bindHost}:${port}`, this.transport.server(), (err, p) => (err ? reject(err) : resolve(p))));
     return this.port;
   }
 
@@ -74,22 +76,28 @@ export class ShadowServer {
     });
   }
 
-  private allowed(md: Metadata): string | undefined {
-    const who = callIdentity(md);
+  private allowed(call: Call): string | undefined {
+    const who = this.identified(call);
     if (!who) return undefined;
     const expected = this.clients.get(who.agentId);
     return expected !== undefined && sameSecret(who.secret, expected) ? who.agentId : undefined;
   }
 
   /** Our peer probing whether we are up (see reachability.ts). */
-  private probing(md: Metadata): boolean {
-    const who = callIdentity(md);
+  private probing(call: Call): boolean {
+    const who = this.identified(call);
     return !!who && !!this.peer && who.agentId === this.peer.agentId && sameSecret(who.secret, this.peer.credential);
   }
 
+  /** The id a call claims, when its client certificate (under mutual TLS) names it too. */
+  private identified(call: Call): { agentId: string; secret: string } | undefined {
+    const who = callIdentity(call.metadata);
+    return who && this.transport.names(call.getAuthContext().sslPeerCertificate, who.agentId) ? who : undefined;
+  }
+
   private replicate(call: Call): void {
-    const origin = this.allowed(call.metadata);
-    if (!origin && this.probing(call.metadata)) {
+    const origin = this.allowed(call);
+    if (!origin && this.probing(call)) {
       // A probe stores nothing: each empty batch is answered, anything else refused.
       call.on('data', (req: ReplicateRequest) => {
         if (req.copies.length || req.discards.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
@@ -107,7 +115,7 @@ export class ShadowServer {
     // Answers go out in the order the batches came, each once its transaction committed.
     let answered: Promise<void> = Promise.resolve();
     call.on('data', (req: ReplicateRequest) => {
-      if (this.allowed(call.metadata) !== origin) {
+      if (this.allowed(call) !== origin) {
         call.emit('error', denied(status.PERMISSION_DENIED, `${origin} is no longer a shadow client here`));
         return;
       }

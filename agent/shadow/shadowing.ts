@@ -7,6 +7,7 @@ import { ShadowLink } from './link.js';
 import { reachable } from './reachability.js';
 import { ShadowServer } from './server.js';
 import { ShadowStoreGroup } from './store-group.js';
+import { ShadowTransport } from './tls.js';
 
 type ShadowSettings = NonNullable<AgentConfig['shadow']>;
 
@@ -41,6 +42,7 @@ const RESHADOW_BATCH = 200;
  */
 export class Shadowing {
   private readonly server: ShadowServer;
+  private readonly transport: ShadowTransport;
   private link: ShadowLink | undefined;
   private pairing: Pairing = { version: 0, peer: undefined, clients: [], takeovers: [] };
   /** Copies on their way in an SMTP session: not re-shadowed meanwhile (a tempfail removes them). */
@@ -61,7 +63,8 @@ export class Shadowing {
     private readonly selfId: string,
     private readonly log: Logger,
   ) {
-    this.server = new ShadowServer(settings.listen, new ShadowStoreGroup(spool), log);
+    this.transport = new ShadowTransport(settings.tls);
+    this.server = new ShadowServer(settings.listen, new ShadowStoreGroup(spool), this.transport, log);
     spool.onGone = (gone) => this.discard(gone);
   }
 
@@ -181,7 +184,7 @@ export class Shadowing {
     }
     if (!samePeer(previous.peer, next.peer)) {
       this.link?.close();
-      this.link = next.peer ? new ShadowLink(next.peer, this.selfId, this.log) : undefined;
+      this.link = next.peer ? new ShadowLink(next.peer, this.selfId, this.transport, this.log) : undefined;
       if (next.peer && next.peer.agentId !== previous.peer?.agentId) {
         // A new peer has none of our copies: every queued message goes to it.
         const waiting = await this.spool.shadowUnconfirmAll();
@@ -231,7 +234,7 @@ export class Shadowing {
   /** Which clients this agent cannot reach (what a takeover needs the controller to hear). */
   private async probeClients(): Promise<void> {
     const clients = this.pairing.clients;
-    const results = await Promise.all(clients.map(async (c) => [c.agentId, await reachable(c, this.selfId, 1000)] as const));
+    const results = await Promise.all(clients.map(async (c) => [c.agentId, await reachable(c, this.selfId, this.transport, 1000)] as const));
     const now = new Set(results.filter(([, ok]) => !ok).map(([id]) => id));
     const changed = now.size !== this.unreachable.size || [...now].some((id) => !this.unreachable.has(id));
     this.unreachable = now;

@@ -66,6 +66,11 @@ export interface ShadowView {
 
 export type ShadowPlanEvents = { change: [] };
 
+/** A plan before any agent announced itself: version 0 and a new secret for the pair credentials. */
+export function freshShadowPlanState(): ShadowPlanState {
+  return { version: 0, secret: randomBytes(32).toString('hex'), members: {}, holders: {}, takeovers: [] };
+}
+
 /**
  * The controller's shadow pairing and takeovers. Every agent that announced a shadow address is a member; the
  * active members (not lost, not taken over) form the ring (control/core/pairing.ts); a member that went quiet
@@ -88,7 +93,7 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
   ) {
     super();
     this.setMaxListeners(0);
-    this.state = store.load() ?? { version: 0, secret: randomBytes(32).toString('hex'), members: {}, holders: {}, takeovers: [] };
+    this.state = store.load() ?? freshShadowPlanState();
   }
 
   start(): void {
@@ -107,6 +112,11 @@ export class ShadowPlan extends EventEmitter<ShadowPlanEvents> {
 
   get version(): number {
     return this.state.version;
+  }
+
+  /** The agents with shadowing on, by id. */
+  members(): string[] {
+    return Object.keys(this.state.members).sort();
   }
 
   isMember(id: string): boolean {

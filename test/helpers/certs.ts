@@ -44,3 +44,16 @@ export function makePki(dir: string): TestPki {
     strangerKey: p('stranger.key'),
   };
 }
+
+/**
+ * Certificates of `pki`'s CA for agents (CN and a DNS SAN = the id, IP SAN 127.0.0.1, server and client use): what
+ * `shadow.tls` expects of every agent. Returns id -> {cert, key} paths.
+ */
+export function agentCertificates(pki: TestPki, ids: readonly string[]): Map<string, { cert: string; key: string }> {
+  const out = new Map<string, { cert: string; key: string }>();
+  for (const id of ids) {
+    issue(pki.dir, `agent-${id}`, `/CN=${id}`, 'ca', `subjectAltName=DNS:${id},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    out.set(id, { cert: join(pki.dir, `agent-${id}.crt`), key: join(pki.dir, `agent-${id}.key`) });
+  }
+  return out;
+}

@@ -1,6 +1,6 @@
 import { natsControlChannelWith } from '../../agent/control/nats.js';
 import { startAgent } from './agent.js';
-import { startController, startFleetAgent, type TestController } from './controller.js';
+import { AGENT_TOKEN, startController, startFleetAgent, type TestController } from './controller.js';
 import { NatsServer } from './nats-server.js';
 
 /**
@@ -11,12 +11,15 @@ export interface Transport {
   readonly name: 'grpc' | 'nats';
   startController(extra?: Record<string, unknown>): Promise<TestController>;
   startAgent(ctl: TestController, id: string, extra?: Record<string, unknown>): ReturnType<typeof startAgent>;
+  /** The agent's `controller.grpc` or `controller.nats` for `ctl`, for a test that sets other controller keys. */
+  agentController(ctl: TestController): Record<string, unknown>;
 }
 
 export const grpcTransport: Transport = {
   name: 'grpc',
   startController: (extra = {}) => startController(extra),
   startAgent: (ctl, id, extra = {}) => startFleetAgent(ctl.address, id, extra),
+  agentController: (ctl) => ({ grpc: { address: ctl.address, token: AGENT_TOKEN } }),
 };
 
 let fleets = 0;
@@ -31,6 +34,7 @@ export function natsTransport(server: NatsServer, natsExtra: Record<string, unkn
       return startController({ ...rest, nats: { servers: [server.url], fleet, ...natsExtra, ...(rest.nats as object | undefined) } }, { minStaleMs: 1000 });
     },
     startAgent: (ctl, id, extra = {}) => startNatsAgent(server, ctl.config.nats!.fleet, id, extra),
+    agentController: (ctl) => ({ nats: { servers: [server.url], fleet: ctl.config.nats!.fleet } }),
   };
 }
 

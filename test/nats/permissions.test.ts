@@ -30,13 +30,15 @@ test('NATS accounts: agents read routes and recipient lists and write only their
   const api = adminApi(ctl.address);
   defer(() => api.close());
   await api.setRoute('example.com', 'smtp:[127.0.0.1]:2');
-  const agents = await Promise.all(['mx-eu-1', 'mx-us-1'].map((id) => startNatsAgent(server, FLEET, id, {}, agentUser(id))));
+  const agents = await Promise.all(['mx-eu-1', 'mx-us-1'].map((id, i) => startNatsAgent(server, FLEET, id, { region: `r${i}`, shadow: { listen: '127.0.0.1:0' } }, agentUser(id))));
   defer(() => Promise.all(agents.map((a) => a.cleanup())));
 
   // What the layout allows is enough for the whole protocol: watch the table, ack, health, commands, operations.
   await waitFor('both agents at version 1', () => agentsAt(api, 1, 2));
   // Each agent could read the table's current version too, so it delivers (a refused read would keep it waiting).
   await waitFor('both agents delivering', async () => (await api.status()).agents.every((a) => a.health?.delivery?.open === true), 30_000);
+  // Each may watch its own shadow assignment: they are paired.
+  await waitFor('both agents paired', () => agents.every((a) => a.agent.health().shadow?.peer !== ''));
   // The recipient lists too: both agents may watch their bucket.
   await ctl.controller.recipients!.import('example.com', ['alice@example.com'], { replace: false, actor: 'test' });
   await waitFor('both agents at list version 1', async () => (await api.status()).agents.every((a) => a.recipientsVersion === 1));
@@ -63,6 +65,13 @@ test('NATS accounts: agents read routes and recipient lists and write only their
   await assert.rejects(routes.update(TABLE_KEY, forged, 1), /Permissions Violation/);
   await assert.rejects(routes.delete(TABLE_KEY), /Permissions Violation/);
   await assert.rejects(agentsKv.put('mx-us-1', encodeJson({ agentId: 'mx-us-1', appliedVersion: 99 })), /Permissions Violation for Publish to "\$KV\.mxswitch-agents\.mx-us-1"/);
+  // mx-us-1's shadow assignment (the credentials of its pairs) is not for mx-eu-1: no watch, no read.
+  const shadowKv = await kvm.open(names.shadow);
+  await assert.rejects(async () => {
+    const w = await shadowKv.watch({ key: 'mx-us-1' });
+    for await (const _ of w) break;
+  }, /Permissions Violation|timeout/i);
+  await assert.rejects(shadowKv.get('mx-us-1'), /Permissions Violation|timeout/i);
   // Sending mx-us-1 a command: the server's refusal of the publish, which the client matches to the request.
   // Not a timeout or "no responders" (those would also follow from nobody listening): the timeout is generous.
   await assert.rejects(nc.request(commandSubject(FLEET, 'mx-us-1'), new Uint8Array(), { timeout: 30_000 }), (e: Error) => e.message === 'Permissions Violation for Publish to "mxswitch.cmd.mx-us-1"');

@@ -1,6 +1,7 @@
 import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
-import { AGENT_TOKEN, adminApi, deferrer, startController, startFleetAgent } from '../helpers/controller.js';
+import { adminApi, deferrer, type startFleetAgent } from '../helpers/controller.js';
 import { Sink } from '../helpers/sink.js';
+import { grpcTransport, type Transport } from '../helpers/transport.js';
 
 export type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
 
@@ -34,14 +35,18 @@ export interface ShadowFleetOptions {
   advertise?: (id: string) => string | undefined;
   /** Fixed shadow listen port per agent (default: any free one). */
   listenPort?: (id: string) => number;
+  /** More `shadow:` keys per agent (tls, say). */
+  shadowExtra?: (id: string) => Record<string, unknown>;
+  /** How agents reach the controller (default gRPC). */
+  transport?: Transport;
 }
 
 /** A sink and an in-process controller whose table holds example.com to it; all stopped after the test. */
-export async function heldController(t: { after: (fn: () => Promise<void>) => void }) {
+export async function heldController(t: { after: (fn: () => Promise<void>) => void }, transport: Transport = grpcTransport) {
   const defer = deferrer(t);
   const sink = await new Sink().start();
   defer(() => sink.stop());
-  const ctl = await startController();
+  const ctl = await transport.startController();
   defer(() => ctl.cleanup());
   const api = adminApi(ctl.address);
   defer(() => api.close());
@@ -50,15 +55,16 @@ export async function heldController(t: { after: (fn: () => Promise<void>) => vo
 }
 
 /**
- * In-process controller and agents with shadow redundancy over gRPC, the route example.com held to a sink; resolves
+ * In-process controller and agents with shadow redundancy (control over gRPC, or NATS), the route example.com held to a sink; resolves
  * once every agent has its peer and delivers. `start` (re)starts one agent (on `dataDir`, for a return).
  */
 export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void }, opts: ShadowFleetOptions) {
-  const { defer, sink, ctl, api } = await heldController(t);
+  const transport = opts.transport ?? grpcTransport;
+  const { defer, sink, ctl, api } = await heldController(t, transport);
   const start = (id: string, dataDir?: string) => {
     const advertise = opts.advertise?.(id);
-    const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}) };
-    return startFleetAgent(ctl.address, id, { region: `region-${opts.ids.indexOf(id)}`, shadow, controller: { grpc: { address: ctl.address, token: AGENT_TOKEN }, healthInterval: '200ms', startupGrace: '30s' }, ...(dataDir ? { dataDir } : {}) });
+    const shadow = { listen: `127.0.0.1:${opts.listenPort?.(id) ?? 0}`, onPeerDown: opts.onPeerDown ?? 'accept', timeout: '1s', takeoverAfter: opts.takeoverAfter ?? '1h', ...(advertise ? { advertise } : {}), ...opts.shadowExtra?.(id) };
+    return transport.startAgent(ctl, id, { region: `region-${opts.ids.indexOf(id)}`, shadow, controller: { ...transport.agentController(ctl), healthInterval: '200ms', startupGrace: '30s' }, ...(dataDir ? { dataDir } : {}) });
   };
   const agents: FleetAgent[] = [];
   defer(() => Promise.all(agents.map((a) => a.cleanup())));

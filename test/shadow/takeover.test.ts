@@ -12,65 +12,90 @@ const queued = (dataDir: string) => Spool.readFile(dataDir, ({ views }) => views
 /** Shadow copies kept in an agent's queue file for its clients. */
 const shadowCopies = (dataDir: string) => Spool.readFile(dataDir, ({ shadow }) => shadow.copyCount());
 
-// Real processes: a controller and three agents in three regions as `mxswitch` children; one is SIGKILLed and its
-// disk deleted. Its peer takes it over and, after a switchover, every message any agent acknowledged arrives.
-test('host loss during a hold: SIGKILL an agent and delete its dataDir; its peer takes over; switchover --wait-drained delivers every acknowledged message to the new server, none to the old', async (t) => {
+const IDS = ['tk-a', 'tk-b', 'tk-c'];
+
+/**
+ * Real processes: a controller and three agents in three regions (ring tk-a -> tk-b -> tk-c -> tk-a) as `mxswitch`
+ * children, example.com routed to `target` (held or not). `sendTo` sends message n to one agent and records it as
+ * acknowledged only on its 250; `metric` reads one agent's /metrics.
+ */
+async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, target: string, hold: boolean) {
   const defer = deferrer(t);
   const dir = tempDir('mxs-takeover-');
   defer(() => rmSync(dir, { recursive: true, force: true }));
-  const oldSink = await new Sink().start();
-  defer(() => oldSink.stop());
-  const newSink = await new Sink().start();
-  defer(() => newSink.stop());
   const grpcPort = await freePort();
+  const controller = `127.0.0.1:${grpcPort}`;
   const controllerConfig = writeYaml(dir, 'controller.yaml', {
     dataDir: `${dir}/controller`,
-    grpc: { listen: `127.0.0.1:${grpcPort}`, heartbeatInterval: '300ms', sessionTimeout: '3s' },
+    grpc: { listen: controller, heartbeatInterval: '300ms', sessionTimeout: '3s' },
     tokens: { agent: AGENT_TOKEN, admin: ADMIN_TOKEN },
     stepTimeout: '20s',
     log: { level: 'warn' },
   });
-  const ids = ['tk-a', 'tk-b', 'tk-c'];
-  const smtpPorts = await Promise.all(ids.map(() => freePort()));
-  const shadowPorts = await Promise.all(ids.map(() => freePort()));
-  const configs = ids.map((id, i) =>
+  const smtpPorts = await Promise.all(IDS.map(() => freePort()));
+  const shadowPorts = await Promise.all(IDS.map(() => freePort()));
+  const httpPorts = await Promise.all(IDS.map(() => freePort()));
+  const configs = IDS.map((id, i) =>
     writeYaml(dir, `${id}.yaml`, {
       id,
       region: `region-${i}`,
       dataDir: `${dir}/${id}`,
       smtp: { listen: `127.0.0.1:${smtpPorts[i]}` },
-      controller: { grpc: { address: `127.0.0.1:${grpcPort}`, token: AGENT_TOKEN }, healthInterval: '300ms', startupGrace: '2s' },
+      controller: { grpc: { address: controller, token: AGENT_TOKEN }, healthInterval: '300ms', startupGrace: '2s' },
       shadow: { listen: `127.0.0.1:${shadowPorts[i]}`, takeoverAfter: '2s', timeout: '3s' },
+      http: { listen: `127.0.0.1:${httpPorts[i]}` },
       retry: { intervals: ['200ms'], jitter: 0 },
       delivery: { pollInterval: '50ms', resolvers: ['127.0.0.1:9'] },
       log: { level: 'warn' },
     }),
   );
-  const controller = await new CliProcess(['controller', '--config', controllerConfig], grpcPort).start();
-  defer(() => controller.kill('SIGTERM'));
-  const api = adminApi(`127.0.0.1:${grpcPort}`);
+  const ctl = await new CliProcess(['controller', '--config', controllerConfig], grpcPort).start();
+  defer(() => ctl.kill('SIGTERM'));
+  const api = adminApi(controller);
   defer(() => api.close());
-  const v = (await api.setRoute('example.com', oldSink.target, { hold: true })).version;
-  const agents = await Promise.all(ids.map((_, i) => new CliProcess(['agent', '--config', configs[i]!], smtpPorts[i]!).start()));
+  const v = (await api.setRoute('example.com', target, { hold })).version;
+  const agents = await Promise.all(IDS.map((_, i) => new CliProcess(['agent', '--config', configs[i]!], smtpPorts[i]!).start()));
   defer(() => Promise.all(agents.map((a) => a.kill('SIGTERM'))));
-  await waitFor('three agents on the held route', () => agentsAt(api, v, 3), 20_000);
+  await waitFor('three agents on the route', () => agentsAt(api, v, 3), 20_000);
 
-  // Traffic to all three; only what got a 250 counts as acknowledged.
   const acked: string[] = [];
   const sendTo = async (agent: number, n: number) => {
     const client = smtpClient(smtpPorts[agent]!);
     try {
-      await within(`message ${n} to ${ids[agent]}`, client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(n) }));
+      await within(`message ${n} to ${IDS[agent]}`, client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(n) }));
       acked.push(`msg-${n}@sender.test`);
     } finally {
       client.close();
     }
   };
+  const metric = async (agent: number, name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${httpPorts[agent]}/metrics`)).text();
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  };
+  const status = () => runCli(['status', '--controller', controller], { MXSWITCH_TOKEN: ADMIN_TOKEN });
+  return { dir, controller, api, agents, acked, sendTo, metric, status };
+}
+
+/** What arrived at `sink` against what was acknowledged: none missing; duplicates counted and reported. */
+function arrivals(t: { diagnostic: (m: string) => void }, sink: Sink, acked: readonly string[], what: string) {
+  const arrived = messageIds(sink.messages.map((m) => m.data));
+  const missing = acked.filter((id) => !arrived.includes(id));
+  const duplicates = arrived.length - new Set(arrived).size;
+  t.diagnostic(`${what}: acknowledged ${acked.length}, arrived ${arrived.length} (${new Set(arrived).size} distinct), duplicates ${duplicates}`);
+  return { missing, duplicates };
+}
+
+test('host loss during a hold: SIGKILL an agent and delete its dataDir; its peer takes over; switchover --wait-drained delivers every acknowledged message to the new server, none to the old', async (t) => {
+  const oldSink = await new Sink().start();
+  t.after(() => oldSink.stop());
+  const newSink = await new Sink().start();
+  t.after(() => newSink.stop());
+  const { dir, controller, agents, acked, sendTo, status } = await threeAgents(t, oldSink.target, true);
   // The first messages may go before the pairing reached everyone (accepted with one copy, then re-shadowed).
   for (let n = 0; n < 30; n++) await sendTo(n % 3, n);
   assert.equal(acked.length, 30);
-  // Every agent's copies are at its peer (ring a -> b -> c -> a): each holds 10 copies for its client.
-  await waitFor('every message shadowed', () => ids.every((id) => shadowCopies(`${dir}/${id}`) === 10), 20_000);
+  // Every agent's copies are at its peer: each holds 10 copies for its client.
+  await waitFor('every message shadowed', () => IDS.every((id) => shadowCopies(`${dir}/${id}`) === 10), 20_000);
 
   // Host loss: tk-b dies and its disk is gone.
   await agents[1]!.kill('SIGKILL');
@@ -81,17 +106,44 @@ test('host loss during a hold: SIGKILL an agent and delete its dataDir; its peer
   assert.ok(!origins.has('tk-b'), "tk-b's copies left tk-c's shadow tables for its queue");
   // tk-a's peer was tk-b: it is re-paired with tk-c and copies its queue there again.
   await waitFor("tk-a's mail re-shadowed to tk-c", () => shadowCopies(`${dir}/tk-c`) === 10, 20_000);
-  const status = await runCli(['status', '--controller', `127.0.0.1:${grpcPort}`], { MXSWITCH_TOKEN: ADMIN_TOKEN });
-  assert.match(status.stdout, /tk-b: taken over by tk-c/, status.stdout);
-  assert.match(status.stdout, /tk-c: peer tk-a, \d+ unshadowed, \d+ copies kept for others, took over tk-b/, status.stdout);
+  const shown = await status();
+  assert.match(shown.stdout, /tk-b: taken over by tk-c/, shown.stdout);
+  assert.match(shown.stdout, /tk-c: peer tk-a, \d+ unshadowed, \d+ copies kept for others, took over tk-b/, shown.stdout);
 
-  const cli = await runCli(['switchover', 'example.com', '--to', newSink.target, '--wait-drained', '--exclude', 'tk-b', '--controller', `127.0.0.1:${grpcPort}`], { MXSWITCH_TOKEN: ADMIN_TOKEN }, 90_000);
+  const cli = await runCli(['switchover', 'example.com', '--to', newSink.target, '--wait-drained', '--exclude', 'tk-b', '--controller', controller], { MXSWITCH_TOKEN: ADMIN_TOKEN }, 90_000);
   assert.equal(cli.code, 0, `switchover: ${cli.stdout}\n${cli.stderr}`);
-  const arrived = messageIds(newSink.messages.map((m) => m.data));
-  const missing = acked.filter((id) => !arrived.includes(id));
-  const duplicates = arrived.length - new Set(arrived).size;
-  t.diagnostic(`acknowledged ${acked.length}, arrived at the new server ${arrived.length} (${new Set(arrived).size} distinct), duplicates ${duplicates}, at the old server ${oldSink.messages.length}`);
+  const { missing } = arrivals(t, newSink, acked, 'new server');
   assert.deepEqual(missing, [], 'every acknowledged message arrives at the new server');
   assert.equal(oldSink.messages.length, 0, 'nothing reaches the old server after the hold');
 });
 
+test('host loss with mail flowing: SIGKILL an agent while its deliveries are in flight to a slow next hop and delete its dataDir; after the takeover every acknowledged message arrives, duplicates counted', async (t) => {
+  const sink = await new Sink().start();
+  t.after(() => sink.stop());
+  // A slow next hop: each agent has deliveries in flight at any moment of the traffic.
+  sink.dataDelayMs = 400;
+  const { dir, agents, acked, sendTo, metric, status } = await threeAgents(t, sink.target, false);
+  // Traffic to all three; tk-b is killed right after its 10th acknowledged message, the others keep receiving.
+  let n = 0;
+  const traffic = async (agent: number, count: number) => {
+    for (let i = 0; i < count; i++) await sendTo(agent, n++);
+  };
+  const others = Promise.all([traffic(0, 20), traffic(2, 20)]);
+  await traffic(1, 10);
+  await agents[1]!.kill('SIGKILL');
+  rmSync(`${dir}/tk-b`, { recursive: true, force: true });
+  await others;
+  assert.equal(acked.length, 50);
+
+  // tk-c takes tk-b over and delivers what tk-b had not finished: every acknowledged message arrives.
+  await waitFor('tk-b taken over', async () => /tk-b: taken over by tk-c/.test((await status()).stdout), 30_000);
+  await waitFor('every acknowledged message delivered', () => new Set(messageIds(sink.messages.map((m) => m.data))).size >= acked.length, 60_000);
+  await waitFor('queues empty', () => queued(`${dir}/tk-a`) === 0 && queued(`${dir}/tk-c`) === 0, 30_000);
+  const { missing, duplicates } = arrivals(t, sink, acked, 'next hop');
+  const adopted = await metric(2, 'mxswitch_shadow_taken_over_messages_total');
+  t.diagnostic(`tk-c took over ${adopted} of tk-b's messages (in flight or queued at the kill); duplicates ${duplicates}`);
+  assert.deepEqual(missing, [], 'every acknowledged message arrives');
+  assert.ok(adopted > 0, 'the kill left tk-b with undelivered mail: the takeover delivered it');
+  // A duplicate is a delivery tk-b made whose discard notice died with it: at most what tk-c took over.
+  assert.ok(duplicates <= adopted, `duplicates ${duplicates} <= taken over ${adopted}`);
+});

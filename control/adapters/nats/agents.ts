@@ -6,6 +6,8 @@ import type { Logger } from '../../../shared/logger.js';
 import { commandSubject, KvFollower, parseAgentValue, readAll, type AgentValue } from '../../../shared/nats.js';
 import { Command, CommandResult, Health } from '../../../proto/gen/mxswitch/v1/agent.js';
 import type { Registry } from '../../core/registry.js';
+import type { ShadowPlan } from '../../core/shadow-plan.js';
+import { observeShadow } from './shadow.js';
 import type { AgentCommander, CommandOutcome, RouteStoreApi } from '../../core/ports.js';
 import { commandToWire, type AgentCommand } from '../../../shared/wire.js';
 
@@ -35,6 +37,7 @@ export class NatsAgentFeed {
     private readonly store: RouteStoreApi,
     private readonly log: Logger,
     private readonly minStaleMs = 2000,
+    private readonly shadow?: ShadowPlan,
   ) {
     this.follower = new KvFollower('agents', async () => kv, '>', (e) => this.accept(e), log);
   }
@@ -93,6 +96,8 @@ export class NatsAgentFeed {
       seenAt,
     );
     if (v.appliedVersion > this.store.version) this.store.raiseVersionFloor(v.appliedVersion);
+    // After the registry has its region: the ring needs it. Stamped by the server, like its lastSeen.
+    if (this.shadow) observeShadow(this.shadow, id, v.shadow, seenAt);
   }
 
   /** The proto Health from its JSON form; dropped when it would not serialise (an agent wrote nonsense). */

@@ -18,16 +18,3 @@ export class SqliteShadowStore implements ShadowStateStore {
     this.db.prepare('INSERT INTO shadow_plan (id, state) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET state = excluded.state').run(JSON.stringify(state));
   }
 }
-
-/** NATS mode until the plan has a bucket of its own: kept by this controller process only. */
-export class MemoryShadowStore implements ShadowStateStore {
-  private state: ShadowPlanState | undefined;
-
-  load(): ShadowPlanState | undefined {
-    return this.state && structuredClone(this.state);
-  }
-
-  save(state: ShadowPlanState): void {
-    this.state = structuredClone(state);
-  }
-}

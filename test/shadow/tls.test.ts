@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { readFileSync, rmSync } from 'node:fs';
+import { test } from 'node:test';
+import { credentials, Metadata, status, type ChannelCredentials } from '@grpc/grpc-js';
+import { ShadowServiceClient, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { tempDir } from '../helpers/agent.js';
+import { agentCertificates, makePki } from '../helpers/certs.js';
+import { send, shadowFleet, type FleetAgent } from './helpers.js';
+
+test('shadow.tls: the peer port takes only clients whose certificate names the paired agent, beside its credential', async (t) => {
+  const dir = tempDir('mxs-shadow-tls-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pki = makePki(dir);
+  const certs = agentCertificates(pki, ['tl-a', 'tl-b', 'tl-x']);
+  const { ctl, agents } = await shadowFleet(t, { ids: ['tl-a', 'tl-b'], shadowExtra: (id) => ({ tls: { ...certs.get(id)!, ca: pki.ca } }) });
+  const [a, b] = agents as [FleetAgent, FleetAgent];
+  // The pair works over mutual TLS: the copy is at the peer before the 250.
+  assert.equal(await send(a.port, 1), 250);
+  assert.equal(b.agent.queue.shadowViews.copyCount(), 1);
+
+  // tl-a's credential is not enough: a client must also hold a certificate that names tl-a.
+  const credential = ctl.controller.shadow!.assignmentFor('tl-a')!.peer!.credential;
+  const attempt = (creds: ChannelCredentials) =>
+    new Promise<number>((resolve) => {
+      const client = new ShadowServiceClient(b.agent.shadowAddress, creds);
+      const md = new Metadata();
+      md.set('authorization', `Bearer ${credential}`);
+      md.set('x-mxswitch-agent', 'tl-a');
+      const call = client.replicate(md, { deadline: Date.now() + 10_000 });
+      const done = (code: number) => {
+        call.cancel();
+        client.close();
+        resolve(code);
+      };
+      call.on('data', (_r: ReplicateResponse) => done(status.OK));
+      call.on('error', (err: { code: number }) => done(err.code));
+      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false }], discards: [] });
+    });
+  const tlsAs = (id: string) => credentials.createSsl(readFileSync(pki.ca), readFileSync(certs.get(id)!.key), readFileSync(certs.get(id)!.cert), { checkServerIdentity: () => undefined });
+  assert.equal(await attempt(tlsAs('tl-x')), status.UNAUTHENTICATED, "another agent's certificate with tl-a's credential");
+  assert.equal(await attempt(credentials.createInsecure()), status.UNAVAILABLE, 'plaintext');
+  assert.equal(await attempt(tlsAs('tl-a')), status.OK, "tl-a's own certificate and credential");
+  assert.equal(b.agent.queue.shadowViews.copyCount(), 2, 'only the last one stored a copy');
+});
