@@ -24,7 +24,8 @@ export interface AuditRecord {
   id: number;
   actor: string;
   at: number;
-  action: 'set' | 'remove' | 'hold' | 'release';
+  /** 'import': a whole `route import` in one record (NATS mode; SQLite keeps one record per route). */
+  action: 'set' | 'remove' | 'hold' | 'release' | 'import';
   match: string;
   old: Route | null;
   new: Route | null;
