@@ -120,7 +120,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   async importRoutes(routes: readonly Route[], opts: ImportOptions): Promise<ImportResult> {
     let counts: Omit<ImportResult, 'version' | 'dryRun'> | undefined;
     const version = await this.write(opts, (table) => {
-      const plan = diffImport(table, routes, opts.replace);
+      const plan = diffImport(table, routes, opts.replace, opts.setHolds);
       counts = { added: plan.added, changed: plan.changed, removed: plan.removed, unchanged: plan.unchanged };
       const what = `${routes.length} routes${opts.replace ? ' (replace)' : ''}: ${plan.added} added, ${plan.changed} changed, ${plan.removed} removed`;
       return { changes: opts.dryRun ? [] : plan.changes, audit: { action: 'import', match: what, old: null, new: null } };

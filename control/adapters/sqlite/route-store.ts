@@ -177,7 +177,7 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
 
   /** Many routes in one version (see ImportOptions); nothing changes on an error. */
   importRoutes(routes: readonly Route[], opts: ImportOptions): ImportResult {
-    const plan = diffImport(this.table, routes, opts.replace);
+    const plan = diffImport(this.table, routes, opts.replace, opts.setHolds);
     if (opts.expectedVersion && opts.expectedVersion !== this.current) throw this.conflict(opts.expectedVersion);
     const counts = { added: plan.added, changed: plan.changed, removed: plan.removed, unchanged: plan.unchanged };
     if (opts.dryRun || !plan.changes.length) return { version: this.current, ...counts, dryRun: Boolean(opts.dryRun) };
