@@ -1,3 +1,4 @@
+import { buffersDone } from './buffer-garbage.js';
 import { PART_BYTES, type Spool } from './spool/spool.js';
 
 /**
@@ -64,6 +65,8 @@ export class IncomingData {
     this.writes = this.writes.then(async () => {
       try {
         if (!this.error) await this.queue.stagePart(this.id, seq, part);
+        // the part, its chunks and the copy sent to the writer
+        buffersDone(3 * part.length);
       } catch (err) {
         this.error = err as Error;
       } finally {

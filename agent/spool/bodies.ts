@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type Database from 'better-sqlite3';
+import { buffersDone } from '../buffer-garbage.js';
 import { unsyncedRunner } from './open.js';
 import { bodySize, PART_BYTES, type NewMessage } from './types.js';
 
@@ -116,6 +117,8 @@ export class BodyReads {
           // Removed meanwhile: fail the transaction rather than send a truncated message.
           if (!data) return void this.destroy(new Error(`message ${msgId} lost its part ${seq - 1}`));
           sent += data.length;
+          // the part before this one is on its way out by now
+          buffersDone(data.length);
           this.push(data);
         },
       });

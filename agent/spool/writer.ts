@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { buffersDone } from '../buffer-garbage.js';
 import { BodyWrites } from './bodies.js';
 import { setPageLimit } from './inspect.js';
 import { openSpoolDb, recoverAtStart } from './open.js';
@@ -51,6 +52,7 @@ export class Writer {
 
   stagePart(msgId: string, seq: number, data: Uint8Array): void {
     this.bodies.stagePart(msgId, seq, bufferFromWire(data));
+    buffersDone(data.length);
   }
 
   dropParts(msgId: string): void {

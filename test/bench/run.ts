@@ -227,9 +227,9 @@ if (values.json) {
   }
   if (larges.length) {
     console.log('\nlarge message (one message relayed; agent RSS sampled every 10 ms, VmHWM reset before)');
-    console.log('  size MB  accepted  relayed  accept s  relay s  RSS before MB  peak MB  rise/size');
+    console.log('  size MB  accepted  relayed  accept s  relay s  RSS before MB  peak MB  rise/size  in: accept     relay');
     for (const r of larges) {
-      console.log(`${mb(r.bytes).padStart(9)} ${String(r.accepted).padStart(9)} ${String(r.relayed).padStart(8)} ${num(r.acceptSeconds, 2, 9)} ${num(r.relaySeconds, 2)} ${mb(r.rssBeforeBytes).padStart(14)} ${mb(r.peakRssBytes).padStart(8)} ${num(r.riseRatio, 2, 10)}`);
+      console.log(`${mb(r.bytes).padStart(9)} ${String(r.accepted).padStart(9)} ${String(r.relayed).padStart(8)} ${num(r.acceptSeconds, 2, 9)} ${num(r.relaySeconds, 2)} ${mb(r.rssBeforeBytes).padStart(14)} ${mb(r.peakRssBytes).padStart(8)} ${num(r.riseRatio, 2, 10)} ${num(r.acceptRiseRatio, 2, 10)} ${num(r.relayRiseRatio, 2, 10)}`);
     }
   }
   if (converged.length) {
