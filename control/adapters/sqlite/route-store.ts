@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS routes (
   updated_at INTEGER NOT NULL,
   present INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
+-- since(v): the rows changed after v, without a scan of the whole table per change.
+CREATE INDEX IF NOT EXISTS routes_by_version ON routes (version);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY,
   actor TEXT NOT NULL,
