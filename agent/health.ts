@@ -44,10 +44,20 @@ export function queueByRoute(queue: Spool, table: RouteTable, now: number): Rout
   return routes;
 }
 
+/** The address routes of a table, once per table version (at 100k routes a pass costs more than the health report). */
+const addressesOf = new WeakMap<RouteTable, string[]>();
+function addressMatches(table: RouteTable): string[] {
+  let out = addressesOf.get(table);
+  if (!out) addressesOf.set(table, (out = table.routes.filter((r) => r.match.includes('@')).map((r) => r.match.toLowerCase())));
+  return out;
+}
+
 function countByRoute(queue: Spool, table: RouteTable, now: number): RouteQueueHealth[] {
+  // Nothing queued: nothing to break down (and no pass over a table of 100k routes per health report).
+  if (queue.stats().total === 0) return [];
   const byMatch = new Map<string, RouteQueueHealth>();
   // Rows are grouped by domain in SQL; only recipients with an address route of their own come one by one.
-  const addresses = table.routes.filter((r) => r.match.includes('@')).map((r) => r.match.toLowerCase());
+  const addresses = addressMatches(table);
   for (const row of queue.breakdown(addresses)) {
     // "@domain" looks up like any address of that domain that has no address route of its own.
     const key = row.key.startsWith('@') ? `@${normalizeDomain(row.key.slice(1)) ?? row.key.slice(1)}` : addressKey(row.key);

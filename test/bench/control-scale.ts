@@ -48,7 +48,9 @@ export async function controlScale(routes: number, sessions: number, processes: 
   const api = adminApi(ctl.address);
   const admin = new AdminConnection({ controller: ctl.address }, { token: ADMIN_TOKEN, deadlineMs: 120_000 });
   const proxy = await new TcpProxy(ctl.controller.grpcPort).start();
-  const real = [await startFleetAgent(proxy.address, 'real-0'), await startFleetAgent(ctl.address, 'real-1')];
+  // Health at the default interval (the tests' 200 ms would make these in-process agents share the controller's loop more).
+  const agentAt = (address: string, id: string) => startFleetAgent(address, id, { controller: { grpc: { address, token: AGENT_TOKEN }, healthInterval: '5s' } });
+  const real = [await agentAt(proxy.address, 'real-0'), await agentAt(ctl.address, 'real-1')];
   const children: ChildProcess[] = [];
   const applied: number[] = [];
   const watched = real[0]!.agent;
