@@ -31,6 +31,17 @@ export function touched(rows: readonly { msgId: string }[]): Touched {
   return { recipients: rows.length, messages: new Set(rows.map((r) => r.msgId)).size };
 }
 
+const prepared = new WeakMap<Database.Database, Map<string, Database.Statement>>();
+
+/** The statement for `sql` on `db`, prepared at its first use (a hold of the whole fleet prepared one per agent per step). */
+function preparedOnce(db: Database.Database, sql: string): Database.Statement {
+  let bySql = prepared.get(db);
+  if (!bySql) prepared.set(db, (bySql = new Map()));
+  let stmt = bySql.get(sql);
+  if (!stmt) bySql.set(sql, (stmt = db.prepare(sql)));
+  return stmt;
+}
+
 /**
  * The ids of the candidates for `kind` that `pick` chooses (pick is a function: it runs on the spool's thread,
  * the writer gets the ids). Rows are streamed one at a time so a large queue is never held in memory as row
@@ -40,7 +51,7 @@ export function pickRows(db: Database.Database, kind: BulkChange['kind'], pick: 
   const out: { id: number; msgId: string }[] = [];
   // One message's rows come by its index, not by a pass over the whole queue.
   const one = msgId === undefined ? '' : ' AND r.msg_id = @msgId';
-  const rows = db.prepare(`SELECT ${CLAIMED_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE ${CANDIDATES[kind]}${one}`);
+  const rows = preparedOnce(db, `SELECT ${CLAIMED_COLUMNS} FROM recipients r JOIN messages m ON m.id = r.msg_id WHERE ${CANDIDATES[kind]}${one}`);
   const params = { ...(kind === 'retry' ? { now } : {}), ...(msgId === undefined ? {} : { msgId }) };
   for (const row of rows.iterate(params) as IterableIterator<ClaimedRecipient>) if (pick(row)) out.push({ id: row.id, msgId: row.msgId });
   return out;

@@ -20,7 +20,10 @@ export async function convergence(agents: number, steps: number): Promise<Conver
   const fleet = [];
   try {
     await api.setRoute('example.com', 'smtp:[127.0.0.1]:9');
-    for (let i = 0; i < agents; i++) fleet.push(await startFleetAgent(ctl.address, `bench-${i}`));
+    // The defaults' delivery poll and health report, not the tests' fast ones: 50 agents polling every 50 ms and
+    // reporting every 200 ms in this one process measured the harness (1,000 writer-thread round trips a second).
+    const realistic = { delivery: { pollInterval: '1s', resolvers: ['127.0.0.1:9'] }, controller: { healthInterval: '5s' } };
+    for (let i = 0; i < agents; i++) fleet.push(await startFleetAgent(ctl.address, `bench-${i}`, realistic));
     await waitFor('every agent on the table', () => agentsAt(api, 1, agents), 60_000);
     const times: number[] = [];
     for (let i = 0; i < steps; i++) {

@@ -60,8 +60,8 @@ export function startFleetAgent(address: string, id: string, extra: Record<strin
     {
       id,
       region: 'test',
-      controller: { grpc: { address, token }, healthInterval: '200ms' },
       ...extra,
+      controller: { grpc: { address, token }, healthInterval: '200ms', ...(extra.controller as object | undefined) },
     },
     grpcControlChannelWith({ heartbeatMs: 500, silenceMs: 5000, backoffBaseMs: 50, backoffCapMs: 500 }),
   );

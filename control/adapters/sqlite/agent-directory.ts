@@ -14,8 +14,20 @@ CREATE TABLE IF NOT EXISTS agents (
 
 /** The registered fleet in the controller's SQLite database (survives restarts). */
 export class SqliteAgentDirectory implements AgentDirectory {
+  // Prepared once: has() runs on every message of every agent session (a prepare per call was 4% of the event loop
+  // with 50 agents, bench convergence).
+  private readonly stmts;
+
   constructor(private readonly db: Db) {
     db.exec(SCHEMA);
+    this.stmts = {
+      has: db.prepare('SELECT 1 FROM agents WHERE id = ?'),
+      upsert: db.prepare(
+        `INSERT INTO agents (id, region, hostname, boot_id, registered_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET region = excluded.region, hostname = excluded.hostname, boot_id = excluded.boot_id, last_seen = excluded.last_seen`,
+      ),
+      delete: db.prepare('DELETE FROM agents WHERE id = ?'),
+    };
   }
 
   load(): DirectoryEntry[] {
@@ -24,20 +36,15 @@ export class SqliteAgentDirectory implements AgentDirectory {
   }
 
   has(id: string): boolean {
-    return this.db.prepare('SELECT 1 FROM agents WHERE id = ?').get(id) !== undefined;
+    return this.stmts.has.get(id) !== undefined;
   }
 
   upsert(a: Omit<DirectoryEntry, 'lastSeen'>, now: number): void {
-    this.db
-      .prepare(
-        `INSERT INTO agents (id, region, hostname, boot_id, registered_at, last_seen) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT(id) DO UPDATE SET region = excluded.region, hostname = excluded.hostname, boot_id = excluded.boot_id, last_seen = excluded.last_seen`,
-      )
-      .run(a.id, a.region, a.hostname, a.bootId, now, now);
+    this.stmts.upsert.run(a.id, a.region, a.hostname, a.bootId, now, now);
   }
 
   delete(id: string): void {
-    this.db.prepare('DELETE FROM agents WHERE id = ?').run(id);
+    this.stmts.delete.run(id);
   }
 }
 
