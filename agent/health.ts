@@ -34,9 +34,17 @@ const SLICE_IDS = 20_000;
 
 /** The last per-route count of a queue's recipients (absolute arrivals, so it ages by itself), and until when it stands. */
 interface Counted {
-  addressRoutes: string;
+  addressRoutes: readonly string[];
   rows: BreakdownRow[];
   until: number;
+}
+
+/** The address routes of a table, once per table version (at 100k routes a pass costs more than the health report). */
+const addressesOf = new WeakMap<RouteTable, string[]>();
+function addressMatches(table: RouteTable): string[] {
+  let out = addressesOf.get(table);
+  if (!out) addressesOf.set(table, (out = table.routes.filter((r) => r.match.includes('@')).map((r) => r.match.toLowerCase())));
+  return out;
 }
 
 const counted = new WeakMap<Spool, { last?: Counted; scanning?: boolean }>();
@@ -49,24 +57,25 @@ const counted = new WeakMap<Spool, { last?: Counted; scanning?: boolean }>();
  * while the slices ran may be counted in neither or both.
  */
 export function queueByRoute(queue: Spool, table: RouteTable, now: number, total: number, sliceIds = SLICE_IDS): RouteQueueHealth[] {
+  // Nothing queued: nothing to break down (and no pass over a table of 100k routes per health report).
+  if (total === 0) return [];
   // Rows are grouped by domain in SQL; only recipients with an address route of their own are counted apart.
-  const addresses = table.routes.filter((r) => r.match.includes('@')).map((r) => r.match.toLowerCase());
-  const key = addresses.join('\n');
+  const addresses = addressMatches(table);
   let state = counted.get(queue);
   if (!state) counted.set(queue, (state = {}));
   const last = state.last;
-  if (last && last.addressRoutes === key && Date.now() < last.until) return byRoute(last.rows, table, now);
+  if (last && last.addressRoutes === addresses && Date.now() < last.until) return byRoute(last.rows, table, now);
   if (total <= sliceIds) {
     const t0 = Date.now();
     const rows = queue.breakdown(addresses);
-    state.last = { addressRoutes: key, rows, until: Date.now() + 20 * (Date.now() - t0) };
+    state.last = { addressRoutes: addresses, rows, until: Date.now() + 20 * (Date.now() - t0) };
     return byRoute(rows, table, now);
   }
-  if (!state.scanning) countInSlices(queue, addresses, key, state, sliceIds);
+  if (!state.scanning) countInSlices(queue, addresses, state, sliceIds);
   return last ? byRoute(last.rows, table, now) : [];
 }
 
-function countInSlices(queue: Spool, addresses: readonly string[], key: string, state: { last?: Counted; scanning?: boolean }, sliceIds: number): void {
+function countInSlices(queue: Spool, addresses: readonly string[], state: { last?: Counted; scanning?: boolean }, sliceIds: number): void {
   state.scanning = true;
   const views = queue.breakdownSlices;
   const groups = new Map<string, GroupCount>();
@@ -88,7 +97,7 @@ function countInSlices(queue: Spool, addresses: readonly string[], key: string, 
       if (after >= upTo) {
         const rows = views.oldestOf([...groups.values()]);
         busy += Date.now() - t0;
-        state.last = { addressRoutes: key, rows, until: Date.now() + 20 * busy };
+        state.last = { addressRoutes: addresses, rows, until: Date.now() + 20 * busy };
         state.scanning = false;
         return;
       }

@@ -5,16 +5,14 @@ import { Kvm, type KV, type KvEntry, type KvWatchEntry } from '@nats-io/kv';
 import { z } from 'zod';
 import { errorMessage } from './errors.js';
 import type { Logger } from './logger.js';
-import type { Route } from './routes.js';
 
 /**
  * NATS control plane: names, wire formats and the connection/watch plumbing shared by agents and controllers.
  *
  * Layout for fleet F (every name starts with the fleet, so several fleets can share one NATS account):
- * - KV bucket `F-routes`, key `table`: the whole routing table as one JSON value {version, routes, change}. One entry
- *   is one complete table, so "rebuild the table when the initial value has been read and on every update" is simply
- *   "apply each entry"; the controller writes it with compare-and-set on the KV revision. The version agents ack is
- *   the controller's `version` in the value, never the KV revision (mirrors/sources renumber revisions).
+ * - KV bucket `F-routes`: one key per route plus a `version` key (shared/route-keys.ts), so no value nears the max
+ *   payload at any table size; readers apply whole versions only. The version agents ack is the controller's
+ *   `version` in the version key, never a KV revision (mirrors/sources renumber revisions).
  * - KV bucket `F-agents`, key `<agentId>`: the agent's last state (acked version, last nack, health); each agent may
  *   write only its own key.
  * - KV bucket `F-ops`: `op.<id>` operations (state, step, last progress, owning controller), `lock.<hex match>`
@@ -64,14 +62,6 @@ export function commandSubject(fleet: string, agentId: string): string {
 /** Agents use their own inbox prefix so a NATS account can let each one subscribe only to its own replies. */
 export function agentInboxPrefix(fleet: string, agentId: string): string {
   return `_INBOX.${fleet}.${agentId}`;
-}
-
-/** The value under `F-routes` / `table`. */
-export interface TableValue {
-  version: number;
-  routes: Route[];
-  /** The change that produced this version (the audit record travels with the table it describes). */
-  change?: { actor: string; at: number; action: string; match: string; old: Route | null; new: Route | null };
 }
 
 /** The value under `F-agents` / `<agentId>`, rewritten by the agent on every ack/nack and every health interval. */

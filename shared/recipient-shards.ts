@@ -1,5 +1,5 @@
 import type { KvEntry } from '@nats-io/kv';
-import { decodeJson } from './nats.js';
+import { decodeVersion, VERSION_KEY, type VersionValue } from './kv-versions.js';
 import type { RecipientChange, RecipientDelta } from './recipient-list.js';
 
 /**
@@ -7,21 +7,15 @@ import type { RecipientChange, RecipientDelta } from './recipient-list.js';
  * (1 MB by default) and a small edit rewrites a small value:
  * - `s.<domain>.<n>`: shard n (0..SHARDS-1) of a domain's list, its addresses one per line. An address's shard is
  *   a hash of it, so 200,000 addresses make 256 values of ~20 KB, and one added address rewrites one of them.
- * - `version`: {version, state, domains}. A writer first claims the next version with compare-and-set
- *   (state "writing"), then writes its shards, then puts state "done". Readers apply what they have seen only at
- *   "done": the watch delivers in write order, so by then every shard of that version has arrived, and an agent
- *   never applies half of an import.
+ * - `version`: {version, state, domains}, claimed, written and marked done as shared/kv-versions.ts describes, so an
+ *   agent never applies half of an import.
  */
 export const SHARDS = 256;
-export const VERSION_KEY = 'version';
+export { VERSION_KEY };
 
-export interface ListVersionValue {
-  version: number;
-  state: 'writing' | 'done';
+export interface ListVersionValue extends VersionValue {
   /** Domains that have a list (possibly empty: a list with no address refuses every local part). */
   domains: string[];
-  actor: string;
-  at: number;
 }
 
 /** FNV-1a: stable across processes and releases (agents and controllers must agree on it forever). */
@@ -61,11 +55,7 @@ export function decodeShard(e: KvEntry): string[] {
 
 /** The version value, validated (anyone with write access could put nonsense there); throws on a bad one. */
 export function decodeListVersion(e: KvEntry): ListVersionValue {
-  const v = decodeJson<Partial<ListVersionValue>>(e);
-  if (!Number.isSafeInteger(v.version) || (v.version ?? -1) < 0 || (v.state !== 'writing' && v.state !== 'done') || !Array.isArray(v.domains)) {
-    throw new Error('not a recipient-list version value ({version, state, domains})');
-  }
-  return v as ListVersionValue;
+  return decodeVersion<ListVersionValue>(e, 'recipient-list ({version, state, domains})', (v) => Array.isArray(v.domains));
 }
 
 /** Every list as a reader has assembled it from the bucket. */

@@ -14,19 +14,20 @@ import {
   kvManager,
   natsConnect,
   natsOptions,
-  TABLE_KEY,
   watchStatus,
   type AgentValue,
-  type TableValue,
 } from '../../shared/nats.js';
-import type { Route } from '../../shared/routes.js';
-import { commandFromWire, healthToWire, routeFromWire } from '../../shared/wire.js';
+import type { RecipientDelta } from '../../shared/recipient-list.js';
+import type { RouteDelta } from '../../shared/route-delta.js';
+import { completeVersion, decodeRouteVersion, RouteAssembler, TABLE_GONE, VERSION_KEY } from '../../shared/route-keys.js';
+import { commandFromWire, healthToWire } from '../../shared/wire.js';
 import { Command, CommandResult, Health } from '../../proto/gen/mxswitch/v1/agent.js';
 import { ShadowAssignment } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { pairingFromWire } from '../shadow/assignment.js';
 import { shadowReportToWire } from '../shadow/report.js';
 import type { ControlChannel, ControlChannelFactory, ControlHandler } from '../agent.js';
-import { NatsRecipientFollower } from './nats-recipients.js';
+import { VersionedFollower } from './nats-follower.js';
+import { recipientFollower } from './nats-recipients.js';
 import { ControlSession } from './session.js';
 
 type NatsSettings = NonNullable<NonNullable<AgentConfig['controller']>['nats']>;
@@ -40,17 +41,13 @@ export interface NatsChannelTuning {
   connectTimeoutMs?: number;
 }
 
-function toRoutes(v: TableValue): Route[] {
-  if (!Number.isSafeInteger(v.version) || v.version < 0 || !Array.isArray(v.routes)) throw new Error('not a route table value ({version, routes})');
-  return v.routes.map(routeFromWire);
-}
-
 /**
  * The agent end of the NATS control plane. Same contract as the gRPC channel: tables apply in order and are acked
  * (or nacked) only after the agent resolved applyTable; commands wait for the tables that arrived before them and
  * are refused below their min_version; whatever NATS does, relaying goes on with the table in force.
  *
- * - routes: watches `<fleet>-routes` / `table`; each entry is a whole table.
+ * - routes: watches the whole `<fleet>-routes` bucket (one key per route and a version key, shared/route-keys.ts)
+ *   and applies whole versions only: a snapshot after each (re)started watch, then deltas.
  * - acks + health: one JSON value under `<fleet>-agents` / `<agentId>`, rewritten (latest state wins) after every
  *   ack/nack, every healthInterval, and with state "stopped" on a graceful stop.
  * - recipient lists: watches `<fleet>-recipients` (agent/control/nats-recipients.ts).
@@ -63,8 +60,8 @@ class NatsControlChannel implements ControlChannel {
   private stopped = true;
   private running: Promise<void> | undefined;
   private wakeRun: (() => void) | undefined;
-  private follower: KvFollower | undefined;
-  private lists: NatsRecipientFollower | undefined;
+  private follower: VersionedFollower<RouteDelta | typeof TABLE_GONE> | undefined;
+  private lists: VersionedFollower<RecipientDelta> | undefined;
   private shadowFollower: KvFollower | undefined;
   private sub: Subscription | undefined;
   private agentsKv: KV | undefined;
@@ -171,13 +168,13 @@ class NatsControlChannel implements ControlChannel {
       },
     });
     const routesKv = async () => (this.routesKv ??= await kvm.open(this.names.routes));
-    this.follower = new KvFollower(this.names.routes, routesKv, TABLE_KEY, (e) => this.onTable(e), this.log, (watching) => {
+    this.follower = new VersionedFollower(this.names.routes, routesKv, new RouteAssembler(), (update) => this.onRoutes(update), this.log, (watching) => {
       this.watching = watching && !nc.isClosed();
       this.setConnected(this.watching);
       if (this.watching) void this.learnCurrent(routesKv);
     });
     this.follower.start();
-    this.lists = new NatsRecipientFollower(this.names.recipients, async () => kvm.open(this.names.recipients), this.session, () => void this.report(), this.log);
+    this.lists = recipientFollower(this.names.recipients, async () => kvm.open(this.names.recipients), this.session, () => void this.report(), this.log);
     this.lists.start();
     if (this.session.shadowHello) {
       this.shadowFollower = new KvFollower(this.names.shadow, async () => kvm.open(this.names.shadow), this.session.agentId, (e) => this.onShadow(e), this.log);
@@ -198,8 +195,8 @@ class NatsControlChannel implements ControlChannel {
   private async learnCurrent(open: () => Promise<KV>): Promise<void> {
     for (let attempt = 0; this.watching && !this.stopped; attempt++) {
       try {
-        const e = await (await open()).get(TABLE_KEY);
-        const version = e && e.operation === 'PUT' ? decodeJson<TableValue>(e).version : 0;
+        const e = await (await open()).get(VERSION_KEY);
+        const version = e && e.operation === 'PUT' ? completeVersion(decodeRouteVersion(e)) : 0;
         if (!Number.isSafeInteger(version) || version < 0) throw new Error(`not a table version: ${String(version)}`);
         this.session.current(version);
         return;
@@ -210,23 +207,16 @@ class NatsControlChannel implements ControlChannel {
     }
   }
 
-  private onTable(e: KvWatchEntry): void {
-    if (this.stopped) return;
-    if (e.operation !== 'PUT') {
-      this.log.warn({ op: e.operation }, 'the route table was deleted from NATS; keeping the table in force');
-      return;
+  /** A whole route table version; resolves true when the agent refused it (nacked). */
+  private async onRoutes(update: RouteDelta | typeof TABLE_GONE): Promise<boolean> {
+    if (this.stopped) return false;
+    if (update === TABLE_GONE) {
+      this.log.warn('the route table was deleted from NATS; keeping the table in force');
+      return false;
     }
-    let value: TableValue;
-    let routes: Route[];
-    try {
-      value = decodeJson<TableValue>(e);
-      routes = toRoutes(value);
-    } catch (err) {
-      this.log.error({ error: errorMessage(err), revision: e.revision }, 'unreadable route table in NATS; keeping the table in force');
-      return;
-    }
-    // Not awaited by the next table: the latest state is written anyway.
-    void this.session.table(value.version, routes).then(() => (this.stopped ? undefined : this.report()));
+    const outcome = await this.session.routeUpdate(update);
+    if (!this.stopped) void this.report();
+    return outcome.error !== undefined;
   }
 
   /** The controller's shadow assignment for this agent (each watch restart brings the latest again: apply skips it). */

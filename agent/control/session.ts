@@ -77,7 +77,12 @@ export class ControlSession {
 
   /** Applies a whole table after those that came before it; resolves with the ack (or nack) to send. */
   table(version: number, routes: Route[]): Promise<TableOutcome> {
-    return this.update({ version, baseVersion: 0, snapshot: true, upserts: routes, removals: [] });
+    return this.routeUpdate({ version, baseVersion: 0, snapshot: true, upserts: routes, removals: [] });
+  }
+
+  /** Applies a whole update (a snapshot, or a delta on top of its base) after those that came before it. */
+  routeUpdate(delta: RouteDelta): Promise<TableOutcome> {
+    return this.enqueue(() => this.applyUpdate(delta));
   }
 
   /**
@@ -91,10 +96,6 @@ export class ControlSession {
       if ('error' in whole) return this.refuse(chunk.version, whole.error);
       return this.applyUpdate(whole.delta);
     });
-  }
-
-  private update(delta: RouteDelta): Promise<TableOutcome> {
-    return this.enqueue(() => this.applyUpdate(delta));
   }
 
   private async applyUpdate(delta: RouteDelta): Promise<TableOutcome> {

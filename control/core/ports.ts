@@ -24,7 +24,8 @@ export interface AuditRecord {
   id: number;
   actor: string;
   at: number;
-  action: 'set' | 'remove' | 'hold' | 'release';
+  /** 'import': a whole `route import` in one record (NATS mode; SQLite keeps one record per route). */
+  action: 'set' | 'remove' | 'hold' | 'release' | 'import';
   match: string;
   old: Route | null;
   new: Route | null;
@@ -45,6 +46,11 @@ export interface ImportOptions extends WriteOptions {
   replace: boolean;
   /** Compute the counts, change nothing. */
   dryRun?: boolean;
+  /**
+   * The routes' hold flags are what they say, releases included. Only for the orchestrator's steps (a staged
+   * switchover releases its addresses in one version); an operator's import never releases a hold.
+   */
+  setHolds?: boolean;
 }
 
 /** What an import changed (or, with dryRun, would change); `version` is the table's version after it. */

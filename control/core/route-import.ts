@@ -25,9 +25,10 @@ export interface ImportPlan {
  * What importing `routes` into `table` changes: every route validated like `route set` (a bad one, or a match
  * twice, throws INVALID_ARGUMENT and nothing is planned), routes equal to the ones in force left alone, and with
  * `replace` every route the import does not list removed. An import never releases a hold: a held route stays
- * held (release it with `mxswitch release`), so re-importing a transport map during a migration is safe.
+ * held (release it with `mxswitch release`), so re-importing a transport map during a migration is safe; only
+ * `setHolds` (the orchestrator's steps) takes the hold flags as they are.
  */
-export function diffImport(table: ReadonlyMap<string, Route>, routes: readonly Route[], replace: boolean): ImportPlan {
+export function diffImport(table: ReadonlyMap<string, Route>, routes: readonly Route[], replace: boolean, setHolds = false): ImportPlan {
   let wanted: Route[];
   try {
     wanted = normalizeRoutes(routes);
@@ -39,14 +40,16 @@ export function diffImport(table: ReadonlyMap<string, Route>, routes: readonly R
   for (const r of wanted) {
     listed?.add(r.match);
     const old = table.get(r.match);
-    const next: Route = old?.hold && !r.hold ? { ...r, hold: true } : r;
+    const next: Route = old?.hold && !r.hold && !setHolds ? { ...r, hold: true } : r;
     if (sameRoute(old, next)) {
       plan.unchanged++;
       continue;
     }
     if (old) plan.changed++;
     else plan.added++;
-    plan.changes.push({ key: r.match, old, next, action: 'set' });
+    // A change of the hold flag alone is audited as the hold or release it is.
+    const holdOnly = old && !old.hold !== !next.hold && sameRoute({ ...old, hold: false }, { ...next, hold: false });
+    plan.changes.push({ key: r.match, old, next, action: holdOnly ? (next.hold ? 'hold' : 'release') : 'set' });
   }
   if (listed) {
     for (const [key, old] of table) {

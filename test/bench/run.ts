@@ -10,6 +10,9 @@
  *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
  *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit (gRPC and NATS)
  *   shadow       ingest with shadow redundancy on vs off at 20 sessions (route held: the 250 path only); the on/off ratio
+ *   control-scale SetRoute at 100 vs 100k routes, bytes and agent apply+persist of one change, import of 100k routes
+ *                acked by 2 agents, convergence of one change across --sessions simulated agents (500; real control
+ *                session code, 4 child processes)
  * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
  * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
  * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
@@ -25,6 +28,7 @@
  */
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
+import { controlScale, type ControlScaleResult } from './control-scale.js';
 import { convergence, type ConvergenceResult } from './convergence.js';
 import { recipientLists, type RecipientsResult } from './recipients.js';
 import { ensurePostfix, useCompiledAgent, type PeerName } from './peers.js';
@@ -62,9 +66,11 @@ const { values } = parseArgs({
     shape: { type: 'string' },
     queued: { type: 'string' },
     size: { type: 'string' },
+    // control-scale: simulated agents (default 500; 50 with --quick).
+    sessions: { type: 'string' },
   },
 });
-const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients', 'shadow'];
+const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients', 'shadow', 'control-scale'];
 const chosen = values.scenario ? values.scenario.split(',') : SCENARIOS;
 for (const s of chosen) if (!SCENARIOS.includes(s)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
 if (values.peer && values.peer !== 'postfix') throw new Error(`--peer ${values.peer}: only postfix`);
@@ -159,7 +165,13 @@ if (wanted('recipients')) {
 const shadowed: ShadowCostResult[] = [];
 if (wanted('shadow')) shadowed.push(await shadowCost(quick ? { sessions: 4, messages: 50, size: 4096 } : { sessions: 20, messages: 250, size: 4096 }, quick ? 1 : reps, quick ? 30_000 : 120_000));
 
-const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists, ...shadowed];
+const controlScales: ControlScaleResult[] = [];
+if (wanted('control-scale')) {
+  progress('control-scale');
+  controlScales.push(await controlScale(quick ? 10_000 : 100_000, values.sessions ? Number(values.sessions) : quick ? 50 : 500, quick ? 2 : 4, quick ? 5 : 20));
+}
+
+const results = [...(wanted('ingest') ? ingested : []), ...(wanted('e2e') ? endToEnd : []), ...drained, ...scaled, ...larges, ...converged, ...lists, ...shadowed, ...controlScales];
 const num = (v: number, d = 0, w = 8) => v.toFixed(d).padStart(w);
 const mb = (b: number) => (b / 1024 / 1024).toFixed(0);
 const shapeText = (s: Shape) => `${s.sessions} x ${s.messages} x ${Math.round(s.size / 1024)}KB`;
@@ -246,6 +258,15 @@ if (values.json) {
     console.log('shadow   sessions x msgs x size   accepted  failed   msgs/s   p50 ms   p99 ms  (msgs/s of each rep)');
     for (const r of s.rows) console.log(`${r.mode.padEnd(8)} ${shapeText(r.shape).padEnd(24)} ${num(r.accepted, 0, 8)} ${num(r.failed, 0, 7)} ${num(r.msgsPerSec)} ${num(r.p50ms, 1)} ${num(r.p99ms, 1)}  (${repsText(r.repsMsgsPerSec)})`);
     console.log(`  on/off = ${s.ratio.toFixed(2)}x (the issue's target: at least 0.75x at 20 sessions)`);
+  }
+  for (const c of controlScales) {
+    const k = (n: number) => `${(n / 1000).toFixed(0)}k`;
+    console.log(`\ncontrol plane at scale (SQLite controller; targets from issue 17)`);
+    console.log(`  SetRoute median: ${c.setRouteSmallMs.toFixed(2)} ms at 100 routes, ${c.setRouteLargeMs.toFixed(2)} ms at ${k(c.routes)}: ${c.setRouteRatio.toFixed(2)}x (target <= 1.5x)`);
+    console.log(`  one change to one agent: ${c.changeBytes} bytes on the wire (target < 10 KB)`);
+    console.log(`  agent apply + durable persist of one change at ${k(c.routes)}: median ${c.applyMs.toFixed(2)} ms, p99 ${c.applyP99Ms.toFixed(2)} ms (target < 5 ms)`);
+    console.log(`  route import of ${k(c.routes)} routes, one version, until both agents acked: ${(c.importMs / 1000).toFixed(2)} s (target < 10 s)`);
+    console.log(`  convergence of one change at ${k(c.routes)} across ${c.sessions} simulated agents (${c.processes} processes, ${c.changes} changes): p50 ${c.convergenceP50Ms.toFixed(0)} ms, p99 ${c.convergenceP99Ms.toFixed(0)} ms, max ${c.convergenceMaxMs.toFixed(0)} ms (target p99 < 1 s)`);
   }
   for (const l of lists) {
     console.log(`\nrecipient lists (${l.transport}): ${l.addresses} addresses imported in ${l.importMs.toFixed(0)} ms, on all ${l.agents} agents ${l.appliedMs.toFixed(0)} ms later; one add afterwards reached them in ${l.editMs.toFixed(0)} ms`);

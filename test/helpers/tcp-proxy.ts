@@ -8,6 +8,8 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
  */
 export class TcpProxy {
   port = 0;
+  /** Bytes forwarded from the upstream to the clients (what a controller sent its agents, in the bench). */
+  bytesDown = 0;
   private partitioned = false;
   private readonly server: Server;
   private readonly pairs = new Set<{ down: Socket; up: Socket | undefined }>();
@@ -80,7 +82,10 @@ export class TcpProxy {
     pair.up = up;
     up.on('error', () => undefined);
     up.on('close', () => down.destroy());
-    up.on('data', (d: Buffer) => down.write(d));
+    up.on('data', (d: Buffer) => {
+      this.bytesDown += d.length;
+      down.write(d);
+    });
     down.on('data', (d: Buffer) => up.write(d));
     down.on('end', () => up.end());
     up.on('end', () => down.end());

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { connect } from '@nats-io/transport-node';
-import { bucketNames, kvManager, TABLE_KEY } from '../../shared/nats.js';
+import { bucketNames, kvManager } from '../../shared/nats.js';
 import { smtpClient, testMessage, waitFor } from '../helpers/agent.js';
 import { adminApi, agentsAt, deferrer, sampleAppliedVersions, isStatus } from '../helpers/controller.js';
 import { NatsServer } from '../helpers/nats-server.js';
@@ -121,14 +121,20 @@ test('the table purged from NATS (bucket restored from an old backup): versions 
   const nc = await connect({ servers: server.url });
   defer(() => nc.close());
   const routes = await kvManager(nc).open(bucketNames(fleet).routes);
-  await routes.purge(TABLE_KEY);
+  // Every key: the version key and one per route (shared/route-keys.ts).
+  const purgeTable = async () => {
+    const keys: string[] = [];
+    for await (const k of await routes.keys()) keys.push(k);
+    for (const k of keys) await routes.purge(k);
+  };
+  await purgeTable();
   await waitFor('controller saw the purge', () => ctl.controller.store.version === 0);
   assert.equal(a.agent.appliedVersion, 3, 'the agent keeps its table');
   assert.equal((await api.setRoute('d.example', 'smtp:[127.0.0.1]:2')).version, 4);
   await waitFor('p1 at version 4', () => a.agent.appliedVersion === 4);
 
   // Same, with a controller that never saw the old table: the agents' reports set the floor.
-  await routes.purge(TABLE_KEY);
+  await purgeTable();
   await ctl.cleanup();
   ctl = await tr.startController({ fleet });
   const api2 = adminApi(ctl.address);

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect } from '@nats-io/transport-node';
-import { agentInboxPrefix, bucketNames, commandSubject, encodeJson, kvManager, TABLE_KEY } from '../../shared/nats.js';
+import { agentInboxPrefix, bucketNames, commandSubject, encodeJson, kvManager } from '../../shared/nats.js';
+import { routeKey, VERSION_KEY } from '../../shared/route-keys.js';
 import { waitFor, within } from '../helpers/agent.js';
 import { adminApi, agentsAt, deferrer, last, startController } from '../helpers/controller.js';
 import { NatsServer } from '../helpers/nats-server.js';
@@ -60,10 +61,10 @@ test('NATS accounts: agents read routes and recipient lists and write only their
   const agentsKv = await kvm.open(names.agents);
   const lists = await kvm.open(names.recipients);
   await assert.rejects(lists.put('version', encodeJson({ version: 9, state: 'done', domains: [] })), /Permissions Violation for Publish to "\$KV\.mxswitch-recipients\.version"/);
-  const forged = encodeJson({ version: 99, routes: [{ match: 'example.com', target: 'smtp:[192.0.2.66]:25' }] });
-  await assert.rejects(routes.put(TABLE_KEY, forged), /Permissions Violation for Publish to "\$KV\.mxswitch-routes\.table"/);
-  await assert.rejects(routes.update(TABLE_KEY, forged, 1), /Permissions Violation/);
-  await assert.rejects(routes.delete(TABLE_KEY), /Permissions Violation/);
+  const forged = encodeJson({ v: 99, route: { match: 'example.com', target: 'smtp:[192.0.2.66]:25' } });
+  await assert.rejects(routes.put(routeKey('example.com'), forged), /Permissions Violation for Publish to "\$KV\.mxswitch-routes\.r\./);
+  await assert.rejects(routes.update(VERSION_KEY, encodeJson({ version: 99, state: 'done', complete: 99 }), 1), /Permissions Violation for Publish to "\$KV\.mxswitch-routes\.version"/);
+  await assert.rejects(routes.delete(VERSION_KEY), /Permissions Violation/);
   await assert.rejects(agentsKv.put('mx-us-1', encodeJson({ agentId: 'mx-us-1', appliedVersion: 99 })), /Permissions Violation for Publish to "\$KV\.mxswitch-agents\.mx-us-1"/);
   // mx-us-1's shadow assignment (the credentials of its pairs) is not for mx-eu-1: no watch, no read.
   const shadowKv = await kvm.open(names.shadow);

@@ -61,7 +61,11 @@ test('switchover --recipients: 50 mailboxes move to the new server under traffic
   const final = ops.at(-1)!.operation;
   assert.equal(final.state, 'done');
   assert.deepEqual(final.recipients, [...MOVED].sort());
-  assert.ok(ctl.controller.store.version > versionBefore);
+  // One table version per step for all 50 mailboxes (hold, re-point, release), not one per mailbox.
+  assert.equal(ctl.controller.store.version, versionBefore + 3);
+  const audit = (await ctl.controller.store.audit(1000)).filter((r) => r.version > versionBefore);
+  assert.deepEqual([...new Set(audit.map((r) => `${r.version} ${r.action}`))].sort(), [`${versionBefore + 1} set`, `${versionBefore + 2} set`, `${versionBefore + 3} release`]);
+  assert.equal(audit.length, 150, 'one audit record per mailbox and step');
 
   // After the switchover: a last round of split messages, then stop and let every queue empty.
   const afterFrom = n;

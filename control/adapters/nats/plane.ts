@@ -48,7 +48,7 @@ export class NatsControlPlane {
     try {
       const kvm = kvManager(nc);
       const [routes, agents, ops, recipients, shadow] = await Promise.all([
-        kvm.create(names.routes, { history: 10, replicas: config.replicas, description: 'mxswitch routing table (key "table")' }),
+        kvm.create(names.routes, { history: 10, replicas: config.replicas, description: 'mxswitch routing table: r.<base64url match> per route and key "version"' }),
         kvm.create(names.agents, { history: 1, replicas: config.replicas, description: 'mxswitch agents: acked version and health, one key per agent' }),
         kvm.create(names.ops, { history: 1, replicas: config.replicas, description: 'mxswitch operations, locks and audit' }),
         kvm.create(names.recipients, { history: 1, replicas: config.replicas, description: 'mxswitch recipient lists: shards s.<domain>.<n> and key "version"' }),

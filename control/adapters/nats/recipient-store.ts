@@ -3,7 +3,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV, KvEntry } from '@nats-io/kv';
 import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
 import type { Logger } from '../../../shared/logger.js';
-import { encodeJson, isWrongLastSequence, KvFollower } from '../../../shared/nats.js';
+import { ClaimLost, commitVersion } from '../../../shared/kv-versions.js';
+import { encodeJson, KvFollower } from '../../../shared/nats.js';
 import { listAddressIn, listDomain, parseListEdit } from '../../../shared/recipient-list.js';
 import { decodeListVersion, encodeShard, shardKey, shardOf, ShardAssembler, VERSION_KEY, type ListVersionValue } from '../../../shared/recipient-shards.js';
 import type { RecipientCount, RecipientEdit, RecipientListing, RecipientStoreApi, RecipientStoreEvents, RecipientsChanged } from '../../core/ports.js';
@@ -177,19 +178,12 @@ export class NatsRecipientStore extends EventEmitter<RecipientStoreEvents> imple
       const version = (base?.version ?? 0) + 1;
       const value = (state: ListVersionValue['state']): Uint8Array => encodeJson({ version, state, domains: [...draft.domains].sort(), actor, at: Date.now() } satisfies ListVersionValue);
       try {
-        if (entry) await this.kv.update(VERSION_KEY, value('writing'), entry.revision);
-        else await this.kv.create(VERSION_KEY, value('writing'));
+        await commitVersion(this.kv, entry, value, values.map((v) => ({ key: v.key, data: v.data.length ? v.data : null })));
       } catch (err) {
-        if (isWrongLastSequence(err) && attempt < 20) {
+        if (err instanceof ClaimLost && attempt < 20) {
           this.log.debug({ attempt }, 'recipient lists changed concurrently (another controller?); re-reading');
           continue;
         }
-        throw unavailable(err);
-      }
-      try {
-        await Promise.all(values.map((v) => (v.data.length ? this.kv.put(v.key, v.data) : this.kv.delete(v.key))));
-        await this.kv.put(VERSION_KEY, value('done'));
-      } catch (err) {
         // Claimed but not done: agents keep the version before; the next write (a retry) completes a new one.
         throw unavailable(err);
       }

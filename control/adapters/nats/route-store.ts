@@ -2,31 +2,42 @@ import { EventEmitter } from 'node:events';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV, KvEntry } from '@nats-io/kv';
 import { errorMessage, MxError, quoteInput } from '../../../shared/errors.js';
+import { ClaimLost, commitVersion, type KeyWrite } from '../../../shared/kv-versions.js';
 import type { Logger } from '../../../shared/logger.js';
-import { decodeJson, encodeJson, isWrongLastSequence, KvFollower, TABLE_KEY, type TableValue } from '../../../shared/nats.js';
+import { decodeJson, encodeJson, KvFollower } from '../../../shared/nats.js';
+import { completeVersion, decodeRouteVersion, encodeRouteKey, matchOfKey, RouteAssembler, routeKey, TABLE_GONE, VERSION_KEY, type RouteVersionValue } from '../../../shared/route-keys.js';
+import { normalizeMatch, normalizeRoutes, type Route } from '../../../shared/routes.js';
+import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type ImportOptions, type ImportResult, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
+import { diffImport, type RouteChange } from '../../core/route-import.js';
 import { CatchUp } from './catch-up.js';
 import { unavailable } from './unavailable.js';
-import { INVALID_ARGUMENT, NOT_FOUND, VERSION_CONFLICT, type AuditRecord, type ImportOptions, type ImportResult, type RouteStoreApi, type RouteStoreEvents, type Snapshot, type WriteOptions } from '../../core/ports.js';
-import { normalizeMatch, normalizeRoutes, RouteTable, type Route } from '../../../shared/routes.js';
 
 const auditKey = (version: number) => `audit.${String(version).padStart(12, '0')}`;
 const byMatch = (a: Route, b: Route) => (a.match < b.match ? -1 : a.match > b.match ? 1 : 0);
 
+/** A version left "writing" this long is abandoned (its writer died): the next writer claims over it and repairs it. */
+const ABANDONED_AFTER_MS = 30_000;
+/** How long a writer waits for its own watch to bring the version it wrote (a 100k import takes a few seconds). */
+const OWN_WRITE_MS = 30_000;
+
+/** What one write changes, computed from the table in force (the cache at the newest done version). */
+type Plan = { changes: RouteChange[]; audit: Omit<AuditRecord, 'id' | 'actor' | 'at' | 'version'>; counts?: Omit<ImportResult, 'version' | 'dryRun'> };
+
 /**
- * The routing table in the `<fleet>-routes` bucket, key `table` (the whole table, see shared/nats.ts). Reads come
- * from a cache kept by a watch, so every controller replica answers the same once the watch has delivered; each
- * write reads the current value, computes the next table and writes it with compare-and-set on that value's
- * revision (a concurrent write by another replica makes it re-read and recompute), then waits until its own watch
- * has seen the write (read-your-writes for the caller). One audit record per version goes to `<fleet>-ops`.
+ * The routing table in the `<fleet>-routes` bucket, one key per route plus a version key (layout:
+ * shared/route-keys.ts). Reads come from a cache assembled by a watch, exactly as agents assemble theirs; a write
+ * claims the next version with compare-and-set (a concurrent write by another replica is refused and retried from
+ * a fresh read), writes only the routes it changes, marks the version done and waits for its own watch to see it
+ * (read-your-writes for the caller). One audit record per version goes to `<fleet>-ops`.
  */
 export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements RouteStoreApi {
-  private current: Snapshot = { version: 0, routes: [] };
-  private revision = 0;
+  private readonly assembler = new RouteAssembler();
+  private snap: Snapshot | undefined;
   private floor = 0;
   private checkingFloor = 0;
   private floorCheck: Promise<void> = Promise.resolve();
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly catchUp = new CatchUp(() => this.revision);
+  private readonly catchUp = new CatchUp(() => this.assembler.version);
   private readonly follower: KvFollower;
 
   constructor(
@@ -39,14 +50,17 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   ) {
     super();
     this.setMaxListeners(0);
-    this.follower = new KvFollower('routes', async () => routes, TABLE_KEY, (e) => this.accept(e), log);
+    this.follower = new KvFollower('routes', async () => routes, '>', (e) => this.accept(e), log, (watching) => {
+      if (watching) this.assembler.reset();
+    });
   }
 
-  /** Reads the table once (before serving), then follows it. */
+  /** Follows the table; resolves once the cache holds the version that was complete at start (before serving). */
   async start(): Promise<void> {
-    const e = await this.routes.get(TABLE_KEY);
-    if (e) this.accept(e);
+    const e = await this.routes.get(VERSION_KEY);
     this.follower.start();
+    const complete = e && e.operation === 'PUT' ? completeVersion(decodeRouteVersion(e)) : 0;
+    if (complete && !(await this.catchUp.reached(complete, OWN_WRITE_MS))) this.log.warn({ version: complete }, 'route table not yet read from NATS; serving what the watch has brought so far');
   }
 
   restart(): void {
@@ -58,31 +72,32 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   }
 
   snapshot(): Snapshot {
-    return this.current;
+    // Built once per version: at 100k routes a copy per read would cost more than the reads.
+    this.snap ??= { version: this.assembler.version, routes: [...this.assembler.routes.values()].sort(byMatch) };
+    return this.snap;
   }
 
   get version(): number {
-    return this.current.version;
+    return this.assembler.version;
   }
 
   get(match: string): Route | undefined {
-    const key = this.key(match);
-    return this.current.routes.find((r) => r.match === key);
+    return this.assembler.routes.get(this.key(match));
   }
 
   set(route: Route, opts: WriteOptions = {}): Promise<number> {
-    let normalized: Route;
+    let next: Route;
     try {
-      normalized = normalizeRoutes([route])[0]!;
+      next = normalizeRoutes([route])[0]!;
     } catch (err) {
       return Promise.reject(new MxError(INVALID_ARGUMENT, errorMessage(err)));
     }
-    return this.write(normalized.match, opts, 'set', () => normalized);
+    return this.one(next.match, opts, 'set', () => next);
   }
 
   remove(match: string, opts: WriteOptions = {}): Promise<number> {
     return this.keyed(match, (key) =>
-      this.write(key, opts, 'remove', (old) => {
+      this.one(key, opts, 'remove', (old) => {
         if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}`);
         return null;
       }),
@@ -91,7 +106,7 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
 
   setHold(match: string, hold: boolean, opts: WriteOptions = {}): Promise<number> {
     return this.keyed(match, (key) =>
-      this.write(key, opts, hold ? 'hold' : 'release', (old) => {
+      this.one(key, opts, hold ? 'hold' : 'release', (old) => {
         if (!old) throw new MxError(NOT_FOUND, `no route for ${quoteInput(key)}; create it with route set first`);
         const next: Route = { ...old };
         if (hold) next.hold = true;
@@ -101,8 +116,16 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
     );
   }
 
-  importRoutes(_routes: readonly Route[], _opts: ImportOptions): Promise<ImportResult> {
-    return Promise.reject(new MxError('UNSUPPORTED', 'route import is not available on a NATS-mode controller yet'));
+  /** Many routes in one version (see ImportOptions); nothing changes on an error. */
+  async importRoutes(routes: readonly Route[], opts: ImportOptions): Promise<ImportResult> {
+    let counts: Omit<ImportResult, 'version' | 'dryRun'> | undefined;
+    const version = await this.write(opts, (table) => {
+      const plan = diffImport(table, routes, opts.replace, opts.setHolds);
+      counts = { added: plan.added, changed: plan.changed, removed: plan.removed, unchanged: plan.unchanged };
+      const what = `${routes.length} routes${opts.replace ? ' (replace)' : ''}: ${plan.added} added, ${plan.changed} changed, ${plan.removed} removed`;
+      return { changes: opts.dryRun ? [] : plan.changes, audit: { action: 'import', match: what, old: null, new: null } };
+    });
+    return { version, ...counts!, dryRun: Boolean(opts.dryRun) };
   }
 
   async audit(limit = 100): Promise<AuditRecord[]> {
@@ -118,13 +141,13 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   }
 
   raiseVersionFloor(seen: number): void {
-    if (seen <= this.floor || seen <= this.current.version || seen <= this.checkingFloor) return;
-    // Our cache may just be behind another replica's write: only the table in NATS says whether it is older.
+    if (seen <= this.floor || seen <= this.version || seen <= this.checkingFloor) return;
+    // Our cache may just be behind another replica's write: only the version key in NATS says whether it is older.
     this.checkingFloor = seen;
     this.floorCheck = this.routes
-      .get(TABLE_KEY)
+      .get(VERSION_KEY)
       .then((e) => {
-        const version = e && e.operation === 'PUT' ? decodeJson<TableValue>(e).version : 0;
+        const version = e && e.operation === 'PUT' ? decodeRouteVersion(e).version : 0;
         if (seen > version && seen > this.floor) {
           this.floor = seen;
           this.log.error({ agentVersion: seen, tableVersion: version }, 'an agent applied a newer route table than the one in NATS (bucket replaced or restored?); the next change gets a version above it');
@@ -155,89 +178,103 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
   }
 
   private accept(e: KvEntry): void {
-    this.acceptValue(e.revision, e.operation, e.value);
-  }
-
-  /** A table value from the watch (or our own write): newer revisions replace the cache. */
-  private acceptValue(revision: number, operation: KvEntry['operation'], value: Uint8Array): void {
-    if (revision <= this.revision) return;
-    this.revision = revision;
-    if (operation !== 'PUT') {
-      // Versions must never go back for the agents: the next write continues above the last one we saw.
-      this.floor = Math.max(this.floor, this.current.version);
-      this.log.error({ op: operation }, 'the route table was deleted from NATS; agents keep theirs, the next change starts a new table');
-      this.current = { version: 0, routes: [] };
-    } else {
-      try {
-        const v = JSON.parse(new TextDecoder().decode(value)) as TableValue;
-        const table = new RouteTable(v.routes, v.version);
-        const changed = v.version !== this.current.version;
-        this.current = { version: v.version, routes: table.routes };
-        if (changed) this.emit('change', this.current);
-      } catch (err) {
-        this.log.error({ error: errorMessage(err), revision }, 'unreadable route table in NATS; ignored');
-      }
+    let update;
+    try {
+      update = this.assembler.accept(e);
+    } catch (err) {
+      this.log.error({ error: errorMessage(err), key: e.key, revision: e.revision }, 'unreadable route table entry in NATS; ignored');
+      return;
     }
+    if (update === TABLE_GONE) {
+      // Versions must never go back for the agents: the next write continues above the last one we saw (the floor).
+      this.snap = undefined;
+      this.log.error('the route table was deleted from NATS; agents keep theirs, the next change starts a new table');
+      return;
+    }
+    if (!update) return;
+    const changed = update.version !== this.snap?.version;
+    this.floor = Math.max(this.floor, update.version);
+    this.snap = undefined;
+    if (changed) this.emit('change', { version: update.version });
     this.catchUp.advanced();
   }
 
-  private write(key: string, opts: WriteOptions, action: AuditRecord['action'], change: (old: Route | undefined) => Route | null): Promise<number> {
-    const run = () => this.writeNow(key, opts, action, change);
+  /** A write of one route: `change` gets the route in force (undefined: none) and returns the new one (null: removed). */
+  private one(key: string, opts: WriteOptions, action: AuditRecord['action'], change: (old: Route | undefined) => Route | null): Promise<number> {
+    return this.write(opts, (table) => {
+      const old = table.get(key);
+      const next = change(old);
+      return { changes: [{ key, old, next, action }], audit: { action, match: key, old: old ?? null, new: next } };
+    });
+  }
+
+  private write(opts: WriteOptions, plan: (table: ReadonlyMap<string, Route>) => Plan): Promise<number> {
+    const run = () => this.writeNow(opts, plan);
     // One write at a time from this process (no point racing ourselves); other replicas are handled by the CAS.
     const result = this.chain.then(run, run);
     this.chain = result.catch(() => undefined);
     return result;
   }
 
-  private async writeNow(key: string, opts: WriteOptions, action: AuditRecord['action'], change: (old: Route | undefined) => Route | null): Promise<number> {
+  private async writeNow(opts: WriteOptions, plan: (table: ReadonlyMap<string, Route>) => Plan): Promise<number> {
     await this.floorCheck;
     for (let attempt = 0; ; attempt++) {
       if (this.nc.isClosed() || !this.connected()) throw new MxError('UNAVAILABLE', 'NATS is not connected; the route table cannot be changed now');
       let entry: KvEntry | null;
       try {
-        entry = await this.routes.get(TABLE_KEY);
+        entry = await this.routes.get(VERSION_KEY);
       } catch (err) {
         throw unavailable(err);
       }
-      const base: TableValue = entry && entry.operation === 'PUT' ? decodeJson<TableValue>(entry) : { version: 0, routes: [] };
-      if (opts.expectedVersion && opts.expectedVersion !== base.version) {
-        throw new MxError(VERSION_CONFLICT, `the route table is at version ${base.version}, not ${opts.expectedVersion}: someone else changed it; re-read and retry`);
+      const base = entry && entry.operation === 'PUT' ? decodeRouteVersion(entry) : undefined;
+      if (base?.state === 'writing' && Date.now() - base.at < ABANDONED_AFTER_MS) {
+        // Another replica is writing: its version comes first.
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
       }
-      const old = base.routes.find((r) => r.match === key);
-      const next = change(old);
-      const routes = base.routes.filter((r) => r.match !== key);
-      if (next) routes.push(next);
-      routes.sort(byMatch);
-      const version = Math.max(base.version, this.floor) + 1;
-      try {
-        // The table as a whole must stay loadable by agents.
-        new RouteTable(routes, version);
-      } catch (err) {
-        throw new MxError(INVALID_ARGUMENT, errorMessage(err));
+      const complete = base ? completeVersion(base) : 0;
+      // The plan starts from the cache: it must hold the newest done version (another replica may have written it).
+      if (complete > this.version && !(await this.catchUp.reached(complete, 3000))) throw new MxError('UNAVAILABLE', `the route table cache is behind version ${complete} in NATS; retry`);
+      if (opts.expectedVersion && opts.expectedVersion !== complete) {
+        throw new MxError(VERSION_CONFLICT, `the route table is at version ${complete}, not ${opts.expectedVersion}: someone else changed it; re-read and retry`);
       }
+      const { changes, audit } = plan(this.assembler.routes);
+      if (!changes.length) return this.version;
+      const version = Math.max(base?.version ?? 0, this.floor) + 1;
+      const writes: KeyWrite[] = changes.map((c) => ({ key: routeKey(c.key), data: encodeRouteKey({ v: version, route: c.next }) }));
+      if (base?.state === 'writing') writes.push(...this.repairs(base.version, version, new Set(changes.map((c) => c.key))));
       const at = Date.now();
       const actor = opts.actor || 'unknown';
-      const value: TableValue = { version, routes, change: { actor, at, action, match: key, old: old ?? null, new: next } };
-      const data = encodeJson(value);
-      const max = this.nc.info?.max_payload ?? 1024 * 1024;
-      if (data.length > max - 1024) throw new MxError(INVALID_ARGUMENT, `the route table would be ${data.length} bytes, above what NATS carries in one message (max_payload ${max})`);
-      let revision: number;
+      const value = (state: RouteVersionValue['state']) => encodeJson({ version, state, complete: state === 'done' ? version : complete, actor, at } satisfies RouteVersionValue);
       try {
-        revision = entry ? await this.routes.update(TABLE_KEY, data, entry.revision) : await this.routes.create(TABLE_KEY, data);
+        await commitVersion(this.routes, entry, value, writes);
       } catch (err) {
-        if (isWrongLastSequence(err) && attempt < 20) {
+        if (err instanceof ClaimLost && attempt < 20) {
           this.log.debug({ attempt }, 'route table changed concurrently (another controller?); re-reading');
           continue;
         }
+        // Claimed but not done: agents keep the version before; the next write completes a new one.
         throw unavailable(err);
       }
-      const audit: AuditRecord = { id: version, actor, at, action, match: key, old: old ?? null, new: next, version };
-      await this.ops.put(auditKey(version), encodeJson(audit)).catch((err: unknown) => this.log.error({ error: errorMessage(err), version }, 'audit record not written'));
-      if (!(await this.catchUp.reached(revision, 2000)) && revision > this.revision) {
-        // The watch is behind (reconnecting): serve our own write until it catches up.
-        this.acceptValue(revision, 'PUT', data);
-      }
+      const record: AuditRecord = { id: version, actor, at, ...audit, version };
+      await this.ops.put(auditKey(version), encodeJson(record)).catch((err: unknown) => this.log.error({ error: errorMessage(err), version }, 'audit record not written'));
+      if (!(await this.catchUp.reached(version, OWN_WRITE_MS))) this.log.warn({ version }, 'route table write not yet seen by our own watch');
       return version;
     }
+  }
+
+  /**
+   * The keys an abandoned version wrote (its writer died between claim and done), put back as the table in force
+   * has them, so they are not part of the version that takes over.
+   */
+  private repairs(abandoned: number, version: number, written: ReadonlySet<string>): KeyWrite[] {
+    const out: KeyWrite[] = [];
+    for (const [key, value] of this.assembler.live) {
+      const match = matchOfKey(key)!;
+      if (value?.v !== abandoned || written.has(match)) continue;
+      out.push({ key, data: encodeRouteKey({ v: version, route: this.assembler.routes.get(match) ?? null }) });
+    }
+    this.log.warn({ abandoned, repaired: out.length }, 'a route table version was left half-written; taking over and putting its routes back');
+    return out;
   }
 }

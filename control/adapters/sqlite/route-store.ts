@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS routes (
   updated_at INTEGER NOT NULL,
   present INTEGER NOT NULL DEFAULT 1
 ) WITHOUT ROWID;
+-- since(v): the rows changed after v, without a scan of the whole table per change.
+CREATE INDEX IF NOT EXISTS routes_by_version ON routes (version);
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY,
   actor TEXT NOT NULL,
@@ -177,7 +179,7 @@ export class RouteStore extends EventEmitter<RouteStoreEvents> implements RouteS
 
   /** Many routes in one version (see ImportOptions); nothing changes on an error. */
   importRoutes(routes: readonly Route[], opts: ImportOptions): ImportResult {
-    const plan = diffImport(this.table, routes, opts.replace);
+    const plan = diffImport(this.table, routes, opts.replace, opts.setHolds);
     if (opts.expectedVersion && opts.expectedVersion !== this.current) throw this.conflict(opts.expectedVersion);
     const counts = { added: plan.added, changed: plan.changed, removed: plan.removed, unchanged: plan.unchanged };
     if (opts.dryRun || !plan.changes.length) return { version: this.current, ...counts, dryRun: Boolean(opts.dryRun) };

@@ -15,7 +15,7 @@ const PROGRESS_HELP = `
 Progress: on a terminal one status line shows which agents have acked and which are pending, plus a line per completed step; otherwise one plain line per progress event; with --json one JSON object per progress event (NDJSON, "type":"progress") and a final {"type":"result","ok":...} object. Ctrl-C detaches: the operation continues on the controller (re-attach with \`mxswitch operation follow ID\`).`;
 
 /** Wraps each paragraph line of a help epilogue at `width` columns (commander wraps only its own sections). */
-function wrap(text: string, width = 110): string {
+export function wrap(text: string, width = 110): string {
   return text
     .split('\n')
     .map((line) => {

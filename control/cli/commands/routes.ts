@@ -1,22 +1,19 @@
 import { Option, type Command } from 'commander';
-import { UsageError } from '../../../shared/errors.js';
 import type { Route } from '../../../shared/routes.js';
 import { commandToWire } from '../../../shared/wire.js';
-import { formatDuration } from '../../../shared/units.js';
-import { actor, ControllerError, withAdmin, type AdminConnection } from '../admin-client.js';
-import { checkDuration, checkMatch, checkTarget, checkVersion } from '../args.js';
+import { actor, withAdmin, type AdminConnection } from '../admin-client.js';
+import { checkMatch, checkTarget } from '../args.js';
 import { action, emit, table } from '../output.js';
 import { exitHelp, GROUP_HELP, operator, type CommonOptions } from './common.js';
 import { agentState } from './fleet-status.js';
 import { askAgents } from './queue-fleet.js';
+import { appliedText, changeOptions, changeParams, type ChangeOptions } from './route-change.js';
 import { routeDryRun } from './route-dry-run.js';
+import { registerRouteImport } from './route-import.js';
 
 /** `route ls|set|rm`: the routing table on the controller. Arguments are checked before connecting. */
 
-type ChangeOptions = CommonOptions & { expectVersion?: string; wait?: boolean; timeout?: string; dryRun?: boolean };
 type RouteSetOptions = ChangeOptions & { hold?: boolean; tls?: 'required' | 'may'; verify?: 'probe' | 'none' };
-
-const DEFAULT_WAIT_MS = 30_000;
 
 /** Adds the `route` group. */
 export function registerRoutes(program: Command): void {
@@ -31,6 +28,7 @@ export function registerRoutes(program: Command): void {
     .option('--addresses', 'list every address route on its own line')
     .action(action(routeLs));
 
+  const SET_DRY_RUN = 'change nothing: print the table lines it would remove (-) and add (+), and per agent how many queued recipients would change next hop (from -> to)';
   const waits = 'the controller to store the new table version; with --wait also until every expected agent has applied it; with --dry-run one answer per expected agent (what it would do to its queue), nothing stored.';
   changeOptions(
     operator(
@@ -52,6 +50,7 @@ export function registerRoutes(program: Command): void {
           .choices(['probe', 'none'])
           .default('none'),
       ),
+    SET_DRY_RUN,
   ).action(action(routeSet));
 
   changeOptions(
@@ -65,16 +64,10 @@ export function registerRoutes(program: Command): void {
         'no such route, version mismatch, (--wait) an agent did not apply it in time, or the controller refused or could not be reached',
       ),
     ).argument('<match>', 'the route\'s MATCH'),
+    SET_DRY_RUN,
   ).action(action(routeRm));
-}
 
-/** --expect-version, --wait and --timeout of the commands that change the table. */
-function changeOptions(cmd: Command): Command {
-  return cmd
-    .option('--expect-version <n>', 'compare-and-set: only change the table if it is still at this version')
-    .option('--wait', 'wait until every expected agent has applied the new version')
-    .option('--timeout <duration>', 'with --wait: give up after this long (default 30s)')
-    .option('--dry-run', 'change nothing: print the table lines it would remove (-) and add (+), and per agent how many queued recipients would change next hop (from -> to)');
+  registerRouteImport(route);
 }
 
 type ListedRoute = { match: string; target: string; hold: boolean; tls: string; verify: string };
@@ -195,31 +188,4 @@ async function routeRm(matchText: string, opts: ChangeOptions): Promise<void> {
       `route ${v.match} removed: table version ${v.version}${applied ? appliedText(applied) : ''}`,
     );
   });
-}
-
-/** Checks --expect-version and --timeout; `applied` waits (with --wait) for the agents to apply a stored version. */
-function changeParams(opts: ChangeOptions) {
-  if (opts.dryRun && opts.wait) throw new UsageError('--dry-run changes nothing: there is nothing to --wait for');
-  const expectedVersion = checkVersion('--expect-version', opts.expectVersion);
-  const waitMs = checkDuration('--timeout', opts.timeout) ?? DEFAULT_WAIT_MS;
-  return { expectedVersion, applied: (a: AdminConnection, version: number) => (opts.wait ? waitApplied(a, version, waitMs) : Promise.resolve(undefined)) };
-}
-
-const appliedText = (agents: readonly string[]) => `, applied by ${agents.length ? agents.join(', ') : 'no agents (none expected)'}`;
-
-/** Polls Status until every expected agent has applied `version`; throws naming the laggards. */
-async function waitApplied(a: AdminConnection, version: number, timeoutMs: number): Promise<string[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await a.status();
-    const expected = s.agents.filter((x) => x.expected);
-    const behind = expected.filter((x) => x.appliedVersion < version);
-    if (behind.length === 0) return expected.map((x) => x.id);
-    if (Date.now() > deadline) {
-      throw new ControllerError(
-        `table version ${version} is stored but not applied within ${formatDuration(timeoutMs)} by ${behind.map((x) => `${x.id} (${x.state}, at v${x.appliedVersion})`).join(', ')}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
