@@ -100,3 +100,22 @@ test('nats: 20,000 routes imported in one version reach the agent; one change re
   const sorted = (rs: readonly { match: string; target: string; hold?: boolean }[]) => rs.map((r) => `${r.match} ${r.target} ${r.hold ?? false}`).sort();
   assert.deepEqual(sorted(again.agent.router.table.routes), sorted(ctl.controller.store.snapshot().routes));
 });
+
+test('nats: a bucket from before the key-per-route layout (the whole table under "table") is moved to keys in one version above it', { timeout: 60_000 }, async (t) => {
+  const fleet = `legacy${process.pid}`;
+  const nc = await connect({ servers: server.url });
+  t.after(() => nc.close());
+  const kv = await kvManager(nc).create(bucketNames(fleet).routes, { history: 10 });
+  const old = { version: 41, routes: [{ match: 'example.com', target: T(1) }, { match: 'held.example', target: T(2), hold: true }] };
+  await kv.put('table', encodeJson(old));
+  const transport = natsTransport(server);
+  const ctl = await transport.startController({ fleet });
+  t.after(() => ctl.cleanup());
+  assert.equal(ctl.controller.store.version, 42);
+  assert.deepEqual(ctl.controller.store.snapshot().routes, old.routes);
+  assert.equal(await kv.get('table').then((e) => e?.operation), 'DEL');
+  const agent = await transport.startAgent(ctl, 'n1');
+  t.after(() => agent.cleanup());
+  await waitFor('the agent on version 42', () => agent.agent.router.table.version === 42, 30_000);
+  assert.deepEqual(agent.agent.router.table.get('held.example'), { match: 'held.example', target: T(2), hold: true });
+});

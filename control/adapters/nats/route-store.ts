@@ -12,6 +12,8 @@ import { diffImport, type RouteChange } from '../../core/route-import.js';
 import { CatchUp } from './catch-up.js';
 import { unavailable } from './unavailable.js';
 
+/** Where controllers before the key-per-route layout kept the whole table as one value. */
+const LEGACY_TABLE_KEY = 'table';
 const auditKey = (version: number) => `audit.${String(version).padStart(12, '0')}`;
 const byMatch = (a: Route, b: Route) => (a.match < b.match ? -1 : a.match > b.match ? 1 : 0);
 
@@ -61,6 +63,22 @@ export class NatsRouteStore extends EventEmitter<RouteStoreEvents> implements Ro
     this.follower.start();
     const complete = e && e.operation === 'PUT' ? completeVersion(decodeRouteVersion(e)) : 0;
     if (complete && !(await this.catchUp.reached(complete, OWN_WRITE_MS))) this.log.warn({ version: complete }, 'route table not yet read from NATS; serving what the watch has brought so far');
+    if (!e) await this.migrateLegacyTable();
+  }
+
+  /**
+   * A bucket written by an older controller holds the whole table as one value under `table`: its routes become
+   * keys, in one version above it (so agents that applied it take the next one as a change), and the value goes.
+   */
+  private async migrateLegacyTable(): Promise<void> {
+    const legacy = await this.routes.get(LEGACY_TABLE_KEY);
+    if (!legacy || legacy.operation !== 'PUT') return;
+    const old = decodeJson<{ version: number; routes: Route[] }>(legacy);
+    if (!Number.isSafeInteger(old.version) || !Array.isArray(old.routes)) return;
+    this.floor = Math.max(this.floor, old.version);
+    const result = await this.importRoutes(old.routes, { replace: false, actor: 'migration' });
+    await this.routes.delete(LEGACY_TABLE_KEY);
+    this.log.warn({ from: old.version, version: result.version, routes: old.routes.length }, 'route table moved from the single "table" value to one key per route');
   }
 
   restart(): void {
