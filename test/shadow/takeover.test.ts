@@ -56,7 +56,8 @@ async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, targ
   const v = (await api.setRoute('example.com', target, { hold })).version;
   const agents = await Promise.all(IDS.map((_, i) => new CliProcess(['agent', '--config', configs[i]!], smtpPorts[i]!).start()));
   defer(() => Promise.all(agents.map((a) => a.kill('SIGTERM'))));
-  await waitFor('three agents on the route', () => agentsAt(api, v, 3), 20_000);
+  // Three agent processes from source under a loaded CI machine: their start, not the protocol, takes the time.
+  await waitFor('three agents on the route', () => agentsAt(api, v, 3), 60_000);
 
   const acked: string[] = [];
   const sendTo = async (agent: number, n: number) => {
