@@ -47,7 +47,8 @@ export interface ControlHandler {
   health(): HealthSnapshot;
   setConnected(connected: boolean): void;
   /** The controller's current table version, as it just told (the agent is current once it has applied it). */
-  controllerCurrent(version: number): void;
+  /** The controller's current table version; true when that opened the delivery gate (health should go out now). */
+  controllerCurrent(version: number): boolean;
   readonly recipientsVersion: number;
   /** What Hello tells about this agent: its software and its SMTP listener. */
   readonly software: { version: string; smtpListen: string };
@@ -320,8 +321,10 @@ export class Agent implements ControlHandler {
     };
   }
 
-  controllerCurrent(version: number): void {
-    this.gate?.controllerCurrent(version);
+  controllerCurrent(version: number): boolean {
+    if (!this.gate || this.gate.isOpen) return false;
+    this.gate.controllerCurrent(version);
+    return this.gate.isOpen;
   }
 
   /** Whether this agent delivers now, and why. */

@@ -46,6 +46,10 @@ export class DeliveryGate {
     return { ...this.state };
   }
 
+  get isOpen(): boolean {
+    return this.state.open;
+  }
+
   /** Starts the grace clock: at start the controller counts as unreachable until the channel says otherwise. */
   start(): void {
     this.reachable(false);

@@ -202,11 +202,14 @@ class GrpcControlChannel implements ControlChannel {
         this.onCommand(call, body.value);
         break;
       case 'heartbeat':
-        this.session.current(body.value.tableVersion);
+        // Delivery starting is news the controller's status shows at once, not at the next health interval.
+        if (this.session.current(body.value.tableVersion)) this.sendHealth();
         break;
       case 'shadowAssignment':
         void this.session.shadowAssignment(pairingFromWire(body.value)).then((status) => {
           if (status) this.send(call, SessionRequest.fromPartial({ body: { $case: 'shadowReport', value: shadowReportToWire(status) } }));
+          // An applied assignment may open the delivery gate.
+          this.sendHealth();
         });
         break;
       case 'recipients':

@@ -198,7 +198,8 @@ class NatsControlChannel implements ControlChannel {
         const e = await (await open()).get(VERSION_KEY);
         const version = e && e.operation === 'PUT' ? completeVersion(decodeRouteVersion(e)) : 0;
         if (!Number.isSafeInteger(version) || version < 0) throw new Error(`not a table version: ${String(version)}`);
-        this.session.current(version);
+        // Delivery starting is news the controller's status shows at once, not at the next health interval.
+        if (this.session.current(version)) void this.report();
         return;
       } catch (err) {
         if (attempt === 0) this.log.warn({ error: errorMessage(err) }, 'cannot read the current route table version from NATS; retrying');

@@ -148,9 +148,9 @@ export class ControlSession {
     });
   }
 
-  /** The controller's current table version, as it just told. */
-  current(version: number): void {
-    this.handler.controllerCurrent(version);
+  /** The controller's current table version, as it just told; true when delivery starts because of it. */
+  current(version: number): boolean {
+    return this.handler.controllerCurrent(version);
   }
 
   /** Shadow redundancy: what Hello announces (undefined when it is off). */

@@ -62,7 +62,7 @@ function handler(id: string): ControlHandler {
     },
     health: () => health(table.version),
     setConnected: () => undefined,
-    controllerCurrent: () => undefined,
+    controllerCurrent: () => false,
     recipientsVersion: 0,
     software: { version: 'bench', smtpListen: '' },
     applyRecipients: (chunk) => ({ version: chunk.version }),

@@ -14,6 +14,15 @@ const OLD = 'smtp:[127.0.0.1]:2';
  * test/nats/fleet.test.ts over NATS): table push and acks, nacks, commands with min_version, lost agents.
  */
 export function fleetScenarios(tr: () => Transport, label = ''): void {
+  test(`an agent's status says it delivers as soon as its delivery gate opens, not at its next health report${label}`, async (t) => {
+    const { ctl, api, defer } = await fleet(t, tr(), { routes: () => ({ 'example.com': OLD }) });
+    // A health interval far beyond the test: only the reports sent on a change can say the gate opened.
+    const a = await tr().startAgent(ctl, 'gate-1', { controller: { ...tr().agentController(ctl), healthInterval: '1h' } });
+    defer(() => a.cleanup());
+    await waitFor('the agent delivers', () => a.agent.health().delivery.open);
+    await waitFor('the controller sees it delivering', async () => (await api.status()).agents[0]?.health?.delivery?.open === true);
+  });
+
   test(`agents receive the table, ack it, and status shows their versions; route changes propagate${label}`, async (t) => {
     const { ctl, api, defer } = await fleet(t, tr());
     const agents = await Promise.all(['a1', 'a2', 'a3'].map((id) => tr().startAgent(ctl, id)));
