@@ -1,11 +1,13 @@
 import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../shared/logger.js';
-import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard, type ShadowHold, type ShadowHoldNotice } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { ShadowPeerError, type PeerRef } from './assignment.js';
 import type { ShadowTransport } from './tls.js';
 
 type Waiter = { resolve: () => void; reject: (err: Error) => void };
-type Sent = { waiters: Waiter[]; discards: ShadowDiscard[] };
+type Sent = { waiters: Waiter[]; discards: ShadowDiscard[]; holds: ShadowHoldNotice[] };
+/** Hold states waiting for a batch: per queue id, per recipient (a newer state replaces an older one). */
+type PendingHolds = Map<string, Map<string, ShadowHold>>;
 
 /** Batches on the wire at once, unanswered (pipelining); more wait and go together. */
 const WINDOW = 8;
@@ -17,7 +19,9 @@ const BATCH_BYTES = 8 * 1024 * 1024;
  * notices handed over in one event-loop turn go in one batch; up to WINDOW batches are on the wire unanswered,
  * and whatever comes meanwhile goes in the next batch (so batches grow with the load, like a group commit). A
  * copy's promise resolves when the peer acked its batch (durable there) and rejects with ShadowPeerError when
- * the stream fails first; discards of a failed batch are sent again with the next one.
+ * the stream fails first; discards of a failed batch are sent again with the next one. Hold notices carry a
+ * recipient's hold state as it is now, so only the newest per recipient goes, and never in a batch before a copy
+ * handed over earlier (the peer would have no row to set yet).
  */
 export class ShadowLink {
   private readonly client: ShadowServiceClient;
@@ -26,6 +30,7 @@ export class ShadowLink {
   private readonly sent = new Map<number, Sent>();
   private copies: { copy: ShadowCopy; waiter: Waiter }[] = [];
   private discards: ShadowDiscard[] = [];
+  private holds: PendingHolds = new Map();
   private scheduled = false;
   private closed = false;
 
@@ -60,6 +65,13 @@ export class ShadowLink {
     this.schedule();
   }
 
+  /** Sends the hold state of some recipients with the next batch (best effort, like discards). */
+  hold(notice: ShadowHoldNotice): void {
+    if (this.closed) return;
+    for (const h of notice.holds) pendingFor(this.holds, notice.id).set(h.recipient, h);
+    this.schedule();
+  }
+
   close(): void {
     this.closed = true;
     this.fail(new ShadowPeerError('down', 'the shadow peer changed'));
@@ -78,7 +90,7 @@ export class ShadowLink {
   }
 
   private flush(): void {
-    while ((this.copies.length || this.discards.length) && this.sent.size < WINDOW && !this.closed) {
+    while (this.waiting() && this.sent.size < WINDOW && !this.closed) {
       const call = (this.call ??= this.open());
       let bytes = 0;
       let n = 0;
@@ -86,10 +98,17 @@ export class ShadowLink {
       const taken = this.copies.splice(0, n);
       const discards = this.discards;
       this.discards = [];
+      // Held back while copies handed over before them still wait for a batch.
+      const holds = this.copies.length ? [] : [...this.holds].map(([id, byRcpt]) => ({ id, holds: [...byRcpt.values()] }));
+      if (holds.length) this.holds = new Map();
       const batchId = ++this.lastBatch;
-      this.sent.set(batchId, { waiters: taken.map((t) => t.waiter), discards });
-      call.write({ batchId, copies: taken.map((t) => t.copy), discards });
+      this.sent.set(batchId, { waiters: taken.map((t) => t.waiter), discards, holds });
+      call.write({ batchId, copies: taken.map((t) => t.copy), discards, holds });
     }
+  }
+
+  private waiting(): boolean {
+    return this.copies.length > 0 || this.discards.length > 0 || this.holds.size > 0;
   }
 
   private open(): ClientDuplexStream<ReplicateRequest, ReplicateResponse> {
@@ -118,10 +137,13 @@ export class ShadowLink {
       const err = new ShadowPeerError('refused', `shadow peer ${this.peer.agentId} could not store: ${r.error}`);
       for (const w of s.waiters) w.reject(err);
     } else for (const w of s.waiters) w.resolve();
-    if (this.copies.length || this.discards.length) this.schedule();
+    if (this.waiting()) this.schedule();
   }
 
-  /** Everything on the wire failed: copies are rejected, discards wait for the next batch. */
+  /**
+   * Everything on the wire failed: copies are rejected, discards and hold notices wait for the next batch (a
+   * hold state is put back only where no newer one waits: newest batch first).
+   */
   private fail(err: Error): void {
     const sent = [...this.sent.values()];
     this.sent.clear();
@@ -129,5 +151,17 @@ export class ShadowLink {
       for (const w of s.waiters) w.reject(err);
       if (!this.closed) this.discards.push(...s.discards);
     }
+    if (this.closed) return;
+    for (const s of sent.reverse())
+      for (const n of s.holds) {
+        const byRcpt = pendingFor(this.holds, n.id);
+        for (const h of n.holds) if (!byRcpt.has(h.recipient)) byRcpt.set(h.recipient, h);
+      }
   }
+}
+
+function pendingFor(pending: PendingHolds, id: string): Map<string, ShadowHold> {
+  let byRcpt = pending.get(id);
+  if (!byRcpt) pending.set(id, (byRcpt = new Map()));
+  return byRcpt;
 }

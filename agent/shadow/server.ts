@@ -5,6 +5,7 @@ import { errorMessage } from '../../shared/errors.js';
 import { parseHostPort } from '../../shared/units.js';
 import { ReplicateResponse, ShadowServiceService, type ReplicateRequest } from '../../proto/gen/mxswitch/v1/shadow.js';
 import type { PeerRef } from './assignment.js';
+import { holdFromWire } from './hold-wire.js';
 import type { ShadowStoreGroup } from './store-group.js';
 import type { ShadowTransport } from './tls.js';
 
@@ -100,7 +101,7 @@ export class ShadowServer {
     if (!origin && this.probing(call)) {
       // A probe stores nothing: each empty batch is answered, anything else refused.
       call.on('data', (req: ReplicateRequest) => {
-        if (req.copies.length || req.discards.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
+        if (req.copies.length || req.discards.length || req.holds.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
         else call.write(ReplicateResponse.fromPartial({ batchId: req.batchId }));
       });
       call.on('end', () => call.end());
@@ -122,8 +123,9 @@ export class ShadowServer {
       const stored = this.group
         .store({
           origin,
-          copies: req.copies.map((c) => ({ id: c.id, sender: c.sender, recipients: c.recipients, body: c.body, arrivedAt: c.arrivedAtMs, dsn: c.dsn })),
+          copies: req.copies.map((c) => ({ id: c.id, sender: c.sender, recipients: c.recipients, body: c.body, arrivedAt: c.arrivedAtMs, dsn: c.dsn, holds: c.holds.map(holdFromWire) })),
           discards: req.discards.map((d) => ({ id: d.id, recipients: d.recipients })),
+          holds: req.holds.map((n) => ({ id: n.id, holds: n.holds.map(holdFromWire) })),
         })
         .then(
           () => '',

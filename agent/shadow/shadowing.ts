@@ -1,8 +1,9 @@
 import type { AgentConfig } from '../../shared/config.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ShadowCopy } from '../../proto/gen/mxswitch/v1/shadow.js';
-import type { GoneRecipients, Spool } from '../spool/spool.js';
+import type { GoneRecipients, ShadowHoldNoticeRow, ShadowHoldRow, Spool } from '../spool/spool.js';
 import { ShadowPeerError, type CopyVerdict, type Pairing, type PeerRef } from './assignment.js';
+import { holdToWire } from './hold-wire.js';
 import { ShadowLink } from './link.js';
 import { reachable } from './reachability.js';
 import { ShadowServer } from './server.js';
@@ -19,6 +20,8 @@ export interface OutgoingCopy {
   body: Buffer;
   arrivedAt: number;
   dsn?: boolean;
+  /** Recipients held now or before (a re-shadowed message): the time held travels with the copy. */
+  holds?: readonly ShadowHoldRow[];
 }
 
 /** What the controller hears about shadowing from this agent (ShadowReport). */
@@ -66,6 +69,7 @@ export class Shadowing {
     this.transport = new ShadowTransport(settings.tls);
     this.server = new ShadowServer(settings.listen, new ShadowStoreGroup(spool), this.transport, log);
     spool.onGone = (gone) => this.discard(gone);
+    spool.onHolds = (changed) => this.holdsChanged(changed);
   }
 
   get port(): number {
@@ -150,6 +154,13 @@ export class Shadowing {
     for (const g of gone) link.discard({ id: g.msgId, recipients: g.rcpts });
   }
 
+  /** Recipients put on hold or released: their hold state goes to the peer, so a takeover keeps the time held. */
+  private holdsChanged(changed: readonly ShadowHoldNoticeRow[]): void {
+    const link = this.link;
+    if (!link) return;
+    for (const n of changed) link.hold({ id: n.id, holds: n.holds.map(holdToWire) });
+  }
+
   /** Applies the controller's pairing, one at a time in arrival order. */
   apply(next: Pairing): Promise<void> {
     const result = this.applying.then(() => this.applyNow(next));
@@ -226,9 +237,11 @@ export class Shadowing {
   private fromQueue(id: string): OutgoingCopy | undefined {
     const m = this.spool.message(id);
     const body = m && this.spool.body(id);
-    const recipients = this.spool.recipientsOf(id).map((r) => r.rcpt);
+    const rows = this.spool.recipientsOf(id);
+    const recipients = rows.map((r) => r.rcpt);
     if (!m || !body || !recipients.length) return undefined;
-    return { id, sender: m.sender, recipients, body, arrivedAt: m.arrivedAt, dsn: this.spool.shadowViews.isDsn(id) };
+    const holds = rows.filter((r) => r.heldMs > 0 || r.holdSince !== null).map((r) => ({ rcpt: r.rcpt, heldMs: r.heldMs, holdSince: r.holdSince }));
+    return { id, sender: m.sender, recipients, body, arrivedAt: m.arrivedAt, dsn: this.spool.shadowViews.isDsn(id), holds };
   }
 
   /** Which clients this agent cannot reach (what a takeover needs the controller to hear). */
@@ -250,7 +263,7 @@ function samePeer(a: PeerRef | undefined, b: PeerRef | undefined): boolean {
 }
 
 function toWire(m: OutgoingCopy): ShadowCopy {
-  return { id: m.id, sender: m.sender, recipients: [...m.recipients], body: m.body, arrivedAtMs: m.arrivedAt, dsn: m.dsn ?? false };
+  return { id: m.id, sender: m.sender, recipients: [...m.recipients], body: m.body, arrivedAtMs: m.arrivedAt, dsn: m.dsn ?? false, holds: (m.holds ?? []).map(holdToWire) };
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { MxError } from '../../shared/errors.js';
-import { SHADOW_SCHEMA } from './shadow-tables.js';
+import { applyShadowSchema } from './shadow-tables.js';
 
 /** Opening the spool's database: the integrity check of an existing file, pragmas, schema, recovery at start. */
 
@@ -106,7 +106,7 @@ export function openSpoolDb(dataDir: string, opts: OpenOptions = {}): Database.D
     opened.pragma('foreign_keys = OFF');
     if (opts.maxPages) opened.pragma(`max_page_count = ${opts.maxPages}`);
     opened.exec(SCHEMA);
-    opened.exec(SHADOW_SCHEMA);
+    applyShadowSchema(opened);
     // Made once with the file: a queue that comes back under another id is a lost disk (shadow takeover).
     opened.prepare("INSERT OR IGNORE INTO shadow_state (key, value) VALUES ('queueId', ?)").run(`q${randomBytes(8).toString('hex')}`);
     return opened;

@@ -24,11 +24,49 @@ CREATE TABLE IF NOT EXISTS shadow_rcpts (
   origin TEXT NOT NULL,
   msg_id TEXT NOT NULL,
   rcpt TEXT NOT NULL,
+  held_ms INTEGER NOT NULL DEFAULT 0,
+  hold_since INTEGER,
   PRIMARY KEY (origin, msg_id, rcpt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_unconfirmed (msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
+
+/**
+ * Columns added to the shadow tables after their first release, for a queue file made before: a column missing
+ * from a table is added with its default (the state a copy stored before had: never held).
+ */
+const SHADOW_COLUMNS_ADDED: readonly { table: string; column: string; definition: string }[] = [
+  { table: 'shadow_rcpts', column: 'held_ms', definition: 'INTEGER NOT NULL DEFAULT 0' },
+  { table: 'shadow_rcpts', column: 'hold_since', definition: 'INTEGER' },
+];
+
+/** Creates the shadow tables, or brings those of an older queue file up to this schema. */
+export function applyShadowSchema(db: Database.Database): void {
+  db.exec(SHADOW_SCHEMA);
+  for (const { table, column, definition } of SHADOW_COLUMNS_ADDED) {
+    const columns = db.prepare('SELECT name FROM pragma_table_info(?)').pluck().all(table) as string[];
+    if (!columns.includes(column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${definition}`);
+  }
+}
+
+/**
+ * One recipient's hold state on the client. Held time does not count toward retry.maxAge, so the peer keeps it
+ * with the copy: a copy taken over after a long hold does not expire early.
+ */
+export interface ShadowHoldRow {
+  rcpt: string;
+  /** Time held and released again (ms). */
+  heldMs: number;
+  /** Held now, since then (ms since the epoch); null = not held. */
+  holdSince: number | null;
+}
+
+/** Recipients of one message whose hold state changed on the client, as they are now. */
+export interface ShadowHoldNoticeRow {
+  id: string;
+  holds: readonly ShadowHoldRow[];
+}
 
 /** A client's message as its peer stores it (bodies cross the thread boundary as Uint8Array). */
 export interface ShadowCopyRow {
@@ -38,6 +76,8 @@ export interface ShadowCopyRow {
   body: Uint8Array;
   arrivedAt: number;
   dsn: boolean;
+  /** The recipients that have been held (the others never were). */
+  holds?: readonly ShadowHoldRow[];
 }
 
 /** Recipients that left a client's queue; none listed = the whole message. */
@@ -51,6 +91,8 @@ export interface ShadowBatchRows {
   origin: string;
   copies: readonly ShadowCopyRow[];
   discards: readonly ShadowDiscardRow[];
+  /** Applied after `copies`: a hold notice may follow a copy in the same batch. */
+  holds?: readonly ShadowHoldNoticeRow[];
 }
 
 /** A shadow copy as `queue ls --shadow` lists it. */
@@ -80,12 +122,15 @@ export class ShadowWrites {
       markAll: db.prepare('INSERT OR IGNORE INTO shadow_unconfirmed (msg_id) SELECT id FROM messages'),
       putCopy: db.prepare('INSERT OR REPLACE INTO shadow_copies (origin, id, sender, arrived_at, dsn, stored_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       clearRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
-      putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt) VALUES (?, ?, ?)'),
+      putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt, held_ms, hold_since) VALUES (?, ?, ?, ?, ?)'),
+      setRcptHold: db.prepare('UPDATE shadow_rcpts SET held_ms = ?, hold_since = ? WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropRcpt: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropCopyIfDone: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ? AND NOT EXISTS (SELECT 1 FROM shadow_rcpts WHERE origin = ? AND msg_id = ?)'),
       dropCopy: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ?'),
       copiesOf: db.prepare('SELECT id, sender, arrived_at AS arrivedAt, dsn, body FROM shadow_copies WHERE origin = ?'),
-      rcptsOf: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ?').pluck(),
+      rcptsOf: db.prepare('SELECT rcpt, held_ms AS heldMs, hold_since AS holdSince FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
+      // Right after this.recipients.insert (which knows nothing of holds): the time held at the origin.
+      setHeld: db.prepare('UPDATE recipients SET held_ms = ? WHERE msg_id = ? AND rcpt = ?'),
       dropOriginCopies: db.prepare('DELETE FROM shadow_copies WHERE origin = ?'),
       dropOriginRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ?'),
       exists: db.prepare('SELECT 1 FROM messages WHERE id = ?').pluck(),
@@ -127,13 +172,16 @@ export class ShadowWrites {
     })();
   }
 
-  private storeOne({ origin, copies, discards }: ShadowBatchRows, now: number): void {
+  private storeOne({ origin, copies, discards, holds = [] }: ShadowBatchRows, now: number): void {
     for (const c of copies) {
       this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
-      // A copy sent again (a re-shadow) replaces the recipients with those still queued.
+      // A copy sent again (a re-shadow) replaces the recipients with those still queued, and their hold state.
       this.stmts.clearRcpts.run(origin, c.id);
-      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r);
+      const held = new Map((c.holds ?? []).map((h) => [h.rcpt, h]));
+      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r, held.get(r)?.heldMs ?? 0, held.get(r)?.holdSince ?? null);
     }
+    // A notice for a copy not kept here (never sent, or discarded since) changes nothing.
+    for (const n of holds) for (const h of n.holds) this.stmts.setRcptHold.run(h.heldMs, h.holdSince, origin, n.id, h.rcpt);
     for (const d of discards) {
       if (!d.recipients.length) {
         this.stmts.clearRcpts.run(origin, d.id);
@@ -147,18 +195,24 @@ export class ShadowWrites {
 
   /**
    * Takeover: `origin`'s copies become messages of this queue, due now (the scheduler holds what a held route
-   * holds), arrival as at the origin so expiry counts from there. A queue id already here (a copy adopted
-   * before) is skipped. Returns what was adopted.
+   * holds), arrival as at the origin so expiry counts from there, less the time each recipient was held there
+   * (a hold still on at the origin counts up to now: it was held until it was lost). A queue id already here (a
+   * copy adopted before) is skipped. Returns what was adopted.
    */
   adopt(origin: string, now: number): { messages: number; recipients: number } {
     return this.db.transaction(() => {
       let messages = 0;
       let recipients = 0;
       for (const c of this.stmts.copiesOf.all(origin) as { id: string; sender: string; arrivedAt: number; dsn: number; body: Buffer }[]) {
-        const rcpts = this.stmts.rcptsOf.all(origin, c.id) as string[];
+        const holds = this.stmts.rcptsOf.all(origin, c.id) as ShadowHoldRow[];
+        const rcpts = holds.map((h) => h.rcpt);
         if (rcpts.length && !this.stmts.exists.get(c.id)) {
           this.bodies.insert({ id: c.id, sender: c.sender, recipients: rcpts, body: c.body, arrivedAt: c.arrivedAt, ...(c.dsn ? { dsn: true } : {}) }, now);
           this.recipients.insert(c.id, rcpts, now);
+          for (const h of holds) {
+            const held = heldUntil(h, now);
+            if (held > 0) this.stmts.setHeld.run(held, c.id, h.rcpt);
+          }
           messages++;
           recipients += rcpts.length;
         }
@@ -192,6 +246,11 @@ export class ShadowWrites {
   }
 }
 
+/** Time `h` spent held up to `now` (a clock step back at the origin counts as no time, never as negative). */
+export function heldUntil(h: Pick<ShadowHoldRow, 'heldMs' | 'holdSince'>, now: number): number {
+  return h.heldMs + (h.holdSince === null ? 0 : Math.max(0, now - h.holdSince));
+}
+
 /** The shadow tables read on the spool's own thread (never written there). */
 export class ShadowViews {
   private readonly stmts;
@@ -205,7 +264,19 @@ export class ShadowViews {
       rcpts: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ? ORDER BY rcpt').pluck(),
       dsn: db.prepare('SELECT dsn FROM messages WHERE id = ?').pluck(),
       state: db.prepare('SELECT value FROM shadow_state WHERE key = ?').pluck(),
+      holdStates: db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince FROM recipients WHERE id IN (SELECT value FROM json_each(?)) ORDER BY msg_id'),
     };
+  }
+
+  /** The hold state of these recipient rows of our queue, per message: what a hold notice to the peer carries. */
+  holdStates(rowIds: readonly number[]): ShadowHoldNoticeRow[] {
+    const byMsg = new Map<string, ShadowHoldRow[]>();
+    for (const { msgId, ...h } of this.stmts.holdStates.all(JSON.stringify(rowIds)) as (ShadowHoldRow & { msgId: string })[]) {
+      const list = byMsg.get(msgId) ?? [];
+      list.push(h);
+      byMsg.set(msgId, list);
+    }
+    return [...byMsg].map(([id, holds]) => ({ id, holds }));
   }
 
   /** Own messages without a confirmed copy at the peer, oldest first. */

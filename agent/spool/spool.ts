@@ -9,7 +9,7 @@ import { pickRows, touched, type BulkChange, type RowPick, type Touched } from '
 import { freeDiskBytes, SpaceAccount, STORAGE_HEADROOM } from './space.js';
 import { outcomeWrite, PART_BYTES, QueueStorageError, type ClaimedRecipient, type HoldKind, type MessageRow, type NewMessage, type OutcomeRecord, type RecipientRow } from './types.js';
 import { Views, type BreakdownRow, type SpoolStats } from './views.js';
-import { ShadowViews, type ShadowBatchRows } from './shadow-tables.js';
+import { ShadowViews, type ShadowBatchRows, type ShadowHoldNoticeRow } from './shadow-tables.js';
 import { ownCopy } from './wire.js';
 import { WriterClient } from './writer-client.js';
 
@@ -20,7 +20,7 @@ export { STORAGE_HEADROOM } from './space.js';
 export { newQueueId, PART_BYTES, QueueStorageError } from './types.js';
 export type { ClaimedRecipient, HoldKind, MessageRow, NewMessage, Outcome, OutcomeRecord, RecipientRow, RecipientState } from './types.js';
 export type { BreakdownRow, SpoolStats, Views } from './views.js';
-export type { ShadowBatchRows, ShadowCopyRow, ShadowDiscardRow, ShadowListing } from './shadow-tables.js';
+export type { ShadowBatchRows, ShadowCopyRow, ShadowDiscardRow, ShadowHoldNoticeRow, ShadowHoldRow, ShadowListing } from './shadow-tables.js';
 
 /** Recipients that left the queue (delivered, bounced, removed): what a shadow peer's discard notice carries. */
 export interface GoneRecipients {
@@ -78,6 +78,8 @@ export class Spool {
   readonly shadowViews: ShadowViews;
   /** Told after recipients left the queue for good (shadow redundancy sends the peer a discard notice). */
   onGone: ((gone: readonly GoneRecipients[]) => void) | undefined;
+  /** Told after recipients were put on hold or released, with their hold state now (for the shadow peer). */
+  onHolds: ((changed: readonly ShadowHoldNoticeRow[]) => void) | undefined;
 
   constructor(
     private readonly dataDir: string,
@@ -130,21 +132,26 @@ export class Spool {
    * Rejects with a QueueStorageError when they could not be written; their rows then stay in flight.
    */
   recordSoon(results: readonly OutcomeRecord[]): Promise<void> {
-    return this.batcher.record(results.map(outcomeWrite)).then(() => this.gone(results));
+    return this.batcher.record(results.map(outcomeWrite)).then(() => this.told(results));
   }
 
   /** Records delivery outcomes now, in one transaction of their own. */
   async record(results: readonly OutcomeRecord[], now = Date.now()): Promise<void> {
     const outcomes = results.map(outcomeWrite);
     await this.drain(() => this.writer.call('write', [[], outcomes, now]));
-    this.gone(results);
+    this.told(results);
   }
 
-  /** Delivered and bounced recipients, to whoever listens (onGone). */
-  private gone(results: readonly OutcomeRecord[]): void {
-    if (!this.onGone) return;
+  /** Delivered and bounced recipients, and those a held route held, to whoever listens (onGone, onHolds). */
+  private told(results: readonly OutcomeRecord[]): void {
     const left = results.filter((r) => r.outcome.kind === 'delivered' || r.outcome.kind === 'bounced');
-    if (left.length) this.onGone(left.map((r) => ({ msgId: r.row.msgId, rcpts: [r.row.rcpt] })));
+    if (left.length) this.onGone?.(left.map((r) => ({ msgId: r.row.msgId, rcpts: [r.row.rcpt] })));
+    this.holdsChanged(results.filter((r) => r.outcome.kind === 'held').map((r) => r.row.id));
+  }
+
+  /** Hold states of these rows as written, to onHolds (read back: the writer re-checked which rows changed). */
+  private holdsChanged(rowIds: readonly number[]): void {
+    if (this.onHolds && rowIds.length) this.onHolds(this.shadowViews.holdStates(rowIds));
   }
 
   /** Clients' shadow copies and discard notices in one transaction; resolves once they are durable. */
@@ -276,6 +283,7 @@ export class Spool {
     if (dryRun || !rows.length) return touched(dryRun ? rows : []);
     const before = change.kind === 'remove' && this.onGone ? new Map([...new Set(rows.map((r) => r.msgId))].map((m) => [m, this.views.recipientsOf(m).map((r) => r.rcpt)])) : undefined;
     const done = await this.writer.call('change', [change, rows.map((r) => r.id), now]);
+    if (change.kind === 'hold' || change.kind === 'release') this.holdsChanged(rows.map((r) => r.id));
     // A removed message's body kept for its first delivery would otherwise wait in memory for its eviction.
     if (change.kind === 'remove') for (const { msgId } of rows) if (!this.views.message(msgId)) this.fresh.forget(msgId);
     if (before) {

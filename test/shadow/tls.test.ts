@@ -34,7 +34,7 @@ test('shadow.tls: the peer port takes only clients whose certificate names the p
       };
       call.on('data', (_r: ReplicateResponse) => done(status.OK));
       call.on('error', (err: { code: number }) => done(err.code));
-      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false }], discards: [] });
+      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [] }], discards: [], holds: [] });
     });
   const tlsAs = (id: string) => credentials.createSsl(readFileSync(pki.ca), readFileSync(certs.get(id)!.key), readFileSync(certs.get(id)!.cert), { checkServerIdentity: () => undefined });
   assert.equal(await attempt(tlsAs('tl-x')), status.UNAUTHENTICATED, "another agent's certificate with tl-a's credential");

@@ -22,12 +22,14 @@ export const protobufPackage = "mxswitch.v1";
 
 export const protobufFileName = "mxswitch/v1/shadow.proto";
 
-/** ReplicateRequest is one batch: it carries new copies and discard notices of one client. */
+/** ReplicateRequest is one batch: it carries new copies, discard notices and hold notices of one client. */
 export interface ReplicateRequest {
   /** Client-chosen, increasing on the stream; echoed in the response. */
   batchId: number;
   copies: ShadowCopy[];
   discards: ShadowDiscard[];
+  /** Recipients put on hold or released on the client since the copies were sent (applied after `copies`). */
+  holds: ShadowHoldNotice[];
 }
 
 /** ShadowCopy is one accepted message: envelope, remaining recipients, body. */
@@ -41,6 +43,26 @@ export interface ShadowCopy {
   arrivedAtMs: number;
   /** The message is a delivery status notification of the client's. */
   dsn: boolean;
+  /** Hold state of those recipients that have been held on the client (the others: never held). */
+  holds: ShadowHold[];
+}
+
+/**
+ * ShadowHold is one recipient's hold state on the client: held time does not count toward expiry, so a copy
+ * taken over keeps it. (Field numbers from 30: the range reserved for this change.)
+ */
+export interface ShadowHold {
+  recipient: string;
+  /** Time spent held and released again so far (ms). */
+  heldMs: number;
+  /** Held now, since then (ms since the epoch); 0 = not held. */
+  holdSinceMs: number;
+}
+
+/** ShadowHoldNotice: recipients of one copy whose hold state changed (put on hold or released), as they are now. */
+export interface ShadowHoldNotice {
+  id: string;
+  holds: ShadowHold[];
 }
 
 /**
@@ -129,7 +151,7 @@ export interface ShadowReport {
 }
 
 function createBaseReplicateRequest(): ReplicateRequest {
-  return { batchId: 0, copies: [], discards: [] };
+  return { batchId: 0, copies: [], discards: [], holds: [] };
 }
 
 export const ReplicateRequest: MessageFns<ReplicateRequest> = {
@@ -142,6 +164,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     }
     for (const v of message.discards) {
       ShadowDiscard.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.holds) {
+      ShadowHoldNotice.encode(v!, writer.uint32(242).fork()).join();
     }
     return writer;
   },
@@ -183,6 +208,14 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
             message.discards.push(ShadowDiscard.decode(reader, reader.uint32()));
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.holds.push(ShadowHoldNotice.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -206,6 +239,7 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
       discards: globalThis.Array.isArray(object?.discards)
         ? object.discards.map((e: any) => ShadowDiscard.fromJSON(e))
         : [],
+      holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => ShadowHoldNotice.fromJSON(e)) : [],
     };
   },
 
@@ -220,6 +254,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     if (message.discards?.length) {
       obj.discards = message.discards.map((e) => ShadowDiscard.toJSON(e));
     }
+    if (message.holds?.length) {
+      obj.holds = message.holds.map((e) => ShadowHoldNotice.toJSON(e));
+    }
     return obj;
   },
 
@@ -231,12 +268,13 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     message.batchId = object.batchId ?? 0;
     message.copies = object.copies?.map((e) => ShadowCopy.fromPartial(e)) || [];
     message.discards = object.discards?.map((e) => ShadowDiscard.fromPartial(e)) || [];
+    message.holds = object.holds?.map((e) => ShadowHoldNotice.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseShadowCopy(): ShadowCopy {
-  return { id: "", sender: "", recipients: [], body: Buffer.alloc(0), arrivedAtMs: 0, dsn: false };
+  return { id: "", sender: "", recipients: [], body: Buffer.alloc(0), arrivedAtMs: 0, dsn: false, holds: [] };
 }
 
 export const ShadowCopy: MessageFns<ShadowCopy> = {
@@ -258,6 +296,9 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     }
     if (message.dsn !== false) {
       writer.uint32(48).bool(message.dsn);
+    }
+    for (const v of message.holds) {
+      ShadowHold.encode(v!, writer.uint32(242).fork()).join();
     }
     return writer;
   },
@@ -323,6 +364,14 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
             message.dsn = reader.bool();
             continue;
           }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.holds.push(ShadowHold.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -349,6 +398,7 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
         ? globalThis.Number(object.arrived_at_ms)
         : 0,
       dsn: isSet(object.dsn) ? globalThis.Boolean(object.dsn) : false,
+      holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => ShadowHold.fromJSON(e)) : [],
     };
   },
 
@@ -372,6 +422,9 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     if (message.dsn !== false) {
       obj.dsn = message.dsn;
     }
+    if (message.holds?.length) {
+      obj.holds = message.holds.map((e) => ShadowHold.toJSON(e));
+    }
     return obj;
   },
 
@@ -386,6 +439,201 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     message.body = object.body ?? Buffer.alloc(0);
     message.arrivedAtMs = object.arrivedAtMs ?? 0;
     message.dsn = object.dsn ?? false;
+    message.holds = object.holds?.map((e) => ShadowHold.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseShadowHold(): ShadowHold {
+  return { recipient: "", heldMs: 0, holdSinceMs: 0 };
+}
+
+export const ShadowHold: MessageFns<ShadowHold> = {
+  encode(message: ShadowHold, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recipient !== "") {
+      writer.uint32(242).string(message.recipient);
+    }
+    if (message.heldMs !== 0) {
+      writer.uint32(248).uint64(message.heldMs);
+    }
+    if (message.holdSinceMs !== 0) {
+      writer.uint32(256).uint64(message.holdSinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowHold {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowHold();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.recipient = reader.string();
+            continue;
+          }
+          case 31: {
+            if (tag !== 248) {
+              break;
+            }
+
+            message.heldMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 32: {
+            if (tag !== 256) {
+              break;
+            }
+
+            message.holdSinceMs = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShadowHold {
+    return {
+      recipient: isSet(object.recipient) ? globalThis.String(object.recipient) : "",
+      heldMs: isSet(object.heldMs)
+        ? globalThis.Number(object.heldMs)
+        : isSet(object.held_ms)
+        ? globalThis.Number(object.held_ms)
+        : 0,
+      holdSinceMs: isSet(object.holdSinceMs)
+        ? globalThis.Number(object.holdSinceMs)
+        : isSet(object.hold_since_ms)
+        ? globalThis.Number(object.hold_since_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShadowHold): unknown {
+    const obj: any = {};
+    if (message.recipient !== "") {
+      obj.recipient = message.recipient;
+    }
+    if (message.heldMs !== 0) {
+      obj.heldMs = Math.round(message.heldMs);
+    }
+    if (message.holdSinceMs !== 0) {
+      obj.holdSinceMs = Math.round(message.holdSinceMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ShadowHold>): ShadowHold {
+    return ShadowHold.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ShadowHold>): ShadowHold {
+    const message = createBaseShadowHold();
+    message.recipient = object.recipient ?? "";
+    message.heldMs = object.heldMs ?? 0;
+    message.holdSinceMs = object.holdSinceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseShadowHoldNotice(): ShadowHoldNotice {
+  return { id: "", holds: [] };
+}
+
+export const ShadowHoldNotice: MessageFns<ShadowHoldNotice> = {
+  encode(message: ShadowHoldNotice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(242).string(message.id);
+    }
+    for (const v of message.holds) {
+      ShadowHold.encode(v!, writer.uint32(250).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowHoldNotice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowHoldNotice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.holds.push(ShadowHold.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShadowHoldNotice {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => ShadowHold.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ShadowHoldNotice): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.holds?.length) {
+      obj.holds = message.holds.map((e) => ShadowHold.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ShadowHoldNotice>): ShadowHoldNotice {
+    return ShadowHoldNotice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ShadowHoldNotice>): ShadowHoldNotice {
+    const message = createBaseShadowHoldNotice();
+    message.id = object.id ?? "";
+    message.holds = object.holds?.map((e) => ShadowHold.fromPartial(e)) || [];
     return message;
   },
 };

@@ -1,0 +1,14 @@
+import type { ShadowHold } from '../../proto/gen/mxswitch/v1/shadow.js';
+import type { ShadowHoldRow } from '../spool/spool.js';
+
+/**
+ * Hold states between the queue's rows and the wire. On the wire "not held" is 0 (proto3 has no null); a hold
+ * since the epoch itself cannot happen.
+ */
+export function holdToWire(h: ShadowHoldRow): ShadowHold {
+  return { recipient: h.rcpt, heldMs: h.heldMs, holdSinceMs: h.holdSince ?? 0 };
+}
+
+export function holdFromWire(h: ShadowHold): ShadowHoldRow {
+  return { rcpt: h.recipient, heldMs: h.heldMs, holdSince: h.holdSinceMs || null };
+}
