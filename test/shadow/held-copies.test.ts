@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { Spool, type ShadowCopyRow } from '../../agent/spool/spool.js';
+import { tempDir } from '../helpers/agent.js';
+
+/** The shadow_rcpts table as queue files made before hold states were kept in it. */
+const OLD_SHADOW_RCPTS = 'CREATE TABLE shadow_rcpts (origin TEXT NOT NULL, msg_id TEXT NOT NULL, rcpt TEXT NOT NULL, PRIMARY KEY (origin, msg_id, rcpt)) WITHOUT ROWID';
+
+const copy = (id: string, recipients: string[], extra: Partial<ShadowCopyRow> = {}): ShadowCopyRow => ({
+  id,
+  sender: 's@sender.test',
+  recipients,
+  body: Buffer.from(`Message-ID: <${id}@sender.test>\r\n\r\nbody\r\n`),
+  arrivedAt: Date.now() - 60_000,
+  dsn: false,
+  ...extra,
+});
+
+/** held_ms per recipient of a message in `spool`'s own queue. */
+const heldOf = (spool: Spool, id: string) => Object.fromEntries(spool.recipientsOf(id).map((r) => [r.rcpt, r.heldMs]));
+
+test('shadow tables on a real queue file: an old file gains the hold columns at open; copies and hold notices keep held time; adopt carries it into the queue, a hold still on counted up to the takeover', async (t) => {
+  const dir = tempDir('mxs-held-copies-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+
+  // A queue file of the older schema, with a copy stored by it (no hold columns).
+  await new Spool(dir).close();
+  const raw = new Database(join(dir, 'queue.db'));
+  raw.exec(`DROP TABLE shadow_rcpts; ${OLD_SHADOW_RCPTS}`);
+  raw.prepare("INSERT INTO shadow_copies (origin, id, sender, arrived_at, dsn, stored_at, body) VALUES ('peer-x', 'OLD1', 's@sender.test', ?, 0, ?, ?)").run(Date.now(), Date.now(), Buffer.from('old\r\n'));
+  raw.prepare("INSERT INTO shadow_rcpts (origin, msg_id, rcpt) VALUES ('peer-x', 'OLD1', 'old@example.com')").run();
+  raw.close();
+
+  const spool = new Spool(dir);
+  t.after(() => spool.close());
+  const look = new Database(join(dir, 'queue.db'), { readonly: true });
+  const columns = look.prepare("SELECT name FROM pragma_table_info('shadow_rcpts')").pluck().all();
+  look.close();
+  assert.deepEqual(columns, ['origin', 'msg_id', 'rcpt', 'held_ms', 'hold_since'], 'columns added to the old table');
+
+  const holdStart = Date.now() - 7_000;
+  await spool.shadowStore([
+    {
+      origin: 'peer-x',
+      copies: [
+        // Re-shadowed after a hold of 5 s, released: a@ carries it, b@ was never held.
+        copy('M1', ['a@example.com', 'b@example.com'], { holds: [{ rcpt: 'a@example.com', heldMs: 5_000, holdSince: null }] }),
+        copy('M2', ['c@example.com']),
+        copy('M3', ['d@example.com']),
+      ],
+      discards: [],
+      // In the same batch as its copy: applied after it.
+      holds: [{ id: 'M2', holds: [{ rcpt: 'c@example.com', heldMs: 1_000, holdSince: holdStart }] }],
+    },
+  ]);
+  // Held, then released (the newer state replaces the older): M3's d@ was held 2 s.
+  await spool.shadowStore([{ origin: 'peer-x', copies: [], discards: [], holds: [{ id: 'M3', holds: [{ rcpt: 'd@example.com', heldMs: 0, holdSince: holdStart }] }] }]);
+  await spool.shadowStore([{ origin: 'peer-x', copies: [], discards: [], holds: [{ id: 'M3', holds: [{ rcpt: 'd@example.com', heldMs: 2_000, holdSince: null }] }, { id: 'GONE', holds: [{ rcpt: 'x@example.com', heldMs: 1, holdSince: null }] }] }]);
+
+  const before = Date.now();
+  const adopted = await spool.shadowAdopt('peer-x');
+  const after = Date.now();
+  assert.deepEqual(adopted, { messages: 4, recipients: 5 });
+  assert.deepEqual(heldOf(spool, 'M1'), { 'a@example.com': 5_000, 'b@example.com': 0 });
+  assert.deepEqual(heldOf(spool, 'M3'), { 'd@example.com': 2_000 });
+  assert.deepEqual(heldOf(spool, 'OLD1'), { 'old@example.com': 0 }, 'a copy stored before the migration: never held');
+  // Held since holdStart at the takeover: 1 s before plus the time from holdStart up to the adoption.
+  const m2 = heldOf(spool, 'M2')['c@example.com']!;
+  assert.ok(m2 >= 1_000 + (before - holdStart) && m2 <= 1_000 + (after - holdStart), `M2 held ${m2} ms`);
+  // Adopted rows are due now, not held: the adopting agent's scheduler holds them anew if their route is held.
+  assert.deepEqual(spool.recipientsOf('M2').map((r) => [r.state, r.holdSince]), [['queued', null]]);
+  assert.equal(spool.shadowViews.copyCount(), 0);
+});
