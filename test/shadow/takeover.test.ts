@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { Spool } from '../../agent/spool/spool.js';
 import { messageIds, smtpClient, tempDir, testMessage, waitFor, within } from '../helpers/agent.js';
 import { ADMIN_TOKEN, AGENT_TOKEN, adminApi, agentsAt, deferrer } from '../helpers/controller.js';
@@ -19,7 +21,7 @@ const IDS = ['tk-a', 'tk-b', 'tk-c'];
  * children, example.com routed to `target` (held or not). `sendTo` sends message n to one agent and records it as
  * acknowledged only on its 250; `metric` reads one agent's /metrics.
  */
-async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, target: string, hold: boolean) {
+async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, target: string, hold: boolean, opts: { maxAge?: string; routes?: Record<string, string> } = {}) {
   const defer = deferrer(t);
   const dir = tempDir('mxs-takeover-');
   defer(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,7 +46,7 @@ async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, targ
       controller: { grpc: { address: controller, token: AGENT_TOKEN }, healthInterval: '300ms', startupGrace: '2s' },
       shadow: { listen: `127.0.0.1:${shadowPorts[i]}`, takeoverAfter: '2s', timeout: '3s' },
       http: { listen: `127.0.0.1:${httpPorts[i]}` },
-      retry: { intervals: ['200ms'], jitter: 0 },
+      retry: { intervals: ['200ms'], jitter: 0, ...(opts.maxAge ? { maxAge: opts.maxAge } : {}) },
       delivery: { pollInterval: '50ms', resolvers: ['127.0.0.1:9'] },
       log: { level: 'warn' },
     }),
@@ -53,6 +55,7 @@ async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, targ
   defer(() => ctl.kill('SIGTERM'));
   const api = adminApi(controller);
   defer(() => api.close());
+  for (const [match, to] of Object.entries(opts.routes ?? {})) await api.setRoute(match, to);
   const v = (await api.setRoute('example.com', target, { hold })).version;
   const agents = await Promise.all(IDS.map((_, i) => new CliProcess(['agent', '--config', configs[i]!], smtpPorts[i]!).start()));
   defer(() => Promise.all(agents.map((a) => a.kill('SIGTERM'))));
@@ -60,10 +63,10 @@ async function threeAgents(t: { after: (fn: () => Promise<void>) => void }, targ
   await waitFor('three agents on the route', () => agentsAt(api, v, 3), 60_000);
 
   const acked: string[] = [];
-  const sendTo = async (agent: number, n: number) => {
+  const sendTo = async (agent: number, n: number, to = 'u@example.com') => {
     const client = smtpClient(smtpPorts[agent]!);
     try {
-      await within(`message ${n} to ${IDS[agent]}`, client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(n) }));
+      await within(`message ${n} to ${IDS[agent]}`, client.sendMail({ envelope: { from: 's@sender.test', to: [to] }, raw: testMessage(n) }));
       acked.push(`msg-${n}@sender.test`);
     } finally {
       client.close();
@@ -147,4 +150,53 @@ test('host loss with mail flowing: SIGKILL an agent while its deliveries are in 
   assert.ok(adopted > 0, 'the kill left tk-b with undelivered mail: the takeover delivered it');
   // A duplicate is a delivery tk-b made whose discard notice died with it: at most what tk-c took over.
   assert.ok(duplicates <= adopted, `duplicates ${duplicates} <= taken over ${adopted}`);
+});
+
+/** Recipients of `origin`'s copies kept in `dataDir`'s queue file, and how many of them the peer knows are held now. */
+function copiedHolds(dataDir: string, origin: string): { rcpts: number; held: number } {
+  const db = new Database(join(dataDir, 'queue.db'), { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare('SELECT COUNT(*) AS rcpts, COUNT(hold_since) AS held FROM shadow_rcpts WHERE origin = ?').get(origin) as { rcpts: number; held: number };
+  } finally {
+    db.close();
+  }
+}
+
+test('held time travels with the shadow copy: a hold longer than retry.maxAge, SIGKILL the agent and delete its dataDir, its peer takes over; after the release a tempfail at the next hop defers, and every message is delivered, none bounced', async (t) => {
+  const sink = await new Sink().start();
+  t.after(() => sink.stop());
+  const dsnSink = await new Sink().start();
+  t.after(() => dsnSink.stop());
+  // Each recipient's first attempt after the release is refused for now: that is where expiry is checked.
+  const refused = new Set<string>();
+  sink.rcptPolicy = (rcpt) => (refused.has(rcpt) ? undefined : (refused.add(rcpt), { code: 450, message: '4.2.0 try again later' }));
+  const MAX_AGE_MS = 3_000;
+  const { dir, api, agents, acked, sendTo } = await threeAgents(t, sink.target, true, { maxAge: `${MAX_AGE_MS}ms`, routes: { 'sender.test': dsnSink.target } });
+  const N = 6;
+  for (let n = 0; n < N; n++) await sendTo(1, n, `u${n}@example.com`);
+  const lastAck = Date.now();
+  assert.equal(acked.length, N);
+  // tk-b held them (held route) and told tk-c, which keeps its copies: every copied recipient is held there too.
+  await waitFor("tk-c knows tk-b's recipients are held", () => copiedHolds(`${dir}/tk-c`, 'tk-b').held === N, 20_000);
+  // The hold outlasts retry.maxAge on tk-b before it is lost.
+  await waitFor('held longer than retry.maxAge', () => Date.now() > lastAck + MAX_AGE_MS + 1_000, MAX_AGE_MS + 5_000);
+
+  await agents[1]!.kill('SIGKILL');
+  rmSync(`${dir}/tk-b`, { recursive: true, force: true });
+  await waitFor("tk-b's mail taken over into tk-c's queue", () => queued(`${dir}/tk-c`) === N, 30_000);
+  await api.setRoute('example.com', sink.target);
+
+  // Delivered after one deferral each, or (time held lost) bounced 5.4.7 with a DSN to the sender's domain.
+  await waitFor('every message delivered or a DSN sent', () => new Set(messageIds(sink.messages.map((m) => m.data))).size >= N || dsnSink.messages.length > 0, 60_000);
+  t.diagnostic(`delivered ${sink.messages.length}, DSNs ${dsnSink.messages.length}, first attempts refused ${refused.size}`);
+  assert.deepEqual(dsnSink.messages.map((m) => m.data.toString('latin1').match(/^Status: .*$/m)?.[0]), [], 'no DSN: nothing expired');
+  assert.equal(refused.size, N, 'each recipient was deferred once after the release (the expiry check ran)');
+  const delivered = new Map(sink.messages.map((m) => [messageIds([m.data])[0]!, m]));
+  assert.deepEqual([...delivered.keys()].sort(), [...acked].sort());
+  for (let n = 0; n < N; n++) {
+    const m = delivered.get(`msg-${n}@sender.test`)!;
+    assert.deepEqual(m.to, [`u${n}@example.com`]);
+    assert.ok(m.data.includes(testMessage(n)), `message ${n} arrived with its bytes`);
+  }
+  await waitFor("tk-c's queue empty", () => queued(`${dir}/tk-c`) === 0, 20_000);
 });
