@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs';
+import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { ShadowServiceService, type ReplicateRequest, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
 import { adminApi, deferrer, type startFleetAgent } from '../helpers/controller.js';
 import { Sink } from '../helpers/sink.js';
@@ -72,4 +75,28 @@ export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void 
   await waitFor('every agent paired', () => agents.every((a) => shadowOf(a).peer !== ''));
   await waitFor('every agent delivering', () => agents.every((a) => a.agent.deliveryState.open));
   return { sink, ctl, api, agents, start, defer };
+}
+
+/**
+ * A stand-in for a peer's shadow port on loopback (plaintext, or mutual TLS with `tls.cert` of the CA `tls.ca`)
+ * that acks every batch as stored and keeps the batches, in order. `calls` counts the streams that got through.
+ */
+export async function standInPeer(tls?: { ca: string; cert: string; key: string }) {
+  const batches: ReplicateRequest[] = [];
+  let calls = 0;
+  // Batches of up to 8 MiB of bodies, as ShadowServer takes them.
+  const server = new Server({ 'grpc.max_receive_message_length': 128 * 1024 * 1024 });
+  server.addService(ShadowServiceService, {
+    replicate: (call: ServerDuplexStream<ReplicateRequest, ReplicateResponse>) => {
+      calls++;
+      call.on('data', (req: ReplicateRequest) => {
+        batches.push(req);
+        call.write({ batchId: req.batchId, error: '' });
+      });
+      call.on('end', () => call.end());
+    },
+  });
+  const creds = tls ? ServerCredentials.createSsl(readFileSync(tls.ca), [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], true) : ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))));
+  return { address: `127.0.0.1:${port}`, batches, calls: () => calls, stop: () => server.forceShutdown() };
 }

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ShadowCopy, ShadowHold } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { ShadowLink } from '../../agent/shadow/link.js';
+import { ShadowTransport } from '../../agent/shadow/tls.js';
+import { silentLogger } from '../../shared/logger.js';
+import { standInPeer } from './helpers.js';
+
+const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [] });
+const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs });
+
+test('shadow link: hold notices go batched, the newest state per recipient only, never in a batch before a copy handed over earlier', async (t) => {
+  const peer = await standInPeer();
+  t.after(() => peer.stop());
+  const link = new ShadowLink({ agentId: 'lk-b', address: peer.address, credential: 'pair-secret' }, 'lk-a', new ShadowTransport(undefined), silentLogger);
+  t.after(() => link.close());
+
+  // Two copies too large for one batch (8 MiB of bodies), then H2's hold state, changed twice, in the same turn.
+  const copied = Promise.all([link.copy(copy('H1', 5 * 1024 * 1024)), link.copy(copy('H2', 5 * 1024 * 1024))]);
+  link.hold({ id: 'H2', holds: [hold(0, 1_000)] });
+  link.hold({ id: 'H2', holds: [hold(4_000, 0)] });
+  await copied;
+
+  const batches = peer.batches.map((b) => ({ copies: b.copies.map((c) => c.id), holds: b.holds.map((n) => [n.id, n.holds.map((h) => [h.heldMs, h.holdSinceMs])]) }));
+  assert.deepEqual(batches, [
+    { copies: ['H1'], holds: [] },
+    // With H2's copy (the peer applies notices after copies), and only the state it has now.
+    { copies: ['H2'], holds: [['H2', [[4_000, 0]]]] },
+  ]);
+});
