@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Spool, type ShadowCopyRow } from '../../agent/spool/spool.js';
-import { tempDir } from '../helpers/agent.js';
+import { tempDir, waitFor } from '../helpers/agent.js';
+import { copiedHolds, send, shadowFleet, type FleetAgent } from './helpers.js';
 
 /** The shadow_rcpts table as queue files made before hold states were kept in it. */
 const OLD_SHADOW_RCPTS = 'CREATE TABLE shadow_rcpts (origin TEXT NOT NULL, msg_id TEXT NOT NULL, rcpt TEXT NOT NULL, PRIMARY KEY (origin, msg_id, rcpt)) WITHOUT ROWID';
@@ -73,4 +74,22 @@ test('shadow tables on a real queue file: an old file gains the hold columns at 
   // Adopted rows are due now, not held: the adopting agent's scheduler holds them anew if their route is held.
   assert.deepEqual(spool.recipientsOf('M2').map((r) => [r.state, r.holdSince]), [['queued', null]]);
   assert.equal(spool.shadowViews.copyCount(), 0);
+});
+
+test('hold notices: a held route holds a message on the client and its peer knows since when; the release reaches the peer with the time held', async (t) => {
+  const { sink, api, agents } = await shadowFleet(t, { ids: ['hn-a', 'hn-b'] });
+  const [a, b] = agents as [FleetAgent, FleetAgent];
+  // The next hop refuses for now: after the release the message stays queued on hn-a, and so does its copy.
+  sink.rcptPolicy = () => ({ code: 450, message: '4.2.0 try again later' });
+  assert.equal(await send(a.port, 1), 250);
+  await waitFor('hn-b knows the recipient is held', () => copiedHolds(b.config.dataDir, 'hn-a')[0]?.holdSince != null);
+  const [held] = a.agent.queue.allRecipients();
+  assert.equal(held?.state, 'held');
+  assert.deepEqual(copiedHolds(b.config.dataDir, 'hn-a').map((r) => [r.rcpt, r.heldMs, r.holdSince]), [[held.rcpt, 0, held.holdSince]], 'the hold as hn-a has it');
+
+  await api.setRoute('example.com', sink.target);
+  await waitFor('hn-b knows the release', () => copiedHolds(b.config.dataDir, 'hn-a')[0]?.holdSince === null);
+  const [released] = a.agent.queue.allRecipients();
+  assert.ok(released && released.heldMs > 0 && released.holdSince === null, JSON.stringify(released));
+  assert.deepEqual(copiedHolds(b.config.dataDir, 'hn-a').map((r) => [r.rcpt, r.heldMs]), [[released.rcpt, released.heldMs]], 'the time held as hn-a counted it');
 });

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
 import { ShadowServiceService, type ReplicateRequest, type ReplicateResponse } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
@@ -9,6 +11,16 @@ import { grpcTransport, type Transport } from '../helpers/transport.js';
 export type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
 
 export const shadowOf = (a: FleetAgent) => a.agent.health().shadow!;
+
+/** The hold state of `origin`'s copied recipients as the peer keeps them in `dataDir`'s queue file (read-only look). */
+export function copiedHolds(dataDir: string, origin: string): { msgId: string; rcpt: string; heldMs: number; holdSince: number | null }[] {
+  const db = new Database(join(dataDir, 'queue.db'), { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince FROM shadow_rcpts WHERE origin = ? ORDER BY msg_id, rcpt').all(origin) as ReturnType<typeof copiedHolds>;
+  } finally {
+    db.close();
+  }
+}
 
 /** What the last refused `send` was told. */
 export const lastRefusal = { text: '' };
