@@ -13,13 +13,21 @@ type PendingHolds = Map<string, Map<string, ShadowHold>>;
 const WINDOW = 8;
 /** Bytes of copies per batch, so a batch stays well under the message size limit. */
 const BATCH_BYTES = 8 * 1024 * 1024;
+/**
+ * Notices of a failed batch are tried again on their own after this, doubling up to RETRY_MAX while the peer
+ * stays away: a primary gone quiet must not leave the peer with a delivered message's copy (a duplicate after a
+ * takeover) or a stale hold state, nor spin reconnecting to a peer that is down.
+ */
+const RETRY_FIRST = 250;
+const RETRY_MAX = 5_000;
 
 /**
  * The client side of shadow redundancy: one Replicate stream to the peer, opened when needed. Copies and discard
  * notices handed over in one event-loop turn go in one batch; up to WINDOW batches are on the wire unanswered,
  * and whatever comes meanwhile goes in the next batch (so batches grow with the load, like a group commit). A
  * copy's promise resolves when the peer acked its batch (durable there) and rejects with ShadowPeerError when
- * the stream fails first; discards of a failed batch are sent again with the next one. Hold notices carry a
+ * the stream fails first; discards of a failed batch are sent again with the next one, or by a retry timer with
+ * backoff when nothing else comes (see RETRY_FIRST). Hold notices carry a
  * recipient's hold state as it is now, so only the newest per recipient goes, and never in a batch before a copy
  * handed over earlier (the peer would have no row to set yet).
  */
@@ -33,6 +41,8 @@ export class ShadowLink {
   private holds: PendingHolds = new Map();
   private scheduled = false;
   private closed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay = RETRY_FIRST;
 
   constructor(
     readonly peer: PeerRef,
@@ -74,6 +84,7 @@ export class ShadowLink {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.retryTimer);
     this.fail(new ShadowPeerError('down', 'the shadow peer changed'));
     for (const { waiter } of this.copies) waiter.reject(new ShadowPeerError('down', 'the shadow peer changed'));
     this.copies = [];
@@ -136,27 +147,47 @@ export class ShadowLink {
     if (r.error) {
       const err = new ShadowPeerError('refused', `shadow peer ${this.peer.agentId} could not store: ${r.error}`);
       for (const w of s.waiters) w.reject(err);
-    } else for (const w of s.waiters) w.resolve();
-    if (this.waiting()) this.schedule();
+      this.putBack([s]);
+    } else {
+      for (const w of s.waiters) w.resolve();
+      this.retryDelay = RETRY_FIRST;
+    }
+    // Notices put back wait for their timer (a store that keeps failing is not hammered); copies never do.
+    if (this.copies.length || (this.waiting() && !this.retryTimer)) this.schedule();
   }
 
-  /**
-   * Everything on the wire failed: copies are rejected, discards and hold notices wait for the next batch (a
-   * hold state is put back only where no newer one waits: newest batch first).
-   */
+  /** Everything on the wire failed: copies are rejected, discards and hold notices wait (see putBack). */
   private fail(err: Error): void {
     const sent = [...this.sent.values()];
     this.sent.clear();
-    for (const s of sent) {
-      for (const w of s.waiters) w.reject(err);
-      if (!this.closed) this.discards.push(...s.discards);
-    }
+    for (const s of sent) for (const w of s.waiters) w.reject(err);
+    this.putBack(sent);
+  }
+
+  /**
+   * Notices of failed batches (oldest first) wait for the next batch, which the retry timer sends when nothing
+   * else does; a hold state is put back only where no newer one waits (newest batch first).
+   */
+  private putBack(failed: readonly Sent[]): void {
     if (this.closed) return;
-    for (const s of sent.reverse())
+    for (const s of failed) this.discards.push(...s.discards);
+    for (const s of [...failed].reverse())
       for (const n of s.holds) {
         const byRcpt = pendingFor(this.holds, n.id);
         for (const h of n.holds) if (!byRcpt.has(h.recipient)) byRcpt.set(h.recipient, h);
       }
+    if (this.waiting()) this.retryLater();
+  }
+
+  /** One flush after the current backoff, which doubles each time until a batch is acked again. */
+  private retryLater(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.flush();
+    }, this.retryDelay);
+    this.retryTimer.unref();
+    this.retryDelay = Math.min(this.retryDelay * 2, RETRY_MAX);
   }
 }
 

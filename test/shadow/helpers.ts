@@ -92,8 +92,9 @@ export async function shadowFleet(t: { after: (fn: () => Promise<void>) => void 
 /**
  * A stand-in for a peer's shadow port on loopback (plaintext, or mutual TLS with `tls.cert` of the CA `tls.ca`)
  * that acks every batch as stored and keeps the batches, in order. `calls` counts the streams that got through.
+ * `port`: a fixed one (a peer that comes back where it was), else any free one.
  */
-export async function standInPeer(tls?: { ca: string; cert: string; key: string }) {
+export async function standInPeer(tls?: { ca: string; cert: string; key: string }, port = 0) {
   const batches: ReplicateRequest[] = [];
   let calls = 0;
   // Batches of up to 8 MiB of bodies, as ShadowServer takes them.
@@ -109,6 +110,6 @@ export async function standInPeer(tls?: { ca: string; cert: string; key: string 
     },
   });
   const creds = tls ? ServerCredentials.createSsl(readFileSync(tls.ca), [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }], true) : ServerCredentials.createInsecure();
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))));
-  return { address: `127.0.0.1:${port}`, batches, calls: () => calls, stop: () => server.forceShutdown() };
+  const bound = await new Promise<number>((resolve, reject) => server.bindAsync(`127.0.0.1:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))));
+  return { address: `127.0.0.1:${bound}`, port: bound, batches, calls: () => calls, stop: () => server.forceShutdown() };
 }
