@@ -360,9 +360,9 @@ export class Ingress {
     })();
   }
 
-  /** A large message's copy, its body read back from the queue it was just committed to. */
+  /** A large message's copy, its parts read back one at a time from the queue it was just committed to. */
   private copyStaged(shadow: NonNullable<IngressDeps['shadow']>, id: string, sender: string, recipients: string[], arrivedAt: number) {
-    const body = this.deps.queue.body(id);
+    const body = this.deps.queue.bodyForCopy(id)?.raw;
     return body ? shadow.copy({ id, sender, recipients, body, arrivedAt }) : Promise.resolve('unshadowed' as const);
   }
 

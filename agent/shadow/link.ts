@@ -1,8 +1,9 @@
 import { Metadata, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import type { Logger } from '../../shared/logger.js';
-import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard, type ShadowHold, type ShadowHoldNotice } from '../../proto/gen/mxswitch/v1/shadow.js';
+import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard, type ShadowHold, type ShadowHoldNotice, type ShadowPart } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { ShadowPeerError, type PeerRef } from './assignment.js';
 import type { ShadowTransport } from './tls.js';
+import { sendInParts } from './transfer.js';
 
 type Waiter = { resolve: () => void; reject: (err: Error) => void };
 type Sent = { waiters: Waiter[]; discards: ShadowDiscard[]; holds: ShadowHoldNotice[] };
@@ -29,7 +30,8 @@ const RETRY_MAX = 5_000;
  * the stream fails first; discards of a failed batch are sent again with the next one, or by a retry timer with
  * backoff when nothing else comes (see RETRY_FIRST). Hold notices carry a
  * recipient's hold state as it is now, so only the newest per recipient goes, and never in a batch before a copy
- * handed over earlier (the peer would have no row to set yet).
+ * handed over earlier (the peer would have no row to set yet). A large message goes in parts (see sendInParts),
+ * all of them and its copy on one stream: the peer keeps the parts it staged for a copy on that stream only.
  */
 export class ShadowLink {
   private readonly client: ShadowServiceClient;
@@ -37,6 +39,10 @@ export class ShadowLink {
   private lastBatch = 0;
   private readonly sent = new Map<number, Sent>();
   private copies: { copy: ShadowCopy; waiter: Waiter }[] = [];
+  private parts: { part: ShadowPart; waiter: Waiter }[] = [];
+  private lastTransfer = 0;
+  /** Large copies handed over whose parts are still going: hold notices wait for their copy. */
+  private transfers = 0;
   private discards: ShadowDiscard[] = [];
   private holds: PendingHolds = new Map();
   private scheduled = false;
@@ -59,11 +65,26 @@ export class ShadowLink {
     });
   }
 
-  /** Resolves once the peer holds `copy` durably. */
-  copy(copy: ShadowCopy): Promise<void> {
+  /**
+   * Resolves once the peer holds `copy` durably. `parts`: the rest of a large message's body after `copy.body`,
+   * read as it goes (see sendInParts); `signal` gives such a transfer up between two parts.
+   */
+  copy(copy: ShadowCopy, parts?: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<void> {
     if (this.closed) return Promise.reject(new ShadowPeerError('down', 'the shadow link is closed'));
+    const whole = (c: ShadowCopy) => this.queued((waiter) => this.copies.push({ copy: c, waiter }));
+    if (!parts) return whole(copy);
+    this.transfers++;
+    const sink = { part: (part: ShadowPart) => this.queued((waiter) => this.parts.push({ part, waiter })), whole };
+    return sendInParts(sink, copy, parts, ++this.lastTransfer, signal).finally(() => {
+      this.transfers--;
+      if (this.holds.size) this.schedule();
+    });
+  }
+
+  /** Settles when the batch that takes what `push` queued is answered (or fails). */
+  private queued(push: (waiter: Waiter) => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.copies.push({ copy, waiter: { resolve, reject } });
+      push({ resolve, reject });
       this.schedule();
     });
   }
@@ -86,8 +107,9 @@ export class ShadowLink {
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.fail(new ShadowPeerError('down', 'the shadow peer changed'));
-    for (const { waiter } of this.copies) waiter.reject(new ShadowPeerError('down', 'the shadow peer changed'));
+    for (const { waiter } of [...this.copies, ...this.parts]) waiter.reject(new ShadowPeerError('down', 'the shadow peer changed'));
     this.copies = [];
+    this.parts = [];
     this.client.close();
   }
 
@@ -103,23 +125,22 @@ export class ShadowLink {
   private flush(): void {
     while (this.waiting() && this.sent.size < WINDOW && !this.closed) {
       const call = (this.call ??= this.open());
-      let bytes = 0;
-      let n = 0;
-      while (n < this.copies.length && (n === 0 || bytes + this.copies[n]!.copy.body.length <= BATCH_BYTES)) bytes += this.copies[n++]!.copy.body.length;
-      const taken = this.copies.splice(0, n);
+      const budget = { bytes: 0 };
+      const parts = take(this.parts, (p) => p.part.data.length, budget);
+      const taken = take(this.copies, (c) => c.copy.body.length, budget);
       const discards = this.discards;
       this.discards = [];
-      // Held back while copies handed over before them still wait for a batch.
-      const holds = this.copies.length ? [] : [...this.holds].map(([id, byRcpt]) => ({ id, holds: [...byRcpt.values()] }));
+      // Held back while copies handed over before them still wait for a batch (or still send their parts).
+      const holds = this.copies.length || this.transfers ? [] : [...this.holds].map(([id, byRcpt]) => ({ id, holds: [...byRcpt.values()] }));
       if (holds.length) this.holds = new Map();
       const batchId = ++this.lastBatch;
-      this.sent.set(batchId, { waiters: taken.map((t) => t.waiter), discards, holds });
-      call.write({ batchId, copies: taken.map((t) => t.copy), discards, holds });
+      this.sent.set(batchId, { waiters: [...parts, ...taken].map((t) => t.waiter), discards, holds });
+      call.write({ batchId, copies: taken.map((t) => t.copy), discards, holds, parts: parts.map((p) => p.part) });
     }
   }
 
   private waiting(): boolean {
-    return this.copies.length > 0 || this.discards.length > 0 || this.holds.size > 0;
+    return this.copies.length > 0 || this.parts.length > 0 || this.discards.length > 0 || (this.holds.size > 0 && !this.transfers);
   }
 
   private open(): ClientDuplexStream<ReplicateRequest, ReplicateResponse> {
@@ -156,11 +177,17 @@ export class ShadowLink {
     if (this.copies.length || (this.waiting() && !this.retryTimer)) this.schedule();
   }
 
-  /** Everything on the wire failed: copies are rejected, discards and hold notices wait (see putBack). */
+  /**
+   * Everything on the wire failed: copies are rejected, discards and hold notices wait (see putBack). So are the
+   * parts and closing copies of transfers still queued: the parts before them went on the stream that failed.
+   */
   private fail(err: Error): void {
     const sent = [...this.sent.values()];
     this.sent.clear();
-    for (const s of sent) for (const w of s.waiters) w.reject(err);
+    const spoiled = [...this.parts, ...this.copies.filter((c) => c.copy.transfer)];
+    this.parts = [];
+    this.copies = this.copies.filter((c) => !c.copy.transfer);
+    for (const w of [...sent.flatMap((s) => s.waiters), ...spoiled.map((s) => s.waiter)]) w.reject(err);
     this.putBack(sent);
   }
 
@@ -189,6 +216,13 @@ export class ShadowLink {
     this.retryTimer.unref();
     this.retryDelay = Math.min(this.retryDelay * 2, RETRY_MAX);
   }
+}
+
+/** The first items of `queue` that fit the batch's byte budget (at least one when the batch is still empty). */
+function take<T>(queue: T[], size: (item: T) => number, budget: { bytes: number }): T[] {
+  let n = 0;
+  while (n < queue.length && (budget.bytes === 0 || budget.bytes + size(queue[n]!) <= BATCH_BYTES)) budget.bytes += size(queue[n++]!);
+  return queue.splice(0, n);
 }
 
 function pendingFor(pending: PendingHolds, id: string): Map<string, ShadowHold> {

@@ -27,6 +27,6 @@ export function reachable(client: PeerRef, selfId: string, transport: ShadowTran
     call.on('data', (r: ReplicateResponse) => done(!r.error));
     call.on('error', () => done(false));
     call.on('end', () => done(false));
-    call.write({ batchId: 1, copies: [], discards: [], holds: [] });
+    call.write({ batchId: 1, copies: [], discards: [], holds: [], parts: [] });
   });
 }

@@ -6,6 +6,7 @@ import { parseHostPort } from '../../shared/units.js';
 import { ReplicateResponse, ShadowServiceService, type ReplicateRequest } from '../../proto/gen/mxswitch/v1/shadow.js';
 import type { PeerRef } from './assignment.js';
 import { holdFromWire } from './hold-wire.js';
+import { CallStaging } from './staging.js';
 import type { ShadowStoreGroup } from './store-group.js';
 import type { ShadowTransport } from './tls.js';
 
@@ -31,7 +32,7 @@ const denied = (code: status, details: string) => Object.assign(new Error(detail
  * with this agent may call, each with the credential handed out for the pair (and with `shadow.tls`, a client
  * certificate naming the same agent id); a client no longer paired (taken
  * over, reassigned) is cut off at its next batch. Batches are stored through the group commit and answered in
- * order, each once it is durable.
+ * order, each once it is durable (parts of large copies: once staged, see CallStaging).
  */
 export class ShadowServer {
   private readonly server = new Server({ 'grpc.max_receive_message_length': 128 * 1024 * 1024 });
@@ -101,7 +102,7 @@ export class ShadowServer {
     if (!origin && this.probing(call)) {
       // A probe stores nothing: each empty batch is answered, anything else refused.
       call.on('data', (req: ReplicateRequest) => {
-        if (req.copies.length || req.discards.length || req.holds.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
+        if (req.copies.length || req.discards.length || req.holds.length || req.parts.length) call.emit('error', denied(status.PERMISSION_DENIED, 'a probe carries no copies'));
         else call.write(ReplicateResponse.fromPartial({ batchId: req.batchId }));
       });
       call.on('end', () => call.end());
@@ -113,6 +114,7 @@ export class ShadowServer {
       return;
     }
     this.calls.add(call);
+    const staging = new CallStaging(this.group, origin);
     // Answers go out in the order the batches came, each once its transaction committed.
     let answered: Promise<void> = Promise.resolve();
     call.on('data', (req: ReplicateRequest) => {
@@ -120,20 +122,27 @@ export class ShadowServer {
         call.emit('error', denied(status.PERMISSION_DENIED, `${origin} is no longer a shadow client here`));
         return;
       }
-      const stored = this.group
-        .store({
-          origin,
-          copies: req.copies.map((c) => ({ id: c.id, sender: c.sender, recipients: c.recipients, body: c.body, arrivedAt: c.arrivedAtMs, dsn: c.dsn, holds: c.holds.map(holdFromWire) })),
-          discards: req.discards.map((d) => ({ id: d.id, recipients: d.recipients })),
-          holds: req.holds.map((n) => ({ id: n.id, holds: n.holds.map(holdFromWire) })),
-        })
-        .then(
-          () => '',
-          (err: unknown) => {
-            this.log.error({ err, origin }, 'shadow copies could not be stored');
-            return errorMessage(err) || 'store failed';
-          },
-        );
+      // Staged before the copies of the same batch are committed (the writer takes them in this order).
+      const staged = Promise.all(req.parts.map((p) => staging.part(p)));
+      const copies = req.copies.map((c) => ({ id: c.id, sender: c.sender, recipients: c.recipients, body: c.body, arrivedAt: c.arrivedAtMs, dsn: c.dsn, holds: c.holds.map(holdFromWire), staged: staging.close(c) }));
+      const discards = req.discards.map((d) => ({ id: d.id, recipients: d.recipients }));
+      const holds = req.holds.map((n) => ({ id: n.id, holds: n.holds.map(holdFromWire) }));
+      // A batch of parts only commits nothing: no fsync per part.
+      const rows = copies.length || discards.length || holds.length ? this.group.store({ origin, copies, discards, holds }) : Promise.resolve([]);
+      const committed = rows.then(
+        (incomplete) => (incomplete.length ? `parts missing for ${incomplete.join(', ')}: not kept` : ''),
+        (err: unknown) => {
+          for (const c of copies) staging.dropped(c.id, c.staged);
+          throw err;
+        },
+      );
+      const stored = Promise.all([staged, committed]).then(
+        ([, error]) => error,
+        (err: unknown) => {
+          this.log.error({ err, origin }, 'shadow copies could not be stored');
+          return errorMessage(err) || 'store failed';
+        },
+      );
       answered = answered.then(async () => {
         const error = await stored;
         try {
@@ -144,7 +153,7 @@ export class ShadowServer {
       });
     });
     const done = () => {
-      this.calls.delete(call);
+      if (this.calls.delete(call)) staging.end();
     };
     call.on('end', () => {
       void answered.then(() => call.end());

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { AgentConfig } from '../../shared/config.js';
 import type { Logger } from '../../shared/logger.js';
 import type { ShadowCopy } from '../../proto/gen/mxswitch/v1/shadow.js';
@@ -17,7 +18,8 @@ export interface OutgoingCopy {
   id: string;
   sender: string;
   recipients: readonly string[];
-  body: Buffer;
+  /** Whole, or (a message stored in parts) a new stream of its parts per call: it goes to the peer in parts. */
+  body: Buffer | (() => Readable);
   arrivedAt: number;
   dsn?: boolean;
   /** Recipients held now or before (a re-shadowed message): the time held travels with the copy. */
@@ -120,7 +122,7 @@ export class Shadowing {
     this.copying.add(msg.id);
     try {
       if (!link) throw new ShadowPeerError('none', 'no shadow peer assigned');
-      await withTimeout(link.copy(toWire(msg)), this.settings.timeout);
+      await sendCopy(link, msg, this.settings.timeout);
       this.counters.copied++;
       return 'copied';
     } catch (err) {
@@ -219,7 +221,7 @@ export class Shadowing {
         const ids = this.spool.shadowViews.unconfirmed(RESHADOW_BATCH + this.copying.size).filter((id) => !this.copying.has(id));
         if (!ids.length) return;
         const copies = ids.map((id) => this.fromQueue(id)).filter((c): c is OutgoingCopy => !!c);
-        const results = await Promise.allSettled(copies.map((c) => withTimeout(link.copy(toWire(c)), this.settings.timeout)));
+        const results = await Promise.allSettled(copies.map((c) => sendCopy(link, c, this.settings.timeout)));
         const done = copies.filter((_, i) => results[i]!.status === 'fulfilled').map((c) => c.id);
         const vanished = ids.filter((id) => !copies.some((c) => c.id === id));
         if (done.length || vanished.length) await this.spool.shadowConfirm([...done, ...vanished]);
@@ -233,10 +235,10 @@ export class Shadowing {
     }
   }
 
-  /** A queued message as a copy: its recipients still queued here, its whole body. */
+  /** A queued message as a copy: its recipients still queued here, its body (a large one as its parts). */
   private fromQueue(id: string): OutgoingCopy | undefined {
     const m = this.spool.message(id);
-    const body = m && this.spool.body(id);
+    const body = m && this.spool.bodyForCopy(id)?.raw;
     const rows = this.spool.recipientsOf(id);
     const recipients = rows.map((r) => r.rcpt);
     if (!m || !body || !recipients.length) return undefined;
@@ -262,14 +264,19 @@ function samePeer(a: PeerRef | undefined, b: PeerRef | undefined): boolean {
   return a?.agentId === b?.agentId && a?.address === b?.address && a?.credential === b?.credential;
 }
 
-function toWire(m: OutgoingCopy): ShadowCopy {
-  return { id: m.id, sender: m.sender, recipients: [...m.recipients], body: m.body, arrivedAtMs: m.arrivedAt, dsn: m.dsn ?? false, holds: (m.holds ?? []).map(holdToWire) };
-}
+const EMPTY = Buffer.alloc(0);
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+/** `m` to the peer within `ms`; a transfer in parts still going then is given up (no more parts are read). */
+function sendCopy(link: ShadowLink, m: OutgoingCopy, ms: number): Promise<void> {
+  const wire: ShadowCopy = { id: m.id, sender: m.sender, recipients: [...m.recipients], body: Buffer.isBuffer(m.body) ? m.body : EMPTY, arrivedAtMs: m.arrivedAt, dsn: m.dsn ?? false, holds: (m.holds ?? []).map(holdToWire), transfer: 0, parts: 0, size: 0 };
+  const giveUp = new AbortController();
+  const p = link.copy(wire, Buffer.isBuffer(m.body) ? undefined : m.body(), giveUp.signal);
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ShadowPeerError('timeout', `no confirmation from the shadow peer within ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      giveUp.abort();
+      reject(new ShadowPeerError('timeout', `no confirmation from the shadow peer within ${ms} ms`));
+    }, ms);
   });
   p.catch(() => undefined);
   return Promise.race([p, limit]).finally(() => clearTimeout(timer));

@@ -5,7 +5,9 @@ import type { RecipientWrites } from './recipients.js';
 
 /**
  * Shadow redundancy in the queue's own file: the copies this agent keeps for its clients (shadow_copies,
- * shadow_rcpts, keyed by the client's id and queue id), and which of its own messages have no confirmed copy at
+ * shadow_rcpts, keyed by the client's id and queue id; a large copy's body in shadow_parts, under the transfer
+ * that staged it: shadow_copies.xfer names the parts that belong to a copy, any others are half a transfer and
+ * never adopted), and which of its own messages have no confirmed copy at
  * its peer yet (shadow_unconfirmed). In the same database as the queue, so a takeover moves copies into the
  * queue in one transaction, and a message and its "not yet copied" mark commit with one fsync.
  */
@@ -28,6 +30,14 @@ CREATE TABLE IF NOT EXISTS shadow_rcpts (
   hold_since INTEGER,
   PRIMARY KEY (origin, msg_id, rcpt)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_parts (
+  origin TEXT NOT NULL,
+  id TEXT NOT NULL,
+  xfer INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (origin, id, xfer, seq)
+);
 CREATE TABLE IF NOT EXISTS shadow_unconfirmed (msg_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 `;
@@ -39,6 +49,9 @@ CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT
 const SHADOW_COLUMNS_ADDED: readonly { table: string; column: string; definition: string }[] = [
   { table: 'shadow_rcpts', column: 'held_ms', definition: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'shadow_rcpts', column: 'hold_since', definition: 'INTEGER' },
+  // A large copy: the transfer whose parts (shadow_parts) follow `body`, and the whole size; NULL = `body` is all.
+  { table: 'shadow_copies', column: 'xfer', definition: 'INTEGER' },
+  { table: 'shadow_copies', column: 'size', definition: 'INTEGER' },
 ];
 
 /** Creates the shadow tables, or brings those of an older queue file up to this schema. */
@@ -78,6 +91,8 @@ export interface ShadowCopyRow {
   dsn: boolean;
   /** The recipients that have been held (the others never were). */
   holds?: readonly ShadowHoldRow[];
+  /** A large message: `body` is followed by `parts` parts staged under `xfer` (stageCopyPart), `size` bytes in all. */
+  staged?: { xfer: number; parts: number; size: number };
 }
 
 /** Recipients that left a client's queue; none listed = the whole message. */
@@ -120,14 +135,24 @@ export class ShadowWrites {
       mark: db.prepare('INSERT OR IGNORE INTO shadow_unconfirmed (msg_id) VALUES (?)'),
       confirm: db.prepare('DELETE FROM shadow_unconfirmed WHERE msg_id IN (SELECT value FROM json_each(?))'),
       markAll: db.prepare('INSERT OR IGNORE INTO shadow_unconfirmed (msg_id) SELECT id FROM messages'),
-      putCopy: db.prepare('INSERT OR REPLACE INTO shadow_copies (origin, id, sender, arrived_at, dsn, stored_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      putCopy: db.prepare('INSERT OR REPLACE INTO shadow_copies (origin, id, sender, arrived_at, dsn, stored_at, body, xfer, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      copyXfer: db.prepare('SELECT xfer FROM shadow_copies WHERE origin = ? AND id = ?').pluck(),
+      stagePart: db.prepare('INSERT INTO shadow_parts (origin, id, xfer, seq, data) VALUES (?, ?, ?, ?, ?)'),
+      staged: db.prepare('SELECT COUNT(*) AS n, COALESCE(MAX(seq), -1) AS last, COALESCE(SUM(length(data)), 0) AS bytes FROM shadow_parts WHERE origin = ? AND id = ? AND xfer = ?'),
+      dropXfer: db.prepare('DELETE FROM shadow_parts WHERE origin = ? AND id = ? AND xfer = ?'),
+      // Never the parts of a kept copy: only a transfer's that no copy names.
+      dropUnnamed: db.prepare('DELETE FROM shadow_parts WHERE origin = ? AND id = ? AND xfer = ? AND NOT EXISTS (SELECT 1 FROM shadow_copies c WHERE c.origin = ? AND c.id = ? AND c.xfer = ?)'),
+      dropStray: db.prepare('DELETE FROM shadow_parts WHERE NOT EXISTS (SELECT 1 FROM shadow_copies c WHERE c.origin = shadow_parts.origin AND c.id = shadow_parts.id AND c.xfer = shadow_parts.xfer)'),
+      // Into the queue's own parts inside SQLite: an adopted large message never passes through memory whole.
+      adoptParts: db.prepare('INSERT INTO body_parts (msg_id, seq, data) SELECT id, seq, data FROM shadow_parts WHERE origin = ? AND id = ? AND xfer = ? ORDER BY seq'),
+      dropOriginParts: db.prepare('DELETE FROM shadow_parts WHERE origin = ?'),
       clearRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
       putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt, held_ms, hold_since) VALUES (?, ?, ?, ?, ?)'),
       setRcptHold: db.prepare('UPDATE shadow_rcpts SET held_ms = ?, hold_since = ? WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropRcpt: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropCopyIfDone: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ? AND NOT EXISTS (SELECT 1 FROM shadow_rcpts WHERE origin = ? AND msg_id = ?)'),
       dropCopy: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ?'),
-      copiesOf: db.prepare('SELECT id, sender, arrived_at AS arrivedAt, dsn, body FROM shadow_copies WHERE origin = ?'),
+      copiesOf: db.prepare('SELECT id, sender, arrived_at AS arrivedAt, dsn, body, xfer, size FROM shadow_copies WHERE origin = ?'),
       rcptsOf: db.prepare('SELECT rcpt, held_ms AS heldMs, hold_since AS holdSince FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
       // Right after this.recipients.insert (which knows nothing of holds): the time held at the origin.
       setHeld: db.prepare('UPDATE recipients SET held_ms = ? WHERE msg_id = ? AND rcpt = ?'),
@@ -165,16 +190,44 @@ export class ShadowWrites {
     })();
   }
 
-  /** Clients' copies and discard notices, one durable transaction (synchronous=FULL: fsynced on return). */
-  store(batches: readonly ShadowBatchRows[], now: number): void {
-    this.db.transaction(() => {
-      for (const b of batches) this.storeOne(b, now);
-    })();
+  /**
+   * Part `seq` of a large copy still arriving. No fsync of its own (like the queue's staged parts): the commit
+   * of the copy that names its transfer (synchronous=FULL) syncs the WAL with it, before the client's 250.
+   */
+  stagePart(origin: string, id: string, xfer: number, seq: number, data: Buffer): void {
+    this.unsynced(() => this.stmts.stagePart.run(origin, id, xfer, seq, data));
   }
 
-  private storeOne({ origin, copies, discards, holds = [] }: ShadowBatchRows, now: number): void {
+  /** The parts of a transfer whose copy will not come (its stream ended); those of a kept copy stay. */
+  dropStaged(origin: string, id: string, xfer: number): void {
+    this.stmts.dropUnnamed.run(origin, id, xfer, origin, id, xfer);
+  }
+
+  /** At start: parts no copy names (transfers a stop cut short) go. */
+  dropStrayParts(): number {
+    return this.stmts.dropStray.run().changes;
+  }
+
+  /**
+   * Clients' copies and discard notices, one durable transaction (synchronous=FULL: fsynced on return). Returns,
+   * per batch, the ids of large copies not kept because their parts were not all staged (never half a copy).
+   */
+  store(batches: readonly ShadowBatchRows[], now: number): string[][] {
+    return this.db.transaction(() => batches.map((b) => this.storeOne(b, now)))();
+  }
+
+  private storeOne({ origin, copies, discards, holds = [] }: ShadowBatchRows, now: number): string[] {
+    const incomplete: string[] = [];
     for (const c of copies) {
-      this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body);
+      if (c.staged && !this.complete(origin, c.id, c.body.length, c.staged)) {
+        incomplete.push(c.id);
+        this.stmts.dropUnnamed.run(origin, c.id, c.staged.xfer, origin, c.id, c.staged.xfer);
+        continue;
+      }
+      // A copy sent again replaces the one kept, and the parts of the one kept with it.
+      const before = this.stmts.copyXfer.get(origin, c.id) as number | null | undefined;
+      this.stmts.putCopy.run(origin, c.id, c.sender, c.arrivedAt, c.dsn ? 1 : 0, now, c.body, c.staged?.xfer ?? null, c.staged?.size ?? null);
+      if (before != null && before !== c.staged?.xfer) this.stmts.dropXfer.run(origin, c.id, before);
       // A copy sent again (a re-shadow) replaces the recipients with those still queued, and their hold state.
       this.stmts.clearRcpts.run(origin, c.id);
       const held = new Map((c.holds ?? []).map((h) => [h.rcpt, h]));
@@ -183,14 +236,24 @@ export class ShadowWrites {
     // A notice for a copy not kept here (never sent, or discarded since) changes nothing.
     for (const n of holds) for (const h of n.holds) this.stmts.setRcptHold.run(h.heldMs, h.holdSince, origin, n.id, h.rcpt);
     for (const d of discards) {
+      const xfer = this.stmts.copyXfer.get(origin, d.id) as number | null | undefined;
       if (!d.recipients.length) {
         this.stmts.clearRcpts.run(origin, d.id);
         this.stmts.dropCopy.run(origin, d.id);
-        continue;
+      } else {
+        for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
+        this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
       }
-      for (const r of d.recipients) this.stmts.dropRcpt.run(origin, d.id, r);
-      this.stmts.dropCopyIfDone.run(origin, d.id, origin, d.id);
+      // The copy's parts go with it (and stay while it is kept).
+      if (xfer != null) this.stmts.dropUnnamed.run(origin, d.id, xfer, origin, d.id, xfer);
     }
+    return incomplete;
+  }
+
+  /** Exactly parts 0..parts-1 of the transfer are staged, and with `head` they make `size` bytes. */
+  private complete(origin: string, id: string, head: number, { xfer, parts, size }: NonNullable<ShadowCopyRow['staged']>): boolean {
+    const got = this.stmts.staged.get(origin, id, xfer) as { n: number; last: number; bytes: number };
+    return got.n === parts && got.last === parts - 1 && head + got.bytes === size;
   }
 
   /**
@@ -203,11 +266,14 @@ export class ShadowWrites {
     return this.db.transaction(() => {
       let messages = 0;
       let recipients = 0;
-      for (const c of this.stmts.copiesOf.all(origin) as { id: string; sender: string; arrivedAt: number; dsn: number; body: Buffer }[]) {
+      for (const c of this.stmts.copiesOf.all(origin) as { id: string; sender: string; arrivedAt: number; dsn: number; body: Buffer; xfer: number | null; size: number | null }[]) {
         const holds = this.stmts.rcptsOf.all(origin, c.id) as ShadowHoldRow[];
         const rcpts = holds.map((h) => h.rcpt);
         if (rcpts.length && !this.stmts.exists.get(c.id)) {
-          this.bodies.insert({ id: c.id, sender: c.sender, recipients: rcpts, body: c.body, arrivedAt: c.arrivedAt, ...(c.dsn ? { dsn: true } : {}) }, now);
+          // A large copy becomes a message staged in parts, as if it had arrived here.
+          const staged = c.xfer !== null && c.size !== null ? { staged: c.size - c.body.length } : {};
+          if (c.xfer !== null) this.stmts.adoptParts.run(origin, c.id, c.xfer);
+          this.bodies.insert({ id: c.id, sender: c.sender, recipients: rcpts, body: c.body, arrivedAt: c.arrivedAt, ...(c.dsn ? { dsn: true } : {}), ...staged }, now);
           this.recipients.insert(c.id, rcpts, now);
           for (const h of holds) {
             const held = heldUntil(h, now);
@@ -218,6 +284,7 @@ export class ShadowWrites {
         }
       }
       this.stmts.dropOriginRcpts.run(origin);
+      this.stmts.dropOriginParts.run(origin);
       this.stmts.dropOriginCopies.run(origin);
       return { messages, recipients };
     })();
@@ -227,6 +294,7 @@ export class ShadowWrites {
   dropOrigin(origin: string): number {
     return this.db.transaction(() => {
       this.stmts.dropOriginRcpts.run(origin);
+      this.stmts.dropOriginParts.run(origin);
       return this.stmts.dropOriginCopies.run(origin).changes;
     })();
   }
@@ -260,7 +328,7 @@ export class ShadowViews {
       unconfirmed: db.prepare('SELECT u.msg_id FROM shadow_unconfirmed u JOIN messages m ON m.id = u.msg_id ORDER BY m.arrived_at LIMIT ?').pluck(),
       unconfirmedCount: db.prepare('SELECT COUNT(*) FROM shadow_unconfirmed u JOIN messages m ON m.id = u.msg_id').pluck(),
       copyCount: db.prepare('SELECT COUNT(*) FROM shadow_copies').pluck(),
-      list: db.prepare('SELECT origin, id, sender, arrived_at AS arrivedAt, length(body) AS size FROM shadow_copies ORDER BY arrived_at LIMIT ?'),
+      list: db.prepare('SELECT origin, id, sender, arrived_at AS arrivedAt, COALESCE(size, length(body)) AS size FROM shadow_copies ORDER BY arrived_at LIMIT ?'),
       rcpts: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ? ORDER BY rcpt').pluck(),
       dsn: db.prepare('SELECT dsn FROM messages WHERE id = ?').pluck(),
       state: db.prepare('SELECT value FROM shadow_state WHERE key = ?').pluck(),

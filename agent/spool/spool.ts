@@ -154,10 +154,32 @@ export class Spool {
     if (this.onHolds && rowIds.length) this.onHolds(this.shadowViews.holdStates(rowIds));
   }
 
-  /** Clients' shadow copies and discard notices in one transaction; resolves once they are durable. */
-  shadowStore(batches: readonly ShadowBatchRows[]): Promise<void> {
+  /**
+   * Clients' shadow copies and discard notices in one transaction; resolves once they are durable, with the ids
+   * of large copies per batch that were not kept (their parts were not all staged).
+   */
+  shadowStore(batches: readonly ShadowBatchRows[]): Promise<string[][]> {
     const rows = batches.map((b) => ({ ...b, copies: b.copies.map((c) => ({ ...c, body: ownCopy(c.body) })) }));
     return this.writer.call('shadowStore', [rows, Date.now()], rows.flatMap((b) => b.copies.map((c) => c.body.buffer as ArrayBuffer)));
+  }
+
+  /** Part `seq` of a client's large copy still arriving (a copy of `data`; no fsync: the copy's commit syncs it). */
+  shadowStagePart(origin: string, id: string, xfer: number, seq: number, data: Uint8Array): Promise<void> {
+    const copy = ownCopy(data);
+    return this.writer.call('shadowStagePart', [origin, id, xfer, seq, copy], [copy.buffer as ArrayBuffer]);
+  }
+
+  /** The staged parts of a client's transfer whose copy will not come. */
+  shadowDropStaged(origin: string, id: string, xfer: number): Promise<void> {
+    return this.writer.call('shadowDropStaged', [origin, id, xfer]);
+  }
+
+  /**
+   * A message's bytes for its shadow copy: whole when small, else a new stream of its stored parts per call (the
+   * reads delivery uses, never the whole message in memory); not the body kept for the first delivery.
+   */
+  bodyForCopy(msgId: string): DeliveryBody | undefined {
+    return this.bodies.forDelivery(msgId);
   }
 
   /** Messages accepted without a shadow copy; resolves once that is durable. */

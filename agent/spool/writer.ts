@@ -68,12 +68,26 @@ export class Writer {
   }
 
   recover(now: number): number {
-    return recoverAtStart(this.db, now);
+    const rows = recoverAtStart(this.db, now);
+    this.shadow.dropStrayParts();
+    return rows;
   }
 
-  /** Clients' shadow copies and discard notices, one transaction (durable on return): the peer's group commit. */
-  shadowStore(batches: readonly ShadowBatchRows[], now: number): void {
-    this.shadow.store(batches, now);
+  /**
+   * Clients' shadow copies and discard notices, one transaction (durable on return): the peer's group commit.
+   * Per batch, the large copies not kept (parts missing).
+   */
+  shadowStore(batches: readonly ShadowBatchRows[], now: number): string[][] {
+    return this.shadow.store(batches, now);
+  }
+
+  shadowStagePart(origin: string, id: string, xfer: number, seq: number, data: Uint8Array): void {
+    this.shadow.stagePart(origin, id, xfer, seq, bufferFromWire(data));
+    buffersDone(data.length);
+  }
+
+  shadowDropStaged(origin: string, id: string, xfer: number): void {
+    this.shadow.dropStaged(origin, id, xfer);
   }
 
   shadowMarkUnconfirmed(ids: readonly string[]): void {

@@ -18,7 +18,7 @@ test('the shadow service refuses a client without the pair\'s credential', async
       const call = client.replicate(md);
       call.on('data', (_r: ReplicateResponse) => resolve(status.OK));
       call.on('error', (err: { code: number }) => resolve(err.code));
-      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [] }], discards: [], holds: [] });
+      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 }], discards: [], holds: [], parts: [] });
     });
   assert.equal(await attempt(new Metadata()), status.UNAUTHENTICATED, 'anonymous');
   const forged = new Metadata();

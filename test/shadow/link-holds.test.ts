@@ -6,7 +6,7 @@ import { ShadowTransport } from '../../agent/shadow/tls.js';
 import { silentLogger } from '../../shared/logger.js';
 import { standInPeer } from './helpers.js';
 
-const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [] });
+const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 });
 const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs });
 
 test('shadow link: hold notices go batched, the newest state per recipient only, never in a batch before a copy handed over earlier', async (t) => {

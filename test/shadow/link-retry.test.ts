@@ -7,7 +7,7 @@ import { silentLogger } from '../../shared/logger.js';
 import { waitFor } from '../helpers/agent.js';
 import { standInPeer } from './helpers.js';
 
-const copy = (id: string): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com', 'v@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [] });
+const copy = (id: string): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com', 'v@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 });
 
 test('shadow link: notices handed over while the peer is down reach it once it is back, with nothing more from the primary', async (t) => {
   const first = await standInPeer();

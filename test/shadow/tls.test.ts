@@ -38,7 +38,7 @@ test('shadow.tls: the peer port takes only clients whose certificate names the p
       };
       call.on('data', (_r: ReplicateResponse) => done(status.OK));
       call.on('error', (err: { code: number }) => done(err.code));
-      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [] }], discards: [], holds: [] });
+      call.write({ batchId: 1, copies: [{ id: 'X1', sender: '', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 }], discards: [], holds: [], parts: [] });
     });
   const tlsAs = (id: string) => credentials.createSsl(readFileSync(pki.ca), readFileSync(certs.get(id)!.key), readFileSync(certs.get(id)!.cert), { checkServerIdentity: () => undefined });
   assert.equal(await attempt(tlsAs('tl-x')), status.UNAUTHENTICATED, "another agent's certificate with tl-a's credential");
@@ -57,7 +57,7 @@ test('shadow.tls: a client copies only to a peer whose certificate names the age
   const copyTo = async (address: string) => {
     const link = new ShadowLink({ agentId: 'tl-b', address, credential: 'pair-secret' }, 'tl-a', transport, silentLogger);
     try {
-      await link.copy({ id: 'C1', sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [] });
+      await link.copy({ id: 'C1', sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.from('x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 });
       return 'copied';
     } catch (err) {
       assert.ok(err instanceof ShadowPeerError, String(err));

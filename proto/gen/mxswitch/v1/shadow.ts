@@ -30,6 +30,11 @@ export interface ReplicateRequest {
   discards: ShadowDiscard[];
   /** Recipients put on hold or released on the client since the copies were sent (applied after `copies`). */
   holds: ShadowHoldNotice[];
+  /**
+   * Parts of large copies' bodies (staged by the peer before `copies`). A batch of parts only is acked once its
+   * parts are written (not fsynced): only the batch with the copy that names them makes them durable.
+   */
+  parts: ShadowPart[];
 }
 
 /** ShadowCopy is one accepted message: envelope, remaining recipients, body. */
@@ -45,6 +50,27 @@ export interface ShadowCopy {
   dsn: boolean;
   /** Hold state of those recipients that have been held on the client (the others: never held). */
   holds: ShadowHold[];
+  /**
+   * A large message: its body is `body` followed by the `parts` parts of transfer `transfer` sent before on this
+   * stream (ShadowPart), `size` bytes in all. The peer keeps the copy only if it staged exactly those; 0 = `body`
+   * is the whole message.
+   */
+  transfer: number;
+  parts: number;
+  size: number;
+}
+
+/**
+ * ShadowPart is one part of a large copy's body, in order (seq from 0). The copy itself follows once every part
+ * was sent; parts of a transfer whose copy never came (the stream broke) are dropped by the peer and never adopted.
+ */
+export interface ShadowPart {
+  /** Chosen by the client, unique on its stream. */
+  transfer: number;
+  /** The client's queue id of the message. */
+  id: string;
+  seq: number;
+  data: Buffer;
 }
 
 /**
@@ -151,7 +177,7 @@ export interface ShadowReport {
 }
 
 function createBaseReplicateRequest(): ReplicateRequest {
-  return { batchId: 0, copies: [], discards: [], holds: [] };
+  return { batchId: 0, copies: [], discards: [], holds: [], parts: [] };
 }
 
 export const ReplicateRequest: MessageFns<ReplicateRequest> = {
@@ -167,6 +193,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     }
     for (const v of message.holds) {
       ShadowHoldNotice.encode(v!, writer.uint32(242).fork()).join();
+    }
+    for (const v of message.parts) {
+      ShadowPart.encode(v!, writer.uint32(266).fork()).join();
     }
     return writer;
   },
@@ -216,6 +245,14 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
             message.holds.push(ShadowHoldNotice.decode(reader, reader.uint32()));
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.parts.push(ShadowPart.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -240,6 +277,7 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
         ? object.discards.map((e: any) => ShadowDiscard.fromJSON(e))
         : [],
       holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => ShadowHoldNotice.fromJSON(e)) : [],
+      parts: globalThis.Array.isArray(object?.parts) ? object.parts.map((e: any) => ShadowPart.fromJSON(e)) : [],
     };
   },
 
@@ -257,6 +295,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     if (message.holds?.length) {
       obj.holds = message.holds.map((e) => ShadowHoldNotice.toJSON(e));
     }
+    if (message.parts?.length) {
+      obj.parts = message.parts.map((e) => ShadowPart.toJSON(e));
+    }
     return obj;
   },
 
@@ -269,12 +310,24 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     message.copies = object.copies?.map((e) => ShadowCopy.fromPartial(e)) || [];
     message.discards = object.discards?.map((e) => ShadowDiscard.fromPartial(e)) || [];
     message.holds = object.holds?.map((e) => ShadowHoldNotice.fromPartial(e)) || [];
+    message.parts = object.parts?.map((e) => ShadowPart.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseShadowCopy(): ShadowCopy {
-  return { id: "", sender: "", recipients: [], body: Buffer.alloc(0), arrivedAtMs: 0, dsn: false, holds: [] };
+  return {
+    id: "",
+    sender: "",
+    recipients: [],
+    body: Buffer.alloc(0),
+    arrivedAtMs: 0,
+    dsn: false,
+    holds: [],
+    transfer: 0,
+    parts: 0,
+    size: 0,
+  };
 }
 
 export const ShadowCopy: MessageFns<ShadowCopy> = {
@@ -299,6 +352,15 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     }
     for (const v of message.holds) {
       ShadowHold.encode(v!, writer.uint32(242).fork()).join();
+    }
+    if (message.transfer !== 0) {
+      writer.uint32(264).uint64(message.transfer);
+    }
+    if (message.parts !== 0) {
+      writer.uint32(272).uint32(message.parts);
+    }
+    if (message.size !== 0) {
+      writer.uint32(280).uint64(message.size);
     }
     return writer;
   },
@@ -372,6 +434,30 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
             message.holds.push(ShadowHold.decode(reader, reader.uint32()));
             continue;
           }
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.transfer = longToNumber(reader.uint64());
+            continue;
+          }
+          case 34: {
+            if (tag !== 272) {
+              break;
+            }
+
+            message.parts = reader.uint32();
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -399,6 +485,9 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
         : 0,
       dsn: isSet(object.dsn) ? globalThis.Boolean(object.dsn) : false,
       holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => ShadowHold.fromJSON(e)) : [],
+      transfer: isSet(object.transfer) ? globalThis.Number(object.transfer) : 0,
+      parts: isSet(object.parts) ? globalThis.Number(object.parts) : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
     };
   },
 
@@ -425,6 +514,15 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     if (message.holds?.length) {
       obj.holds = message.holds.map((e) => ShadowHold.toJSON(e));
     }
+    if (message.transfer !== 0) {
+      obj.transfer = Math.round(message.transfer);
+    }
+    if (message.parts !== 0) {
+      obj.parts = Math.round(message.parts);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
     return obj;
   },
 
@@ -440,6 +538,126 @@ export const ShadowCopy: MessageFns<ShadowCopy> = {
     message.arrivedAtMs = object.arrivedAtMs ?? 0;
     message.dsn = object.dsn ?? false;
     message.holds = object.holds?.map((e) => ShadowHold.fromPartial(e)) || [];
+    message.transfer = object.transfer ?? 0;
+    message.parts = object.parts ?? 0;
+    message.size = object.size ?? 0;
+    return message;
+  },
+};
+
+function createBaseShadowPart(): ShadowPart {
+  return { transfer: 0, id: "", seq: 0, data: Buffer.alloc(0) };
+}
+
+export const ShadowPart: MessageFns<ShadowPart> = {
+  encode(message: ShadowPart, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transfer !== 0) {
+      writer.uint32(264).uint64(message.transfer);
+    }
+    if (message.id !== "") {
+      writer.uint32(274).string(message.id);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(280).uint32(message.seq);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(290).bytes(message.data);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowPart {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowPart();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 33: {
+            if (tag !== 264) {
+              break;
+            }
+
+            message.transfer = longToNumber(reader.uint64());
+            continue;
+          }
+          case 34: {
+            if (tag !== 274) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 35: {
+            if (tag !== 280) {
+              break;
+            }
+
+            message.seq = reader.uint32();
+            continue;
+          }
+          case 36: {
+            if (tag !== 290) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShadowPart {
+    return {
+      transfer: isSet(object.transfer) ? globalThis.Number(object.transfer) : 0,
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: ShadowPart): unknown {
+    const obj: any = {};
+    if (message.transfer !== 0) {
+      obj.transfer = Math.round(message.transfer);
+    }
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ShadowPart>): ShadowPart {
+    return ShadowPart.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ShadowPart>): ShadowPart {
+    const message = createBaseShadowPart();
+    message.transfer = object.transfer ?? 0;
+    message.id = object.id ?? "";
+    message.seq = object.seq ?? 0;
+    message.data = object.data ?? Buffer.alloc(0);
     return message;
   },
 };
