@@ -6,7 +6,7 @@ import type { ShadowStoreGroup } from './store-group.js';
 type Transfer = { id: string; xfer: number; next: number };
 
 /** A transfer key at the peer: unique per (client, message) whatever the client numbers its transfers. */
-const newXfer = () => randomInt(2 ** 48);
+const newXfer = () => randomInt(2 ** 48 - 1);
 
 /**
  * The large copies one client stream is sending in parts (ShadowPart), on the peer: each part is staged under a
