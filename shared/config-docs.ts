@@ -62,7 +62,7 @@ export const KEY_DOCS: Record<'agent' | 'controller', Record<string, string>> = 
     'shadow.advertise': 'Address peers dial (`host:port`); default the listen host (`smtp.hostname` when it listens on a wildcard address) with the bound port',
     'shadow.takeoverAfter': 'An agent disconnected from the controller this long, and unreachable from its peer too, is taken over: the peer delivers its shadow copies',
     'shadow.onPeerDown': 'When the peer does not confirm a copy within `shadow.timeout`: `accept` (250 with one copy, counted in `mxswitch_unshadowed_messages`, copied once a peer is back) or `tempfail` (`451 4.4.3`, nothing kept)',
-    'shadow.timeout': 'How long the 250 waits for the peer\'s durable commit of the copy',
+    'shadow.timeout': 'How long the 250 waits for the peer\'s durable commit of the copy (a large message: all its parts too)',
     'shadow.tls.cert': 'Mutual TLS on the peer port (setting `shadow.tls` turns it on): this agent\'s certificate (PEM), naming its agent id (CN or a DNS SAN); a peer or client whose certificate names another id is refused, beside the pair credential',
     'shadow.tls.key': 'Private key (PEM) of `shadow.tls.cert`',
     'shadow.tls.ca': 'CA (PEM) that signed every agent\'s peer certificate; certificates of any other CA are refused',

@@ -3,7 +3,7 @@ import type { Logger } from '../../shared/logger.js';
 import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowCopy, type ShadowDiscard, type ShadowHold, type ShadowHoldNotice, type ShadowPart } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { ShadowPeerError, type PeerRef } from './assignment.js';
 import type { ShadowTransport } from './tls.js';
-import { sendInParts } from './transfer.js';
+import { sendInParts, TransferSlots } from './transfer.js';
 
 type Waiter = { resolve: () => void; reject: (err: Error) => void };
 type Sent = { waiters: Waiter[]; discards: ShadowDiscard[]; holds: ShadowHoldNotice[] };
@@ -41,8 +41,9 @@ export class ShadowLink {
   private copies: { copy: ShadowCopy; waiter: Waiter }[] = [];
   private parts: { part: ShadowPart; waiter: Waiter }[] = [];
   private lastTransfer = 0;
-  /** Large copies handed over whose parts are still going: hold notices wait for their copy. */
+  /** Large copies handed over whose parts are still going (or wait for a slot): hold notices wait for their copy. */
   private transfers = 0;
+  private readonly slots = new TransferSlots();
   private discards: ShadowDiscard[] = [];
   private holds: PendingHolds = new Map();
   private scheduled = false;
@@ -75,7 +76,7 @@ export class ShadowLink {
     if (!parts) return whole(copy);
     this.transfers++;
     const sink = { part: (part: ShadowPart) => this.queued((waiter) => this.parts.push({ part, waiter })), whole };
-    return sendInParts(sink, copy, parts, ++this.lastTransfer, signal).finally(() => {
+    return this.slots.run(() => sendInParts(sink, copy, parts, ++this.lastTransfer, signal)).finally(() => {
       this.transfers--;
       if (this.holds.size) this.schedule();
     });
@@ -83,6 +84,8 @@ export class ShadowLink {
 
   /** Settles when the batch that takes what `push` queued is answered (or fails). */
   private queued(push: (waiter: Waiter) => void): Promise<void> {
+    // A transfer that waited for its slot may find the link closed meanwhile.
+    if (this.closed) return Promise.reject(new ShadowPeerError('down', 'the shadow link is closed'));
     return new Promise((resolve, reject) => {
       push({ resolve, reject });
       this.schedule();

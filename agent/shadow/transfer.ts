@@ -7,6 +7,31 @@ import { ShadowPeerError } from './assignment.js';
  */
 export const PARTS_IN_FLIGHT = 4;
 
+/**
+ * Transfers under way at once on one link; more wait for one to end. A re-shadow hands over up to 200 messages at
+ * a time: without this, 200 large ones would each have their parts in flight together.
+ */
+export const TRANSFERS_AT_ONCE = 4;
+
+/** Turns for TRANSFERS_AT_ONCE transfers, first come first served. */
+export class TransferSlots {
+  private free = TRANSFERS_AT_ONCE;
+  private readonly queue: (() => void)[] = [];
+
+  /** Runs `transfer` in a slot of its own. */
+  async run<T>(transfer: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.queue.push(resolve));
+    try {
+      return await transfer();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}
+
 /** What a transfer needs of the link: a part, and the copy that closes the transfer (resolves once durable). */
 export interface PartSink {
   part(p: ShadowPart): Promise<void>;
