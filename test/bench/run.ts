@@ -1,31 +1,4 @@
-/**
- * `npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix] [-- --generator both] [-- --reps 3] [-- --compiled]`
- *
- * Scenarios (each bounded in time, each printed as a table and included in --json):
- *   ingest       S sessions x M messages x size into a real agent process, durable; msgs/s, 250 latency p50/p99
- *   e2e          the same runs: first message sent -> last one received at the sink (its own process)
- *   drain        Q messages queued while the next hop is down, then next hop up + flush: msgs/s until empty
- *   queue-scale  claimDue cost, agent start, health scrape and RSS with 10k / 100k / 1M 4 KB messages queued
- *   large        a 50 MB message accepted and relayed; the agent's peak RSS rise against the message size
- *   convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
- *   recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit (gRPC and NATS)
- *   shadow       ingest with shadow redundancy on vs off at 20 sessions (route held: the 250 path only); the on/off ratio
- *   control-scale SetRoute at 100 vs 100k routes, bytes and agent apply+persist of one change, import of 100k routes
- *                acked by 2 agents, convergence of one change across --sessions simulated agents (500; real control
- *                session code, 4 child processes)
- * --peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
- * (installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
- * --generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
- * Postfix's smtp-source (new connection per message, and -d: connections reused), or both (the default when
- * /usr/sbin/smtp-source exists). Each ingest shape runs --reps times (3; 1 with --quick) per peer, interleaved;
- * medians are printed. --connections new|reused|both picks smtp-source's connection modes (both by default).
- * Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under `node --cpu-prof` (one file per thread: the event
- * loop, the spool's writer thread, and from source tsx's loader threads); `tsx test/bench/profile-top.ts FILE`
- * lists the top self-time functions of one.
- * --compiled runs every mxswitch agent from dist/ (built first with `npm run build`), as a release runs, instead of
- * the sources through tsx (whose loader thread adds ~40 MB of RSS and some CPU at start).
- * Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
- */
+/** The benchmark runner: `npm run bench -- --help`. */
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { controlScale, type ControlScaleResult } from './control-scale.js';
@@ -51,8 +24,40 @@ import { shadowCost, type ShadowCostResult } from './shadow.js';
 import { sinkKind } from './sink.js';
 import { SMTP_SOURCE, smtpSourceInstalled } from './smtp-source.js';
 
+/** What `npm run bench -- --help` prints; timing targets live here, never in tests. */
+const USAGE = `\`npm run bench [-- --quick] [-- --json] [-- --scenario a,b] [-- --peer postfix] [-- --generator both] [-- --reps 3] [-- --compiled]\`
+
+Scenarios (each bounded in time, each printed as a table and included in --json):
+  ingest       S sessions x M messages x size into a real agent process, durable; msgs/s, 250 latency p50/p99
+  e2e          the same runs: first message sent -> last one received at the sink (its own process)
+  drain        Q messages queued while the next hop is down, then next hop up + flush: msgs/s until empty
+  queue-scale  claimDue cost, agent start, health scrape and RSS with 10k / 100k / 1M 4 KB messages queued
+  large        a 50 MB message accepted and relayed; the agent's peak RSS rise against the message size
+  convergence  switchover step: admin call -> last agent ack, 1 / 10 / 50 agents
+  recipients   a 200,000-address recipient list imported and acked by 3 agents; then one small edit (gRPC and NATS)
+  shadow       ingest with shadow redundancy on vs off at 20 sessions (route held: the 250 path only); the on/off ratio
+  control-scale SetRoute at 100 vs 100k routes, bytes and agent apply+persist of one change, import of 100k routes
+               acked by 2 agents, convergence of one change across --sessions simulated agents (500; real control
+               session code, 4 child processes)
+--peer postfix runs ingest, e2e and drain against a private Postfix instance too, interleaved with mxswitch
+(installs Debian's postfix when missing), and prints mxswitch/Postfix per scenario.
+--generator builtin|smtp-source|both drives ingest and e2e with the bench's own pipelined generator, with
+Postfix's smtp-source (new connection per message, and -d: connections reused), or both (the default when
+/usr/sbin/smtp-source exists). Each ingest shape runs --reps times (3; 1 with --quick) per peer, interleaved;
+medians are printed. --connections new|reused|both picks smtp-source's connection modes (both by default).
+Profiling: MXSWITCH_BENCH_PROFILE=DIR runs each agent under \`node --cpu-prof\` (one file per thread: the event
+loop, the spool's writer thread, and from source tsx's loader threads); \`tsx test/bench/profile-top.ts FILE\`
+lists the top self-time functions of one.
+--compiled runs every mxswitch agent from dist/ (built first with \`npm run build\`), as a release runs, instead of
+the sources through tsx (whose loader thread adds ~40 MB of RSS and some CPU at start).
+Overrides for one-off runs: --shape SxMxBYTES (one ingest shape), --queued N (drain and queue-scale), --size BYTES
+(large), --sessions N (control-scale's simulated agents). --json prints every result as one JSON document.
+Timing targets live here, never in tests. --quick is the small variant CI runs so the suite can't rot.
+`;
+
 const { values } = parseArgs({
   options: {
+    help: { type: 'boolean', short: 'h' },
     quick: { type: 'boolean' },
     compiled: { type: 'boolean' },
     json: { type: 'boolean' },
@@ -70,6 +75,10 @@ const { values } = parseArgs({
     sessions: { type: 'string' },
   },
 });
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 const SCENARIOS = ['ingest', 'e2e', 'drain', 'queue-scale', 'large', 'convergence', 'recipients', 'shadow', 'control-scale'];
 const chosen = values.scenario ? values.scenario.split(',') : SCENARIOS;
 for (const s of chosen) if (!SCENARIOS.includes(s)) throw new Error(`--scenario ${s}: one of ${SCENARIOS.join(', ')}`);
