@@ -30,7 +30,7 @@ export type ToDeliveryThread =
 
 export type FromDeliveryThread = { id: number; attempt: DeliveryAttempt } | { wantStream: number; streamId: number } | { log: string } | { closed: true };
 
-type Pending = { resolve: (a: DeliveryAttempt) => void; target: Target; envelope: Envelope; stream?: () => Readable };
+type Pending = { resolve: (a: DeliveryAttempt) => void; target: Target; envelope: Envelope; stream?: () => Readable; made?: Readable[] };
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 const levelName = (n: unknown) => LEVELS[Math.max(0, Math.min(5, Math.round(Number(n) / 10) - 1))] ?? 'info';
@@ -88,6 +88,8 @@ export class DeliveryClient implements Outbound {
       });
       this.worker = undefined;
       await worker.terminate();
+      // Sends the scheduler's stop did not wait for (its bound): temporary, the queue has them in flight anyway.
+      this.failPending('the agent stopped during the attempt');
     })();
     return this.closing;
   }
@@ -111,13 +113,15 @@ export class DeliveryClient implements Outbound {
     if ('wantStream' in m) {
       const p = this.pending.get(m.wantStream);
       if (!p?.stream) return;
-      const stream = NodeReadable.toWeb(p.stream()) as ReadableStream<Uint8Array>;
+      const source = p.stream();
+      (p.made ??= []).push(source);
+      const stream = NodeReadable.toWeb(source) as ReadableStream<Uint8Array>;
       return this.post(worker, { op: 'stream', streamId: m.streamId, stream }, [stream]);
     }
     const p = this.pending.get(m.id);
     this.pending.delete(m.id);
     if (this.pending.size === 0 && !this.closing) worker.unref();
-    p?.resolve(m.attempt);
+    if (p) settle(p, m.attempt);
   }
 
   private relayLog(line: string): void {
@@ -133,10 +137,20 @@ export class DeliveryClient implements Outbound {
     if (this.worker !== worker) return;
     this.worker = undefined;
     if (!this.closing) this.log.error({ reason: why }, 'delivery thread stopped; sends under way are retried');
-    for (const p of this.pending.values()) p.resolve(failed(p.target, p.envelope, `delivery thread stopped: ${why}`));
-    this.pending.clear();
+    this.failPending(`delivery thread stopped: ${why}`);
     this.onClosed?.();
   }
+
+  private failPending(why: string): void {
+    for (const p of this.pending.values()) settle(p, failed(p.target, p.envelope, why));
+    this.pending.clear();
+  }
+}
+
+/** Resolves a send; the streams made for its attempts are done with, whatever the thread did with them. */
+function settle(p: Pending, attempt: DeliveryAttempt): void {
+  for (const s of p.made ?? []) s.destroy();
+  p.resolve(attempt);
 }
 
 /** Every recipient temporary: nothing reached the next hop that we know of, so the queue retries. */

@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { PassThrough, pipeline, Readable, Transform } from 'node:stream';
 import { pino } from 'pino';
 import { Delivery } from './delivery.js';
 import type { DeliveryThreadInit, FromDeliveryThread, ToDeliveryThread } from './delivery-client.js';
@@ -46,9 +46,9 @@ port.on('message', (m: ToDeliveryThread) => {
     case 'stream': {
       const into = streams.get(m.streamId);
       if (!into) return void m.stream.cancel();
-      const from = Readable.fromWeb(m.stream);
-      from.on('error', (err) => into.destroy(err));
-      from.pipe(asBuffers()).pipe(into);
+      // pipeline, not pipe: a read error fails the attempt (into destroyed with it), and an attempt that ends
+      // early (next hop gone mid-DATA, timeout) destroys the transferred stream, which cancels the agent's reader.
+      pipeline(Readable.fromWeb(m.stream), asBuffers(), into, () => {});
       return;
     }
     case 'close':
