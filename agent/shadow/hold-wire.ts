@@ -6,7 +6,9 @@ import type { ShadowHoldRow } from '../spool/spool.js';
  * since the epoch itself cannot happen.
  */
 export function holdToWire(h: ShadowHoldRow): ShadowHold {
-  return { recipient: h.rcpt, heldMs: h.heldMs, holdSinceMs: h.holdSince ?? 0 };
+  // uint64 on the wire: a negative held_ms (a clock stepped back during a hold) fails the whole batch's
+  // serialization, and the notice, put back after each failure, every batch after it.
+  return { recipient: h.rcpt, heldMs: Math.max(0, Math.round(h.heldMs)), holdSinceMs: Math.max(0, Math.round(h.holdSince ?? 0)) };
 }
 
 export function holdFromWire(h: ShadowHold): ShadowHoldRow {
