@@ -8,7 +8,7 @@ import { silentLogger } from '../../shared/logger.js';
 import { standInPeer } from './helpers.js';
 
 const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [] });
-const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs });
+const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs, holdKind: holdSinceMs ? 'route' : '' });
 
 test('shadow link: hold notices go batched, the newest state per recipient only, never in a batch before a copy handed over earlier', async (t) => {
   const peer = await standInPeer();
@@ -36,7 +36,7 @@ test('shadow link: a hold state with a negative time held (the clock stepped bac
   const link = new ShadowLink({ agentId: 'lk-b', address: peer.address, credential: 'pair-secret' }, 'lk-a', new ShadowTransport(undefined), silentLogger);
   t.after(() => link.close());
   await link.copy(copy('N1', 10));
-  link.hold({ id: 'N1', holds: [holdToWire({ rcpt: 'u@example.com', heldMs: -2_000, holdSince: null })] });
+  link.hold({ id: 'N1', holds: [holdToWire({ rcpt: 'u@example.com', heldMs: -2_000, holdSince: null, holdKind: null })] });
   await link.copy(copy('N2', 10));
   await link.copy(copy('N3', 10));
   assert.deepEqual(peer.batches.flatMap((b) => b.holds.flatMap((n) => n.holds.map((h) => [n.id, h.heldMs]))), [['N1', 0]]);
