@@ -12,7 +12,7 @@ import { changeQueue, listQueue, showMessage, type BulkAction } from './queue-op
 import { coversMatch } from './queue-select.js';
 import { queueShape } from './queue-shape.js';
 import { previewRouteChange } from './route-preview.js';
-import { Delivery } from './delivery.js';
+import { DeliveryClient, type Outbound } from './delivery-client.js';
 import { DeliveryGate, type DeliveryState } from './control/delivery-gate.js';
 import { queueByRoute, type HealthSnapshot } from './health.js';
 import { Ingress } from './ingress.js';
@@ -86,7 +86,7 @@ export class Agent implements ControlHandler {
   private readonly verification: ReturnType<typeof createVerifier>;
   readonly ingress: Ingress;
   readonly scheduler: Scheduler;
-  private readonly delivery: Delivery;
+  private readonly delivery: Outbound;
   private readonly shadowing: Shadowing | undefined;
   private readonly startedAt = Date.now();
   private http: Server | undefined;
@@ -111,7 +111,7 @@ export class Agent implements ControlHandler {
     this.router = new Router(persisted ?? new RouteTable(config.routes, 0));
     if (persisted) log.info({ version: persisted.version, routes: persisted.size }, 'starting with the last applied route table');
     const hostname = config.smtp.hostname ?? osHostname();
-    this.delivery = new Delivery(config.delivery, hostname, log, config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {});
+    this.delivery = new DeliveryClient({ config: config.delivery, heloName: hostname, options: config.delivery.resolvers ? { resolvers: config.delivery.resolvers } : {}, logLevel: log.level }, log);
     this.scheduler = new Scheduler(this.queue, this.router, this.delivery, config, hostname, log);
     this.recipients = new RecipientLists(config.dataDir);
     if (this.recipients.version) log.info({ version: this.recipients.version, domains: this.recipients.counts().length }, 'starting with the last applied recipient lists');
@@ -180,7 +180,7 @@ export class Agent implements ControlHandler {
     await this.ingress.close();
     await this.shadowing?.stop();
     await this.scheduler.stop();
-    this.delivery.close();
+    await this.delivery.close();
     this.verification.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     await this.queue.close();

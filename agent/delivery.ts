@@ -5,6 +5,7 @@ import type { AgentConfig } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import type { Target } from '../shared/routes.js';
 import { applyVendorPatches, type SentInfoExtras } from '../shared/vendor-patches.js';
+import type { Outbound } from './delivery-client.js';
 import { MxResolver, nextHops } from './mx-resolver.js';
 
 /** What happened to one recipient at the next hop. */
@@ -146,7 +147,7 @@ function refusedSession(err: SmtpError): boolean {
  * Outbound SMTP: the only importer of nodemailer. One pooled transport per next hop bounds connections
  * per hop (also when a whole queue becomes due at once) and reuses them across messages.
  */
-export class Delivery {
+export class Delivery implements Outbound {
   private readonly pools = new Map<string, Transporter>();
   private readonly mx: MxResolver;
 
@@ -222,8 +223,9 @@ export class Delivery {
     return pool;
   }
 
-  close(): void {
+  close(): Promise<void> {
     for (const pool of this.pools.values()) pool.close();
     this.pools.clear();
+    return Promise.resolve();
   }
 }

@@ -2,7 +2,8 @@ import type { AgentConfig } from '../shared/config.js';
 import { addressKey } from '../shared/address.js';
 import type { Logger } from '../shared/logger.js';
 import { parseTarget, type Route, type RouteTable, type Target } from '../shared/routes.js';
-import type { Delivery, DeliveryAttempt, RecipientResult } from './delivery.js';
+import type { DeliveryAttempt, RecipientResult } from './delivery.js';
+import type { Outbound } from './delivery-client.js';
 import { BounceNotices } from './dsn.js';
 import type { ClaimedRecipient, Outcome, RecipientRow, Spool } from './spool/spool.js';
 import type { Router } from './router.js';
@@ -64,7 +65,7 @@ export class Scheduler {
   constructor(
     private readonly queue: Spool,
     private readonly router: Router,
-    private readonly delivery: Delivery,
+    private readonly delivery: Outbound,
     private readonly config: Pick<AgentConfig, 'retry' | 'delivery'>,
     hostname: string,
     private readonly log: Logger,

@@ -242,7 +242,7 @@ export class Shadowing {
     const rows = this.spool.recipientsOf(id);
     const recipients = rows.map((r) => r.rcpt);
     if (!m || !body || !recipients.length) return undefined;
-    const holds = rows.filter((r) => r.heldMs > 0 || r.holdSince !== null).map((r) => ({ rcpt: r.rcpt, heldMs: r.heldMs, holdSince: r.holdSince }));
+    const holds = rows.filter((r) => r.heldMs > 0 || r.holdSince !== null).map((r) => ({ rcpt: r.rcpt, heldMs: r.heldMs, holdSince: r.holdSince, holdKind: r.holdKind }));
     return { id, sender: m.sender, recipients, body, arrivedAt: m.arrivedAt, dsn: this.spool.shadowViews.isDsn(id), holds };
   }
 

@@ -13,9 +13,10 @@ export interface DeliveryBody {
 const EMPTY = Buffer.alloc(0);
 
 /**
- * Writes of message rows and their bytes (tables messages and body_parts), in the writer thread. A message over
- * PART_BYTES is stored as an empty body in its row (with the real size) and its bytes in parts of about
- * PART_BYTES, never whole in memory.
+ * Writes of message rows and their bytes (tables messages, message_bodies and body_parts), in the writer thread.
+ * Every message row has one message_bodies row: its whole body, or for a message over PART_BYTES its first bytes
+ * (empty unless staged) with the rest in parts of about PART_BYTES, never whole in memory; messages.size is the
+ * real size either way.
  */
 export class BodyWrites {
   private readonly stmts;
@@ -24,7 +25,9 @@ export class BodyWrites {
   constructor(db: Database.Database) {
     this.unsynced = unsyncedRunner(db);
     this.stmts = {
-      insertMsg: db.prepare('INSERT INTO messages (id, sender, arrived_at, size, dsn, body) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertMsg: db.prepare('INSERT INTO messages (id, sender, arrived_at, size, dsn) VALUES (?, ?, ?, ?, ?)'),
+      insertBody: db.prepare('INSERT INTO message_bodies (msg_id, body) VALUES (?, ?)'),
+      deleteBody: db.prepare('DELETE FROM message_bodies WHERE msg_id = ?'),
       insertPart: db.prepare('INSERT INTO body_parts (msg_id, seq, data) VALUES (?, ?, ?)'),
       deleteParts: db.prepare('DELETE FROM body_parts WHERE msg_id = ?'),
       deleteMsgIfDone: db.prepare('DELETE FROM messages WHERE id = ? AND NOT EXISTS (SELECT 1 FROM recipients WHERE msg_id = ?)'),
@@ -33,20 +36,19 @@ export class BodyWrites {
 
   /** Writes a message row and, for a large message not staged while it arrived, its parts (inside a transaction). */
   insert(msg: NewMessage, at: number): void {
-    const dsn = msg.dsn ? 1 : 0;
     const now = msg.arrivedAt ?? at;
     if (msg.staged) {
       const head = Buffer.isBuffer(msg.body) ? msg.body : Buffer.concat(msg.body);
-      this.stmts.insertMsg.run(msg.id, msg.sender, now, head.length + msg.staged, dsn, head);
+      this.row(msg, now, head.length + msg.staged, head);
       return;
     }
     const size = bodySize(msg.body);
     if (size <= PART_BYTES || Buffer.isBuffer(msg.body)) {
       const body = Buffer.isBuffer(msg.body) ? msg.body : Buffer.concat(msg.body, size);
-      this.stmts.insertMsg.run(msg.id, msg.sender, now, size, dsn, body);
+      this.row(msg, now, size, body);
       return;
     }
-    this.stmts.insertMsg.run(msg.id, msg.sender, now, size, dsn, EMPTY);
+    this.row(msg, now, size, EMPTY);
     let seq = 0;
     let group: Buffer[] = [];
     let n = 0;
@@ -60,6 +62,12 @@ export class BodyWrites {
       }
     }
     if (n) this.stmts.insertPart.run(msg.id, seq, Buffer.concat(group, n));
+  }
+
+  /** The message's row and its (first) bytes. */
+  private row(msg: NewMessage, arrivedAt: number, size: number, body: Buffer): void {
+    this.stmts.insertMsg.run(msg.id, msg.sender, arrivedAt, size, msg.dsn ? 1 : 0);
+    this.stmts.insertBody.run(msg.id, body);
   }
 
   /**
@@ -77,17 +85,22 @@ export class BodyWrites {
 
   /** Removes a message row with its parts once it has no recipients left. */
   deleteIfDone(msgId: string): void {
-    if (this.stmts.deleteMsgIfDone.run(msgId, msgId).changes) this.stmts.deleteParts.run(msgId);
+    if (!this.stmts.deleteMsgIfDone.run(msgId, msgId).changes) return;
+    this.stmts.deleteBody.run(msgId);
+    this.stmts.deleteParts.run(msgId);
   }
 }
 
-/** Reads of a message's bytes for delivery and display, on the spool's own connection (beside the writer's: WAL). */
+/**
+ * Reads of a message's bytes for delivery and display, on the spool's own connection (beside the writer's: WAL):
+ * the only reader of message_bodies and body_parts.
+ */
 export class BodyReads {
   private readonly stmts;
 
   constructor(db: Database.Database) {
     this.stmts = {
-      body: db.prepare('SELECT body, size FROM messages WHERE id = ?'),
+      body: db.prepare('SELECT b.body, m.size FROM messages m JOIN message_bodies b ON b.msg_id = m.id WHERE m.id = ?'),
       parts: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? ORDER BY seq').pluck(),
       part: db.prepare('SELECT data FROM body_parts WHERE msg_id = ? AND seq = ?').pluck(),
     };

@@ -86,7 +86,7 @@ export class RecipientWrites {
         `UPDATE recipients SET state = 'held', due_at = NULL, last_reply = @reply, hold_kind = @holdKind, hold_since = @now WHERE due_at IS NOT NULL AND ${chosen} RETURNING msg_id AS msgId`,
       ),
       releaseChosen: db.prepare(
-        `UPDATE recipients SET state = 'queued', due_at = @now, hold_kind = NULL, held_ms = held_ms + (@now - hold_since), hold_since = NULL WHERE state = 'held' AND ${chosen} RETURNING msg_id AS msgId`,
+        `UPDATE recipients SET state = 'queued', due_at = @now, hold_kind = NULL, held_ms = held_ms + MAX(0, @now - hold_since), hold_since = NULL WHERE state = 'held' AND ${chosen} RETURNING msg_id AS msgId`,
       ),
       retryChosen: db.prepare(`UPDATE recipients SET due_at = @now WHERE due_at IS NOT NULL AND ${chosen} RETURNING msg_id AS msgId`),
       removeChosen: db.prepare(`DELETE FROM recipients WHERE ${chosen} RETURNING msg_id AS msgId`),

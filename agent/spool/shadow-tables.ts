@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 import { unsyncedRunner } from './open.js';
 import type { BodyWrites } from './bodies.js';
 import type { RecipientWrites } from './recipients.js';
+import type { HoldKind } from './types.js';
 
 /**
  * Shadow redundancy in the queue's own file: the copies this agent keeps for its clients (shadow_copies,
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS shadow_rcpts (
   rcpt TEXT NOT NULL,
   held_ms INTEGER NOT NULL DEFAULT 0,
   hold_since INTEGER,
+  hold_kind TEXT,
   PRIMARY KEY (origin, msg_id, rcpt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_parts (
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS shadow_state (key TEXT PRIMARY KEY, value INTEGER NOT
 const SHADOW_COLUMNS_ADDED: readonly { table: string; column: string; definition: string }[] = [
   { table: 'shadow_rcpts', column: 'held_ms', definition: 'INTEGER NOT NULL DEFAULT 0' },
   { table: 'shadow_rcpts', column: 'hold_since', definition: 'INTEGER' },
+  { table: 'shadow_rcpts', column: 'hold_kind', definition: 'TEXT' },
   // A large copy: the transfer whose parts (shadow_parts) follow `body`, and the whole size; NULL = `body` is all.
   { table: 'shadow_copies', column: 'xfer', definition: 'INTEGER' },
   { table: 'shadow_copies', column: 'size', definition: 'INTEGER' },
@@ -73,6 +76,8 @@ export interface ShadowHoldRow {
   heldMs: number;
   /** Held now, since then (ms since the epoch); null = not held. */
   holdSince: number | null;
+  /** Why it is held now: an operator's hold outlives a takeover; a route's is the adopter's table's to decide. */
+  holdKind: HoldKind | null;
 }
 
 /** Recipients of one message whose hold state changed on the client, as they are now. */
@@ -147,15 +152,17 @@ export class ShadowWrites {
       adoptParts: db.prepare('INSERT INTO body_parts (msg_id, seq, data) SELECT id, seq, data FROM shadow_parts WHERE origin = ? AND id = ? AND xfer = ? ORDER BY seq'),
       dropOriginParts: db.prepare('DELETE FROM shadow_parts WHERE origin = ?'),
       clearRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
-      putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt, held_ms, hold_since) VALUES (?, ?, ?, ?, ?)'),
-      setRcptHold: db.prepare('UPDATE shadow_rcpts SET held_ms = ?, hold_since = ? WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
+      putRcpt: db.prepare('INSERT OR IGNORE INTO shadow_rcpts (origin, msg_id, rcpt, held_ms, hold_since, hold_kind) VALUES (?, ?, ?, ?, ?, ?)'),
+      setRcptHold: db.prepare('UPDATE shadow_rcpts SET held_ms = ?, hold_since = ?, hold_kind = ? WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropRcpt: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ? AND msg_id = ? AND rcpt = ?'),
       dropCopyIfDone: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ? AND NOT EXISTS (SELECT 1 FROM shadow_rcpts WHERE origin = ? AND msg_id = ?)'),
       dropCopy: db.prepare('DELETE FROM shadow_copies WHERE origin = ? AND id = ?'),
       copiesOf: db.prepare('SELECT id, sender, arrived_at AS arrivedAt, dsn, body, xfer, size FROM shadow_copies WHERE origin = ?'),
-      rcptsOf: db.prepare('SELECT rcpt, held_ms AS heldMs, hold_since AS holdSince FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
+      rcptsOf: db.prepare('SELECT rcpt, held_ms AS heldMs, hold_since AS holdSince, hold_kind AS holdKind FROM shadow_rcpts WHERE origin = ? AND msg_id = ?'),
       // Right after this.recipients.insert (which knows nothing of holds): the time held at the origin.
       setHeld: db.prepare('UPDATE recipients SET held_ms = ? WHERE msg_id = ? AND rcpt = ?'),
+      // An operator's hold at the origin stays one here (queue release frees it), counted from the takeover on.
+      holdForOperator: db.prepare("UPDATE recipients SET state = 'held', due_at = NULL, hold_kind = 'operator', hold_since = ?, last_reply = ? WHERE msg_id = ? AND rcpt = ?"),
       dropOriginCopies: db.prepare('DELETE FROM shadow_copies WHERE origin = ?'),
       dropOriginRcpts: db.prepare('DELETE FROM shadow_rcpts WHERE origin = ?'),
       exists: db.prepare('SELECT 1 FROM messages WHERE id = ?').pluck(),
@@ -231,10 +238,10 @@ export class ShadowWrites {
       // A copy sent again (a re-shadow) replaces the recipients with those still queued, and their hold state.
       this.stmts.clearRcpts.run(origin, c.id);
       const held = new Map((c.holds ?? []).map((h) => [h.rcpt, h]));
-      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r, held.get(r)?.heldMs ?? 0, held.get(r)?.holdSince ?? null);
+      for (const r of c.recipients) this.stmts.putRcpt.run(origin, c.id, r, held.get(r)?.heldMs ?? 0, held.get(r)?.holdSince ?? null, held.get(r)?.holdKind ?? null);
     }
     // A notice for a copy not kept here (never sent, or discarded since) changes nothing.
-    for (const n of holds) for (const h of n.holds) this.stmts.setRcptHold.run(h.heldMs, h.holdSince, origin, n.id, h.rcpt);
+    for (const n of holds) for (const h of n.holds) this.stmts.setRcptHold.run(h.heldMs, h.holdSince, h.holdKind, origin, n.id, h.rcpt);
     for (const d of discards) {
       const xfer = this.stmts.copyXfer.get(origin, d.id) as number | null | undefined;
       if (!d.recipients.length) {
@@ -278,6 +285,7 @@ export class ShadowWrites {
           for (const h of holds) {
             const held = heldUntil(h, now);
             if (held > 0) this.stmts.setHeld.run(held, c.id, h.rcpt);
+            if (h.holdSince !== null && h.holdKind === 'operator') this.stmts.holdForOperator.run(now, `held by operator (on ${origin}, taken over)`, c.id, h.rcpt);
           }
           messages++;
           recipients += rcpts.length;
@@ -332,7 +340,7 @@ export class ShadowViews {
       rcpts: db.prepare('SELECT rcpt FROM shadow_rcpts WHERE origin = ? AND msg_id = ? ORDER BY rcpt').pluck(),
       dsn: db.prepare('SELECT dsn FROM messages WHERE id = ?').pluck(),
       state: db.prepare('SELECT value FROM shadow_state WHERE key = ?').pluck(),
-      holdStates: db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince FROM recipients WHERE id IN (SELECT value FROM json_each(?)) ORDER BY msg_id'),
+      holdStates: db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince, hold_kind AS holdKind FROM recipients WHERE id IN (SELECT value FROM json_each(?)) ORDER BY msg_id'),
     };
   }
 

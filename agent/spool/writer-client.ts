@@ -1,21 +1,9 @@
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../../shared/module-worker.js';
 import { QueueStorageError } from './types.js';
 import type { Writer, WriteOp, WriteReply, WriterOptions } from './writer.js';
 
 type Waiter = { resolve: (value: unknown) => void; reject: (err: Error) => void };
-
-/**
- * The writer thread. Compiled (dist/), its entry is the .js beside this file. Run from source (tsx: tests, the
- * bench, the demo), a worker on Node 20 does not get the --import hooks that load TypeScript, so the entry goes
- * through tsx's own API instead.
- */
-function spawnWriterThread(workerData: WriterOptions): Worker {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./writer-thread.js', here), { workerData });
-  const entry = new URL('./writer-thread.ts', here).href;
-  const load = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => tsx.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(here)}))`;
-  return new Worker(load, { eval: true, workerData });
-}
 
 /**
  * The spool's side of the writer thread (see Writer): each call is one message to the thread and resolves with
@@ -64,7 +52,7 @@ export class WriterClient {
   }
 
   private start(): Worker {
-    const worker = spawnWriterThread(this.options);
+    const worker = startModuleWorker(import.meta.url, './writer-thread', this.options);
     worker.unref();
     worker.on('message', (reply: WriteReply) => this.answered(worker, reply));
     worker.on('error', (err) => this.lost(worker, err.message));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { SMTPServer } from 'smtp-server';
-import { Delivery } from '../../agent/delivery.js';
+import { DeliveryClient } from '../../agent/delivery-client.js';
 import { MxResolver } from '../../agent/mx-resolver.js';
 import { agentConfigSchema, parseConfig } from '../../shared/config.js';
 import { silentLogger } from '../../shared/logger.js';
@@ -55,7 +55,8 @@ describe('MX-based delivery', () => {
   const a = new Sink('127.0.0.2');
   const b = new Sink('127.0.0.3');
   let port = 0;
-  let delivery: Delivery;
+  // The agent's own path: the delivery thread, with the resolvers handed over to it.
+let delivery: DeliveryClient;
   const config = parseConfig(agentConfigSchema, { id: 'mx-test', dataDir: '/nonexistent', delivery: { connectTimeout: '2s', greetingTimeout: '2s', socketTimeout: '5s', connectionsPerHop: 2 } }).delivery;
   const send = (domain: string, rcpt = `user@${domain}`) => delivery.send(parseTarget(`smtp:${domain}:${port}`), false, { from: 'sender@sender.test', to: [rcpt] }, Buffer.from('Subject: t\r\n\r\nhello\r\n')).then((a) => a.results);
 
@@ -95,11 +96,11 @@ describe('MX-based delivery', () => {
         [20, 'mx-b.test'],
       ]);
     dns.servfail.add('broken.test');
-    delivery = new Delivery(config, HELO, silentLogger, { resolvers: [dns.resolver] });
+    delivery = new DeliveryClient({ config, heloName: HELO, options: { resolvers: [dns.resolver] }, logLevel: 'silent' }, silentLogger);
   });
 
   after(async () => {
-    delivery.close();
+    await delivery.close();
     await Promise.all([a.stop(), b.stop(), dns.stop()]);
   });
 

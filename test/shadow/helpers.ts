@@ -13,10 +13,10 @@ export type FleetAgent = Awaited<ReturnType<typeof startFleetAgent>>;
 export const shadowOf = (a: FleetAgent) => a.agent.health().shadow!;
 
 /** The hold state of `origin`'s copied recipients as the peer keeps them in `dataDir`'s queue file (read-only look). */
-export function copiedHolds(dataDir: string, origin: string): { msgId: string; rcpt: string; heldMs: number; holdSince: number | null }[] {
+export function copiedHolds(dataDir: string, origin: string): { msgId: string; rcpt: string; heldMs: number; holdSince: number | null; holdKind: string | null }[] {
   const db = new Database(join(dataDir, 'queue.db'), { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince FROM shadow_rcpts WHERE origin = ? ORDER BY msg_id, rcpt').all(origin) as ReturnType<typeof copiedHolds>;
+    return db.prepare('SELECT msg_id AS msgId, rcpt, held_ms AS heldMs, hold_since AS holdSince, hold_kind AS holdKind FROM shadow_rcpts WHERE origin = ? ORDER BY msg_id, rcpt').all(origin) as ReturnType<typeof copiedHolds>;
   } finally {
     db.close();
   }

@@ -3,11 +3,12 @@ import { test } from 'node:test';
 import type { ShadowCopy, ShadowHold } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { ShadowLink } from '../../agent/shadow/link.js';
 import { ShadowTransport } from '../../agent/shadow/tls.js';
+import { holdToWire } from '../../agent/shadow/hold-wire.js';
 import { silentLogger } from '../../shared/logger.js';
 import { standInPeer } from './helpers.js';
 
 const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 });
-const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs });
+const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs, holdKind: holdSinceMs ? 'route' : '' });
 
 test('shadow link: hold notices go batched, the newest state per recipient only, never in a batch before a copy handed over earlier', async (t) => {
   const peer = await standInPeer();
@@ -27,4 +28,17 @@ test('shadow link: hold notices go batched, the newest state per recipient only,
     // With H2's copy (the peer applies notices after copies), and only the state it has now.
     { copies: ['H2'], holds: [['H2', [[4_000, 0]]]] },
   ]);
+});
+
+test('shadow link: a hold state with a negative time held (the clock stepped back during a hold) goes as 0 and does not fail the batches with it and after it', async (t) => {
+  const peer = await standInPeer();
+  t.after(() => peer.stop());
+  const link = new ShadowLink({ agentId: 'lk-b', address: peer.address, credential: 'pair-secret' }, 'lk-a', new ShadowTransport(undefined), silentLogger);
+  t.after(() => link.close());
+  await link.copy(copy('N1', 10));
+  link.hold({ id: 'N1', holds: [holdToWire({ rcpt: 'u@example.com', heldMs: -2_000, holdSince: null, holdKind: null })] });
+  await link.copy(copy('N2', 10));
+  await link.copy(copy('N3', 10));
+  assert.deepEqual(peer.batches.flatMap((b) => b.holds.flatMap((n) => n.holds.map((h) => [n.id, h.heldMs]))), [['N1', 0]]);
+  assert.deepEqual(peer.batches.flatMap((b) => b.copies.map((c) => c.id)), ['N1', 'N2', 'N3']);
 });

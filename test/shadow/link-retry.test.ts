@@ -18,7 +18,7 @@ test('shadow link: notices handed over while the peer is down reach it once it i
   // The peer goes away with the stream open; a delivery and a hold on the primary meanwhile.
   first.stop();
   link.discard({ id: 'R1', recipients: ['u@example.com'] });
-  link.hold({ id: 'R1', holds: [{ recipient: 'v@example.com', heldMs: 0, holdSinceMs: 1_000 }] });
+  link.hold({ id: 'R1', holds: [{ recipient: 'v@example.com', heldMs: 0, holdSinceMs: 1_000, holdKind: 'route' }] });
 
   // Back on the same address; the primary hands over nothing more.
   const again = await standInPeer(undefined, first.port);

@@ -83,6 +83,11 @@ export interface ShadowHold {
   heldMs: number;
   /** Held now, since then (ms since the epoch); 0 = not held. */
   holdSinceMs: number;
+  /**
+   * While held: "operator" (queue hold: stays held after a takeover until queue release) or "route" (the
+   * adopter's own table decides); empty when not held.
+   */
+  holdKind: string;
 }
 
 /** ShadowHoldNotice: recipients of one copy whose hold state changed (put on hold or released), as they are now. */
@@ -663,7 +668,7 @@ export const ShadowPart: MessageFns<ShadowPart> = {
 };
 
 function createBaseShadowHold(): ShadowHold {
-  return { recipient: "", heldMs: 0, holdSinceMs: 0 };
+  return { recipient: "", heldMs: 0, holdSinceMs: 0, holdKind: "" };
 }
 
 export const ShadowHold: MessageFns<ShadowHold> = {
@@ -676,6 +681,9 @@ export const ShadowHold: MessageFns<ShadowHold> = {
     }
     if (message.holdSinceMs !== 0) {
       writer.uint32(256).uint64(message.holdSinceMs);
+    }
+    if (message.holdKind !== "") {
+      writer.uint32(266).string(message.holdKind);
     }
     return writer;
   },
@@ -717,6 +725,14 @@ export const ShadowHold: MessageFns<ShadowHold> = {
             message.holdSinceMs = longToNumber(reader.uint64());
             continue;
           }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.holdKind = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -742,6 +758,11 @@ export const ShadowHold: MessageFns<ShadowHold> = {
         : isSet(object.hold_since_ms)
         ? globalThis.Number(object.hold_since_ms)
         : 0,
+      holdKind: isSet(object.holdKind)
+        ? globalThis.String(object.holdKind)
+        : isSet(object.hold_kind)
+        ? globalThis.String(object.hold_kind)
+        : "",
     };
   },
 
@@ -756,6 +777,9 @@ export const ShadowHold: MessageFns<ShadowHold> = {
     if (message.holdSinceMs !== 0) {
       obj.holdSinceMs = Math.round(message.holdSinceMs);
     }
+    if (message.holdKind !== "") {
+      obj.holdKind = message.holdKind;
+    }
     return obj;
   },
 
@@ -767,6 +791,7 @@ export const ShadowHold: MessageFns<ShadowHold> = {
     message.recipient = object.recipient ?? "";
     message.heldMs = object.heldMs ?? 0;
     message.holdSinceMs = object.holdSinceMs ?? 0;
+    message.holdKind = object.holdKind ?? "";
     return message;
   },
 };
