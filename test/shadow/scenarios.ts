@@ -111,7 +111,8 @@ export function shadowLossScenarios(transport: () => Transport, suffix = ''): vo
     await a.cleanup();
     await waitFor('rm-a no longer connected', async () => (await api.status()).agents.find((x) => x.id === 'rm-a')?.state !== 'connected', 15_000);
     await api.removeAgent('rm-a');
-    await waitFor("rm-a's mail in rm-b's queue", () => b.agent.health().total === 3, 15_000);
+    // The queue shows the adopted rows as soon as the writer thread committed them; the counter follows its reply.
+    await waitFor("rm-a's mail in rm-b's queue", () => b.agent.health().total === 3 && b.agent.health().shadow!.counters.adopted === 3, 15_000);
     assert.equal(b.agent.queue.shadowViews.copyCount(), 0, 'moved from the shadow tables, not dropped');
     assert.equal(b.agent.health().shadow!.counters.adopted, 3);
     const after = await api.status();
