@@ -6,7 +6,9 @@ import Database from 'better-sqlite3';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { ShadowServiceClient, type ReplicateRequest, type ReplicateResponse, type ShadowPart } from '../../proto/gen/mxswitch/v1/shadow.js';
 import { smtpClient, testMessage, waitFor, within } from '../helpers/agent.js';
-import { shadowFleet, type FleetAgent } from './helpers.js';
+import { freePort } from '../helpers/process.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { send, shadowFleet, shadowOf, type FleetAgent } from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -21,13 +23,24 @@ function bigText(bytes: number): string {
   return lines.join('');
 }
 
-/** Staged parts kept in an agent's queue file for `origin` (read-only look). */
-function stagedParts(a: FleetAgent, origin: string): { id: string; parts: number }[] {
+/** Staged parts kept in an agent's queue file for `origin` (read-only look), per message with their bytes. */
+function stagedParts(a: FleetAgent, origin: string, withBytes = false): { id: string; parts: number; bytes?: number }[] {
   const db = new Database(join(a.config.dataDir, 'queue.db'), { readonly: true, fileMustExist: true });
   try {
-    return db.prepare('SELECT id, COUNT(*) AS parts FROM shadow_parts WHERE origin = ? GROUP BY id ORDER BY id').all(origin) as { id: string; parts: number }[];
+    const rows = db.prepare('SELECT id, COUNT(*) AS parts, SUM(length(data)) AS bytes FROM shadow_parts WHERE origin = ? GROUP BY id ORDER BY id').all(origin) as { id: string; parts: number; bytes: number }[];
+    return rows.map(({ bytes, ...r }) => (withBytes ? { ...r, bytes } : r));
   } finally {
     db.close();
+  }
+}
+
+/** Sends `raw` to `port` from s@sender.test to u@example.com. */
+async function sendRaw(port: number, raw: Buffer): Promise<void> {
+  const client = smtpClient(port);
+  try {
+    await within('the large message', client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw }), 60_000);
+  } finally {
+    client.close();
   }
 }
 
@@ -35,9 +48,7 @@ test('shadow: a 5 MB message goes to the peer in parts and arrives byte for byte
   // A 5 MB copy on a loaded machine: the limit is for the peer's confirmation, not what this test is about.
   const { sink, api, agents } = await shadowFleet(t, { ids: ['lg-a', 'lg-b'], shadowExtra: () => ({ timeout: '60s' }) });
   const [a, b] = agents as [FleetAgent, FleetAgent];
-  const client = smtpClient(a.port);
-  t.after(() => client.close());
-  await within('the 5 MB message', client.sendMail({ envelope: { from: 's@sender.test', to: ['u@example.com'] }, raw: testMessage(1, 'u@example.com', bigText(5 * MB)) }), 60_000);
+  await sendRaw(a.port, testMessage(1, 'u@example.com', bigText(5 * MB)));
   const [queued] = a.agent.queue.allRecipients();
   assert.ok(queued);
   const original = a.agent.queue.body(queued.msgId)!;
@@ -109,4 +120,28 @@ test('shadow: parts of a copy whose stream broke, or that do not add up to the c
   assert.equal(await second.send({ batchId: 6, copies: [closing('WHOLE', 9, 2)] }), '');
   assert.deepEqual(await b.agent.queue.shadowAdopt('lh-a'), { messages: 1, recipients: 1 });
   assert.equal(b.agent.queue.body('WHOLE')!.equals(Buffer.concat([Buffer.alloc(MB, 0x61), Buffer.alloc(MB, 0x62)])), true);
+});
+
+test('shadow: a large message accepted while the peer was cut off is re-shadowed in parts once it is back, byte for byte, no parts left but the copy\'s', async (t) => {
+  const port = await freePort();
+  const proxy = await new TcpProxy(port).start();
+  t.after(() => proxy.stop());
+  // lr-b is reached only through the proxy; 3 s for a copy, then 250 with one copy (onPeerDown accept).
+  const { agents } = await shadowFleet(t, { ids: ['lr-a', 'lr-b'], listenPort: (id) => (id === 'lr-b' ? port : 0), advertise: (id) => (id === 'lr-b' ? proxy.address : undefined), shadowExtra: () => ({ timeout: '3s' }) });
+  const [a, b] = agents as [FleetAgent, FleetAgent];
+  // A small message first opens the stream: the large one's first parts then wait in it during the partition.
+  assert.equal(await send(a.port, 1), 250);
+  proxy.partition();
+  await sendRaw(a.port, testMessage(2, 'u@example.com', bigText(3 * MB)));
+  assert.equal(shadowOf(a).unshadowed, 1, 'accepted with one copy');
+  const queued = a.agent.queue.allRecipients().find((r) => (a.agent.queue.message(r.msgId)?.size ?? 0) > MB);
+  const original = a.agent.queue.body(queued!.msgId)!;
+
+  proxy.heal();
+  await waitFor('re-shadowed', () => shadowOf(a).unshadowed === 0, 60_000);
+  assert.deepEqual(b.agent.queue.shadowViews.list(10).find((c) => c.id === queued!.msgId)?.size, original.length);
+  // Only the parts of the copy kept (none of a transfer given up during the partition).
+  await waitFor('no parts but the copy\'s', () => stagedParts(b, 'lr-a', true)[0]?.bytes === original.length);
+  assert.deepEqual(await b.agent.queue.shadowAdopt('lr-a'), { messages: 2, recipients: 2 });
+  assert.equal(b.agent.queue.body(queued!.msgId)!.equals(original), true, 'the re-shadowed copy, byte for byte');
 });
