@@ -72,7 +72,7 @@ test('shadow: a 5 MB message goes to the peer in parts and arrives byte for byte
   assert.equal(arrived.equals(original), true, 'the bytes at the destination are those the origin accepted');
 });
 
-test('shadow: parts of a copy whose stream broke, or that do not add up to the copy, are never kept as a copy', async (t) => {
+test('shadow: parts of a copy whose stream broke, that do not add up to the copy, or of a transfer started again, are never kept as a copy', async (t) => {
   const { ctl, agents } = await shadowFleet(t, { ids: ['lh-a', 'lh-b'] });
   const b = agents[1]!;
   // lh-a's side of the pair, as a raw stream: what its link would send, cut where the test says.
@@ -120,6 +120,11 @@ test('shadow: parts of a copy whose stream broke, or that do not add up to the c
   assert.equal(await second.send({ batchId: 6, copies: [closing('WHOLE', 9, 2)] }), '');
   assert.deepEqual(await b.agent.queue.shadowAdopt('lh-a'), { messages: 1, recipients: 1 });
   assert.equal(b.agent.queue.body('WHOLE')!.equals(Buffer.concat([Buffer.alloc(MB, 0x61), Buffer.alloc(MB, 0x62)])), true);
+
+  // The message started again on the same stream (a re-shadow after a copy given up): the older transfer's parts go.
+  assert.equal(await second.send({ batchId: 7, parts: [part('AGAIN', 10, 0), part('AGAIN', 10, 1)] }), '');
+  assert.equal(await second.send({ batchId: 8, parts: [part('AGAIN', 11, 0)] }), '');
+  assert.deepEqual(stagedParts(b, 'lh-a'), [{ id: 'AGAIN', parts: 1 }]);
 });
 
 test('shadow: a large message accepted while the peer was cut off is re-shadowed in parts once it is back, byte for byte, no parts left but the copy\'s', async (t) => {
