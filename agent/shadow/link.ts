@@ -29,8 +29,8 @@ const RETRY_MAX = 5_000;
  * copy's promise resolves when the peer acked its batch (durable there) and rejects with ShadowPeerError when
  * the stream fails first; discards of a failed batch are sent again with the next one, or by a retry timer with
  * backoff when nothing else comes (see RETRY_FIRST). Hold notices carry a
- * recipient's hold state as it is now, so only the newest per recipient goes, and never in a batch before a copy
- * handed over earlier (the peer would have no row to set yet). A large message goes in parts (see sendInParts),
+ * recipient's hold state as it is now, so only the newest per recipient goes, and never in a batch before its
+ * message's copy handed over earlier (the peer would have no row to set yet). A large message goes in parts (see sendInParts),
  * all of them and its copy on one stream: the peer keeps the parts it staged for a copy on that stream only.
  */
 export class ShadowLink {
@@ -41,8 +41,8 @@ export class ShadowLink {
   private copies: { copy: ShadowCopy; waiter: Waiter }[] = [];
   private parts: { part: ShadowPart; waiter: Waiter }[] = [];
   private lastTransfer = 0;
-  /** Large copies handed over whose parts are still going (or wait for a slot): hold notices wait for their copy. */
-  private transfers = 0;
+  /** Large copies handed over whose parts are still going (or wait for a slot), by id: their hold notices wait. */
+  private readonly transferring = new Map<string, number>();
   private readonly slots = new TransferSlots();
   private discards: ShadowDiscard[] = [];
   private holds: PendingHolds = new Map();
@@ -74,11 +74,13 @@ export class ShadowLink {
     if (this.closed) return Promise.reject(new ShadowPeerError('down', 'the shadow link is closed'));
     const whole = (c: ShadowCopy) => this.queued((waiter) => this.copies.push({ copy: c, waiter }));
     if (!parts) return whole(copy);
-    this.transfers++;
+    this.transferring.set(copy.id, (this.transferring.get(copy.id) ?? 0) + 1);
     const sink = { part: (part: ShadowPart) => this.queued((waiter) => this.parts.push({ part, waiter })), whole };
     return this.slots.run(() => sendInParts(sink, copy, parts, ++this.lastTransfer, signal)).finally(() => {
-      this.transfers--;
-      if (this.holds.size) this.schedule();
+      const left = this.transferring.get(copy.id)! - 1;
+      if (left) this.transferring.set(copy.id, left);
+      else this.transferring.delete(copy.id);
+      if (this.holds.has(copy.id)) this.schedule();
     });
   }
 
@@ -133,9 +135,7 @@ export class ShadowLink {
       const taken = take(this.copies, (c) => c.copy.body.length, budget);
       const discards = this.discards;
       this.discards = [];
-      // Held back while copies handed over before them still wait for a batch (or still send their parts).
-      const holds = this.copies.length || this.transfers ? [] : [...this.holds].map(([id, byRcpt]) => ({ id, holds: [...byRcpt.values()] }));
-      if (holds.length) this.holds = new Map();
+      const holds = this.takeReadyHolds();
       const batchId = ++this.lastBatch;
       this.sent.set(batchId, { waiters: [...parts, ...taken].map((t) => t.waiter), discards, holds });
       call.write({ batchId, copies: taken.map((t) => t.copy), discards, holds, parts: parts.map((p) => p.part) });
@@ -143,7 +143,30 @@ export class ShadowLink {
   }
 
   private waiting(): boolean {
-    return this.copies.length > 0 || this.parts.length > 0 || this.discards.length > 0 || (this.holds.size > 0 && !this.transfers);
+    if (this.copies.length > 0 || this.parts.length > 0 || this.discards.length > 0) return true;
+    const pending = this.pendingCopies();
+    return [...this.holds.keys()].some((id) => !pending.has(id));
+  }
+
+  /** Messages whose copy, handed over earlier, has not gone in a batch yet (or still sends its parts). */
+  private pendingCopies(): Set<string> {
+    return new Set([...this.transferring.keys(), ...this.copies.map((c) => c.copy.id)]);
+  }
+
+  /**
+   * Hold notices that may go now: a notice waits only for its own message's copy (the peer would have no row to
+   * set yet); those of other messages do not wait behind it, so a long transfer does not keep them back.
+   */
+  private takeReadyHolds(): ShadowHoldNotice[] {
+    if (!this.holds.size) return [];
+    const pending = this.pendingCopies();
+    const ready: ShadowHoldNotice[] = [];
+    for (const [id, byRcpt] of this.holds) {
+      if (pending.has(id)) continue;
+      ready.push({ id, holds: [...byRcpt.values()] });
+      this.holds.delete(id);
+    }
+    return ready;
   }
 
   private open(): ClientDuplexStream<ReplicateRequest, ReplicateResponse> {

@@ -6,6 +6,7 @@ import { ShadowTransport } from '../../agent/shadow/tls.js';
 import { holdToWire } from '../../agent/shadow/hold-wire.js';
 import { silentLogger } from '../../shared/logger.js';
 import { standInPeer } from './helpers.js';
+import { waitFor } from '../helpers/agent.js';
 
 const copy = (id: string, bytes: number): ShadowCopy => ({ id, sender: 's@sender.test', recipients: ['u@example.com'], body: Buffer.alloc(bytes, 'x'), arrivedAtMs: Date.now(), dsn: false, holds: [], transfer: 0, parts: 0, size: 0 });
 const hold = (heldMs: number, holdSinceMs: number): ShadowHold => ({ recipient: 'u@example.com', heldMs, holdSinceMs, holdKind: holdSinceMs ? 'route' : '' });
@@ -41,4 +42,32 @@ test('shadow link: a hold state with a negative time held (the clock stepped bac
   await link.copy(copy('N3', 10));
   assert.deepEqual(peer.batches.flatMap((b) => b.holds.flatMap((n) => n.holds.map((h) => [n.id, h.heldMs]))), [['N1', 0]]);
   assert.deepEqual(peer.batches.flatMap((b) => b.copies.map((c) => c.id)), ['N1', 'N2', 'N3']);
+});
+
+test('shadow link: a hold notice waits only for its own message copy: a large transfer still sending its parts does not keep other messages notices back', async (t) => {
+  const peer = await standInPeer();
+  t.after(() => peer.stop());
+  const link = new ShadowLink({ agentId: 'lk-b', address: peer.address, credential: 'pair-secret' }, 'lk-a', new ShadowTransport(undefined), silentLogger);
+  t.after(() => link.close());
+  await link.copy(copy('S1', 10));
+  // L1's parts: one now, the rest only when the test lets them go.
+  let letGo!: () => void;
+  const gate = new Promise<void>((resolve) => (letGo = resolve));
+  async function* parts() {
+    yield Buffer.alloc(1024, 'a');
+    await gate;
+    yield Buffer.alloc(1024, 'b');
+  }
+  const large = link.copy(copy('L1', 10), parts());
+  await waitFor('L1 first part at the peer', () => peer.batches.some((b) => b.parts.some((p) => p.id === 'L1')));
+  link.hold({ id: 'S1', holds: [hold(0, 1_000)] });
+  link.hold({ id: 'L1', holds: [hold(0, 2_000)] });
+  await waitFor('S1 hold at the peer while L1 still sends its parts', () => peer.batches.some((b) => b.holds.some((n) => n.id === 'S1')));
+  assert.ok(!peer.batches.some((b) => b.holds.some((n) => n.id === 'L1')), 'L1 hold waits for L1 copy');
+  letGo();
+  await large;
+  await waitFor('L1 hold at the peer', () => peer.batches.some((b) => b.holds.some((n) => n.id === 'L1')));
+  const closing = peer.batches.findIndex((b) => b.copies.some((c) => c.id === 'L1'));
+  const notice = peer.batches.findIndex((b) => b.holds.some((n) => n.id === 'L1'));
+  assert.ok(closing >= 0 && notice >= closing, `L1 copy in batch ${closing}, its hold in batch ${notice}`);
 });
