@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -14,13 +14,53 @@ export const CLI_ENTRY = join(REPO_ROOT, 'control', 'cli', COMPILED ? 'main.js' 
 /** node's arguments in front of the CLI's own to run it. */
 export const CLI_NODE_ARGS: readonly string[] = COMPILED ? [CLI_ENTRY] : ['--import', 'tsx', CLI_ENTRY];
 
-/** A TCP port on `address` (default 127.0.0.1) that was free a moment ago: bound, then closed, so nothing listens on it. */
+/** Whether nothing listens on `port` of `address` right now (bound, then closed again). */
+function bindable(port: number, address: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, address, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * The ports freePort hands out: below the kernel's ephemeral range, from which every outgoing connection takes its
+ * local port. A port found by binding port 0 comes from that range, and another process's outgoing connection
+ * could take it before the child it was meant for bound it (a CI run: an agent's shadow port, EADDRINUSE).
+ */
+function handOutRange(): { low: number; high: number } | undefined {
+  let ephemeralLow = 32_768;
+  try {
+    ephemeralLow = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    // not Linux: its default range
+  }
+  return ephemeralLow > 11_000 ? { low: 10_000, high: ephemeralLow - 1 } : undefined;
+}
+const RANGE = handOutRange();
+// A random start per process, then one after another: two processes (test files run side by side) only meet
+// where one's sequence runs into the other's latest ports.
+let nextPort = RANGE ? RANGE.low + Math.floor(Math.random() * (RANGE.high - RANGE.low + 1)) : 0;
+
+/**
+ * A TCP port on `address` (default 127.0.0.1) that was free a moment ago, for a child process to listen on: from
+ * below the ephemeral range where the system has one that leaves room (see handOutRange), else what binding port
+ * 0 gives.
+ */
 export async function freePort(address = '127.0.0.1'): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, address, () => r()));
-  const addr = srv.address();
-  await new Promise<void>((r) => srv.close(() => r()));
-  return typeof addr === 'object' && addr ? addr.port : 0;
+  if (!RANGE) {
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, address, () => r()));
+    const addr = srv.address();
+    await new Promise<void>((r) => srv.close(() => r()));
+    return typeof addr === 'object' && addr ? addr.port : 0;
+  }
+  for (let tried = 0; tried < 500; tried++) {
+    const port = nextPort;
+    nextPort = nextPort >= RANGE.high ? RANGE.low : nextPort + 1;
+    if (await bindable(port, address)) return port;
+  }
+  throw new Error(`no free TCP port on ${address} between ${RANGE.low} and ${RANGE.high} after 500 tries`);
 }
 
 export function portOpen(port: number): Promise<boolean> {

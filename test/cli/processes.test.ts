@@ -155,3 +155,13 @@ test('test helpers never wait without a limit: a hung check, a hung promise, a C
   await assert.rejects(collect(child, 3_000), /mxswitch did not exit within 3000 ms \(killed\)/);
   assert.equal(alive(child.pid!), false, `pid ${child.pid} is gone when collect() rejects`);
 });
+
+test('freePort hands out ports below the ephemeral range (where no outgoing connection can take one before the child binds it), each free, one after another', async () => {
+  const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  const ports = [await freePort(), await freePort(), await freePort()];
+  assert.equal(new Set(ports).size, 3, ports.join(', '));
+  for (const p of ports) {
+    assert.ok(p >= 10_000 && p < low!, `port ${p} is not below the ephemeral range from ${low}`);
+    assert.equal(await portOpen(p), false, `nothing listens on ${p}`);
+  }
+});
